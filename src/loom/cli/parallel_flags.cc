@@ -1,0 +1,28 @@
+#include "loom/cli/parallel_flags.h"
+
+#include "loom/tensor/error.h"
+
+namespace loom::cli {
+
+parallel::ParallelConfig parse_parallel_flags(Args& args) {
+  constexpr int64_t kMaxRanks = 1 << 16;
+  parallel::ParallelConfig c;
+  c.tp = static_cast<int>(args.integer({"tp-size", "tp"}, 1, 1, kMaxRanks));
+  c.pp = static_cast<int>(args.integer({"pp-size"}, 1, 1, kMaxRanks));
+  c.ep = static_cast<int>(args.integer({"ep-size"}, 1, 1, kMaxRanks));
+  c.moe_dp = static_cast<int>(args.integer({"moe-dp-size"}, 1, 1, kMaxRanks));
+  c.attn_cp = static_cast<int>(args.integer({"attn-cp-size"}, 1, 1, kMaxRanks));
+  const bool dp_attention = args.flag("enable-dp-attention");
+  const int dp = static_cast<int>(args.integer({"dp-size"}, 1, 1, kMaxRanks));
+  LOOM_CHECK_ARG(dp == 1 || dp_attention, "--dp-size ", dp,
+                 " needs --enable-dp-attention (replicated data parallelism is not supported)");
+  c.attn_dp = dp_attention ? dp : 1;
+  c.nnodes = static_cast<int>(args.integer({"nnodes"}, 1, 1, kMaxRanks));
+  c.node_rank = static_cast<int>(args.integer({"node-rank"}, 0, 0, kMaxRanks));
+  c.dist_init_addr = args.string("dist-init-addr", "");
+  c.dist_timeout_s = static_cast<int>(args.integer({"dist-timeout"}, c.dist_timeout_s, 1, 24 * 3600));
+  c.validate(0);
+  return c;
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,304 @@
+#include "loom/engine/scheduler.h"
+
+#include <algorithm>
+#include <random>
+
+namespace loom::engine {
+
+struct Scheduler::Sequence {
+  Sequence(uint64_t id_, Request r, const tokenizer::Tokenizer& tok, uint64_t seed)
+      : id(id_),
+        req(std::move(r)),
+        tokens(req.prompt),
+        prompt_len(static_cast<int64_t>(req.prompt.size())),
+        sampler(req.params, req.prompt, seed),
+        text(tok, req.params.skip_special_tokens, req.params.stop),
+        submitted(Clock::now()) {}
+
+  int64_t num_output() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
+  int64_t pending() const { return static_cast<int64_t>(tokens.size()) - kv_len; }
+
+  uint64_t id;
+  Request req;
+  std::vector<int32_t> tokens;  // prompt, then the output so far
+  int64_t prompt_len;
+  int64_t kv_len = 0;           // tokens whose K/V sit in `pages`
+  std::vector<int32_t> pages;
+  cache::RadixCache::Node* lock = nullptr;
+  bool running = false;
+  bool admitted_once = false;
+  int64_t cached_tokens = 0;    // prompt tokens the prefix cache served at first admission
+  Sampler sampler;
+  TextStream text;
+  Clock::time_point submitted, last_token;
+};
+
+Scheduler::Scheduler(runtime::Runner& runner, const tokenizer::Tokenizer& tokenizer, SchedulerOptions options)
+    : runner_(runner),
+      tokenizer_(tokenizer),
+      options_(options),
+      cache_(runner.kv_pool(), !options.disable_radix_cache),
+      next_seed_(std::random_device{}()) {
+  LOOM_CHECK_ARG(options_.max_running_requests >= 1, "--max-running-requests must be at least 1");
+  LOOM_CHECK_ARG(options_.chunked_prefill_size >= 1, "--chunked-prefill-size must be at least 1");
+  const auto& cfg = runner.config();
+  limits_.vocab_size = cfg.vocab_size;
+  limits_.context_length = cfg.max_position_embeddings;
+  limits_.kv_capacity = runner.kv_pool().num_pages() * runner.kv_pool().page_size();
+  for (int64_t id : cfg.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(id));
+  if (auto e = tokenizer_.eos_token_id()) eos_ids_.push_back(*e);
+}
+
+Scheduler::~Scheduler() = default;
+
+void Scheduler::add(uint64_t id, Request request) {
+  LOOM_CHECK(!seqs_.count(id), "request id ", id, " is already in use");
+  auto s = std::make_unique<Sequence>(id, std::move(request), tokenizer_, next_seed_++);
+  waiting_.push_back(s.get());
+  seqs_.emplace(id, std::move(s));
+  ++stats_.requests_submitted;
+}
+
+void Scheduler::abort(uint64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  RequestOutput out;
+  finish(*it->second, out, FinishReason::abort);
+}
+
+void Scheduler::abort_all() {
+  std::vector<uint64_t> ids;
+  for (auto& [id, s] : seqs_) ids.push_back(id);
+  for (uint64_t id : ids) abort(id);
+}
+
+EngineStats& Scheduler::stats() {
+  const auto& pool = runner_.kv_pool();
+  stats_.waiting = static_cast<int64_t>(waiting_.size());
+  stats_.running = static_cast<int64_t>(running_.size());
+  stats_.kv_pages_total = pool.num_pages();
+  stats_.kv_pages_free = pool.num_free();
+  stats_.kv_pages_cached = cache_.cached_pages();
+  stats_.kv_pages_locked = cache_.locked_pages();
+  stats_.page_size = pool.page_size();
+  return stats_;
+}
+
+// Gives the sequence's pages back (into the prefix cache when it is on).
+void Scheduler::release(Sequence& s) {
+  if (!s.pages.empty() || s.lock) cache_.release(s.tokens, s.pages, s.kv_len, s.lock);
+  s.pages.clear();
+  s.lock = nullptr;
+  s.kv_len = 0;
+}
+
+void Scheduler::retract(Sequence& s) {
+  release(s);
+  s.running = false;
+  running_.erase(std::find(running_.begin(), running_.end(), &s));
+  waiting_.push_front(&s);
+  ++stats_.retractions;
+}
+
+// Ends the sequence: frees its KV, sends `out` marked finished, forgets it.
+void Scheduler::finish(Sequence& s, RequestOutput& out, FinishReason reason) {
+  release(s);
+  if (s.running) {
+    running_.erase(std::find(running_.begin(), running_.end(), &s));
+  } else {
+    auto it = std::find(waiting_.begin(), waiting_.end(), &s);
+    if (it != waiting_.end()) waiting_.erase(it);
+  }
+  out.request_id = s.id;
+  out.finished = true;
+  out.finish_reason = reason;
+  out.prompt_tokens = s.prompt_len;
+  out.completion_tokens = s.num_output();
+  out.cached_tokens = s.cached_tokens;
+  switch (reason) {
+    case FinishReason::stop: ++stats_.requests_finished_stop; break;
+    case FinishReason::length: ++stats_.requests_finished_length; break;
+    case FinishReason::abort: ++stats_.requests_finished_abort; break;
+    default: ++stats_.requests_finished_error; break;
+  }
+  OutputCallback cb = std::move(s.req.on_output);
+  seqs_.erase(s.id);  // destroys s
+  if (cb) cb(out);
+}
+
+Scheduler::Sequence* Scheduler::newest_running_not_in(const std::vector<Sequence*>& batch) {
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it)
+    if (std::find(batch.begin(), batch.end(), *it) == batch.end()) return *it;
+  return nullptr;
+}
+
+// Pages so that `s` covers kv_len + tokens positions, retracting newer requests that are not in
+// this step's batch when the pool (after evicting cached pages) is short. False when `s` itself
+// had to be retracted.
+bool Scheduler::make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch) {
+  const int64_t need = runner_.kv_pool().pages_for_tokens(s.kv_len + tokens) - static_cast<int64_t>(s.pages.size());
+  if (need <= 0) return true;
+  while (true) {
+    if (auto pages = cache_.allocate(need)) {
+      s.pages.insert(s.pages.end(), pages->begin(), pages->end());
+      return true;
+    }
+    Sequence* victim = newest_running_not_in(batch);
+    retract(*victim);  // s itself is not in the batch yet, so there is always a victim
+    if (victim == &s) return false;
+  }
+}
+
+// Tries to start a waiting sequence with a first chunk of at most `budget` tokens.
+bool Scheduler::admit(Sequence& s, int64_t budget, int64_t& chunk) {
+  const int64_t ps = runner_.kv_pool().page_size();
+  // Reuse the longest cached prefix, but always compute at least the last token (its logits).
+  auto m = cache_.match(s.tokens, static_cast<int64_t>(s.tokens.size()) - 1);
+  cache_.lock(m.node);
+  const int64_t cached = m.tokens() * ps;
+  // Room for the whole remaining prefill, plus a page of decode growth per running request,
+  // so that admitting does not immediately force a retraction.
+  const int64_t need_all = runner_.kv_pool().pages_for_tokens(static_cast<int64_t>(s.tokens.size())) - m.tokens();
+  if (need_all + static_cast<int64_t>(running_.size()) > cache_.available_pages() && !running_.empty()) {
+    cache_.unlock(m.node);
+    return false;
+  }
+  chunk = std::min<int64_t>(static_cast<int64_t>(s.tokens.size()) - cached, budget);
+  const int64_t need = runner_.kv_pool().pages_for_tokens(cached + chunk) - m.tokens();
+  auto pages = cache_.allocate(need);
+  if (!pages) {
+    cache_.unlock(m.node);
+    return false;
+  }
+  s.pages = std::move(m.pages);
+  s.pages.insert(s.pages.end(), pages->begin(), pages->end());
+  s.kv_len = cached;
+  s.lock = m.node;
+  if (!s.admitted_once) {
+    s.cached_tokens = cached;
+    stats_.prefix_cache_hit_tokens += static_cast<uint64_t>(cached);
+    stats_.prompt_tokens += static_cast<uint64_t>(s.prompt_len);
+    s.admitted_once = true;
+  }
+  s.running = true;
+  running_.push_back(&s);
+  return true;
+}
+
+bool Scheduler::step() {
+  std::vector<Sequence*> batch;
+  std::vector<int64_t> chunks;
+  int64_t budget = options_.chunked_prefill_size;
+
+  // Running requests first, oldest first: a decode token each, prefill chunks from the budget.
+  const std::vector<Sequence*> running = running_;
+  for (Sequence* s : running) {
+    if (!s->running) continue;  // retracted to make room for an older one
+    const int64_t pending = s->pending();
+    const int64_t n = pending == 1 ? 1 : std::min(pending, budget);
+    if (n <= 0) continue;
+    if (!make_room(*s, n, batch)) continue;
+    batch.push_back(s);
+    chunks.push_back(n);
+    if (pending > 1) budget -= n;
+  }
+  // Then waiting requests join, in order, while there is room.
+  while (!waiting_.empty() && budget > 0 &&
+         static_cast<int64_t>(running_.size()) < options_.max_running_requests) {
+    Sequence* s = waiting_.front();
+    int64_t chunk = 0;
+    if (!admit(*s, budget, chunk)) break;
+    waiting_.pop_front();
+    batch.push_back(s);
+    chunks.push_back(chunk);
+    budget -= chunk;
+  }
+  if (batch.empty()) {
+    // Prefills stuck on pages with nothing to free them: give the newest one's pages back.
+    if (running_.size() > 1) retract(*running_.back());
+    return false;
+  }
+
+  model::ForwardBatch fb;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Sequence* s = batch[i];
+    model::SequenceInput in;
+    in.tokens.assign(s->tokens.begin() + s->kv_len, s->tokens.begin() + s->kv_len + chunks[i]);
+    in.start_pos = static_cast<int32_t>(s->kv_len);
+    in.page_table = s->pages;
+    fb.seqs.push_back(std::move(in));
+  }
+  Tensor logits;
+  try {
+    logits = runner_.forward(fb).contiguous();
+    LOOM_CHECK(logits.dim() == 2 && logits.size(0) == static_cast<int64_t>(batch.size()) &&
+                   logits.size(1) == limits_.vocab_size && logits.dtype() == DType::f32,
+               "the runner returned logits ", logits.str(), " for a batch of ", batch.size(), " (vocab ",
+               limits_.vocab_size, ")");
+  } catch (const std::exception& e) {
+    fail_batch(batch, e.what());
+    return true;
+  }
+  ++stats_.steps;
+  const float* rows = logits.data<float>();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Sequence* s = batch[i];
+    s->kv_len += chunks[i];
+    if (s->pending() == 0) on_token(*s, rows + static_cast<int64_t>(i) * limits_.vocab_size);
+  }
+  return true;
+}
+
+void Scheduler::on_token(Sequence& s, const float* logits) {
+  const auto& p = s.req.params;
+  RequestOutput out;
+  out.request_id = s.id;
+  TokenLogprob lp;
+  const int32_t tok = s.sampler.sample(logits, limits_.vocab_size, p.logprobs >= 0 ? &lp : nullptr);
+  s.tokens.push_back(tok);
+  ++stats_.generation_tokens;
+  const auto now = Clock::now();
+  if (s.num_output() == 1) {
+    stats_.ttft.observe(std::chrono::duration<double>(now - s.submitted).count());
+  } else {
+    stats_.inter_token.observe(std::chrono::duration<double>(now - s.last_token).count());
+  }
+  s.last_token = now;
+  out.token_ids = {tok};
+  if (p.logprobs >= 0) out.logprobs.push_back(std::move(lp));
+
+  FinishReason reason = FinishReason::none;
+  const bool stop_token = (!p.ignore_eos && std::count(eos_ids_.begin(), eos_ids_.end(), tok)) ||
+                          std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), tok);
+  if (stop_token) {
+    out.text = s.text.flush();
+    reason = FinishReason::stop;
+  } else {
+    out.text = s.text.push(tok);
+    if (s.text.stopped()) reason = FinishReason::stop;
+  }
+  if (reason == FinishReason::none &&
+      (s.num_output() >= p.max_tokens ||
+       (limits_.context_length > 0 && static_cast<int64_t>(s.tokens.size()) >= limits_.context_length))) {
+    out.text += s.text.flush();
+    reason = FinishReason::length;
+  }
+  if (reason != FinishReason::none) {
+    finish(s, out, reason);
+    return;
+  }
+  out.prompt_tokens = s.prompt_len;
+  out.completion_tokens = s.num_output();
+  out.cached_tokens = s.cached_tokens;
+  if (s.req.on_output) s.req.on_output(out);
+}
+
+void Scheduler::fail_batch(const std::vector<Sequence*>& batch, const std::string& what) {
+  for (Sequence* s : batch) {
+    RequestOutput out;
+    out.error = what;
+    finish(*s, out, FinishReason::error);
+  }
+}
+
+}  // namespace loom::engine

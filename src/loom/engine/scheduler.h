@@ -1,0 +1,83 @@
+// Continuous batching over one Runner, single-threaded (the Engine's thread calls it).
+//
+// Every step() runs one forward over a batch of running requests: each decoding request adds
+// its one new token, prefilling requests add a chunk (all prefill chunks together at most
+// chunked_prefill_size tokens), and waiting requests join while there is room (running count,
+// prefill budget, KV pages). When the pool runs out the newest running request is retracted: its
+// pages go back (into the prefix cache) and it waits at the head of the queue to be recomputed,
+// keeping its tokens and sampler state, so a greedy request's output does not change.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "loom/cache/radix_cache.h"
+#include "loom/engine/metrics.h"
+#include "loom/engine/request.h"
+#include "loom/engine/sampler.h"
+#include "loom/engine/text_stream.h"
+#include "loom/engine/validate.h"
+#include "loom/runtime/model_runner.h"
+#include "loom/tokenizer/tokenizer.h"
+
+namespace loom::engine {
+
+struct SchedulerOptions {
+  int64_t max_running_requests = 64;
+  int64_t chunked_prefill_size = 512;  // prefill tokens per step (all requests together)
+  bool disable_radix_cache = false;
+};
+
+class Scheduler {
+ public:
+  Scheduler(runtime::Runner& runner, const tokenizer::Tokenizer& tokenizer, SchedulerOptions options);
+  ~Scheduler();
+
+  ModelLimits limits() const { return limits_; }
+  // Queues a request (validate_request() first). Outputs go to request.on_output.
+  void add(uint64_t id, Request request);
+  // Ends a waiting or running request with finish_reason abort; unknown ids are ignored.
+  void abort(uint64_t id);
+  void abort_all();
+  bool idle() const { return waiting_.empty() && running_.empty(); }
+  size_t num_waiting() const { return waiting_.size(); }
+  size_t num_running() const { return running_.size(); }
+
+  // One forward over the next batch; returns false when there was nothing to run.
+  bool step();
+
+  EngineStats& stats();  // gauges refreshed
+  std::string idle_leak_report() const { return cache_.idle_leak_report(); }
+  cache::RadixCache& cache() { return cache_; }
+
+ private:
+  struct Sequence;
+  using Clock = std::chrono::steady_clock;
+
+  bool make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch);
+  bool admit(Sequence& s, int64_t budget, int64_t& chunk);
+  void retract(Sequence& s);
+  void release(Sequence& s);
+  void finish(Sequence& s, RequestOutput& out, FinishReason reason);
+  void on_token(Sequence& s, const float* logits);
+  void fail_batch(const std::vector<Sequence*>& batch, const std::string& what);
+  Sequence* newest_running_not_in(const std::vector<Sequence*>& batch);
+
+  runtime::Runner& runner_;
+  tokenizer::Tokenizer tokenizer_;
+  SchedulerOptions options_;
+  ModelLimits limits_;
+  cache::RadixCache cache_;
+  std::vector<int32_t> eos_ids_;
+  std::unordered_map<uint64_t, std::unique_ptr<Sequence>> seqs_;
+  std::deque<Sequence*> waiting_;
+  std::vector<Sequence*> running_;  // in admission order: the back is the newest
+  EngineStats stats_;
+  uint64_t next_seed_;
+};
+
+}  // namespace loom::engine

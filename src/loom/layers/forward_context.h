@@ -1,0 +1,34 @@
+// Per-step metadata every layer of a forward needs: token positions, where each sequence's
+// tokens start, page tables and which rows produce logits. Built once per step from the
+// ForwardBatch on the model's device (in static buffers when a CUDA graph replays).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "loom/tensor/kv_buffers.h"
+#include "loom/tensor/tensor.h"
+
+namespace loom::layers {
+
+struct ForwardContext {
+  int64_t num_seqs = 0;
+  int64_t num_tokens = 0;
+  int64_t max_pages = 0;    // page_table row width
+  int64_t max_seq_len = 0;  // longest start_pos + new tokens
+  int64_t page_size = 0;
+  bool decode_only = false; // every sequence has exactly one new token
+
+  // Host copies (always filled) ...
+  std::vector<int32_t> h_positions;     // [T] absolute position of each new token
+  std::vector<int32_t> h_token_starts;  // [S+1] prefix sums of new tokens per sequence
+  std::vector<int32_t> h_start_pos;     // [S] tokens already cached per sequence
+  std::vector<int32_t> h_page_table;    // [S, max_pages], padded with 0
+  std::vector<int32_t> h_logit_rows;    // [R] token index of each logits row
+
+  // ... and the same on the model's device (aliases of nothing on CPU: tensors on the host).
+  Tensor positions, token_starts, start_pos, page_table, logit_rows;
+
+  const KvBuffers* kv = nullptr;
+};
+
+}  // namespace loom::layers

@@ -1,0 +1,69 @@
+// Tensor-level operations the models are written in. Each dispatches on the tensors' device
+// to kernels/cpu (fp32 reference) or kernels/cuda (bf16, fp32 accumulation) — ops_cpu.cc and
+// ops_cuda.cc. Outputs are new tensors on the inputs' device unless an argument says "in place".
+#pragma once
+#include <optional>
+
+#include "loom/layers/forward_context.h"
+#include "loom/tensor/tensor.h"
+
+namespace loom::layers::ops {
+
+// table [V, H], ids i32 [T] -> [T, H]
+Tensor embedding(const Tensor& table, const Tensor& ids);
+
+// x [T, K] · w[N, K]ᵀ (+ bias [N]) -> [T, N]
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
+
+// RMSNorm over the last dim -> new tensor.
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
+
+// residual += x; returns rms_norm(residual). (Fused on CUDA.)
+Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps);
+
+// residual += x in place.
+void add_(Tensor& residual, const Tensor& x);
+
+// Rotary tables: inv_freq [rotary_dim/2] f32 and YaRN's attention scaling.
+struct Rope {
+  Tensor inv_freq;  // on the model's device, f32
+  int64_t rotary_dim = 0;
+  float scaling = 1.0f;
+};
+
+// Per-head RMSNorm (when norm weights are given) then NeoX RoPE, in place, on
+// q [T, Hq, D] and k [T, Hk, D] at ctx positions.
+void qk_norm_rope(Tensor& q, Tensor& k, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                  const Rope& rope, const ForwardContext& ctx);
+
+// Appends k/v of the step to layer `layer`'s pages and attends causally over each sequence's
+// cache. q [T, Hq, Dk], k [T, Hk, Dk], v [T, Hk, Dv] -> [T, Hq, Dv].
+struct AttentionParams {
+  float scale = 1.0f;
+  int64_t sliding_window = 0;     // 0 = full attention
+  const Tensor* sinks = nullptr;  // [Hq] f32, gpt-oss
+};
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer,
+                 const AttentionParams& params, const ForwardContext& ctx);
+
+// gate_up [T, 2I] -> silu(gate) * up [T, I]
+Tensor silu_and_mul(const Tensor& gate_up);
+
+// Router: softmax over expert logits [T, E], top-k; weights renormalised to sum 1 when
+// `renormalize`. Returns weights f32 [T, k] and expert ids i32 [T, k].
+struct Routing {
+  Tensor weights;
+  Tensor ids;
+};
+Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormalize);
+
+// Routed experts over this rank's experts [expert_begin, expert_begin + E_local):
+// out[t] = Σ_j weights[t, j] · down_e(silu(gate_e x) * up_e x) for e = ids[t, j] in range.
+// w_gate_up [E_local, 2I, H], w_down [E_local, H, I]. Tokens routed elsewhere contribute 0.
+Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
+                   const Tensor& w_down, int64_t expert_begin);
+
+// Rows `ctx.logit_rows` of x [T, H] -> [R, H].
+Tensor gather_rows(const Tensor& x, const Tensor& rows);
+
+}  // namespace loom::layers::ops

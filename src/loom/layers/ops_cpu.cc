@@ -1,0 +1,184 @@
+// The CPU branch of layers/ops.h (fp32, over kernels/cpu) and the dispatch to the CUDA branch.
+#include <algorithm>
+#include <cstring>
+
+#include "loom/kernels/cpu/ops.h"
+#include "loom/layers/ops.h"
+#include "loom/layers/ops_cuda.h"
+
+namespace loom::layers::ops {
+namespace k = loom::kernels::cpu;
+
+namespace {
+
+Tensor host_f32(const Tensor& t, const char* what) {
+  LOOM_CHECK(t.dtype() == DType::f32, what, ": CPU ops take f32 tensors, got ", t.str());
+  return t.contiguous();
+}
+
+k::PagedKv paged_kv(const ForwardContext& ctx, int64_t layer) {
+  const Tensor& kc = ctx.kv->k[layer];
+  const Tensor& vc = ctx.kv->v[layer];
+  return k::PagedKv{kc.data<float>(), vc.data<float>(), ctx.page_size, kc.size(1), kc.size(2), vc.size(2)};
+}
+
+}  // namespace
+
+Tensor embedding(const Tensor& table, const Tensor& ids) {
+  if (table.device().is_cuda()) return cuda::embedding(table, ids);
+  Tensor t = host_f32(table, "embedding");
+  const int64_t n = ids.numel(), vocab = t.size(0), dim = t.size(1);
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i)
+    LOOM_CHECK_ARG(id[i] >= 0 && id[i] < vocab, "token id ", id[i], " is outside the vocabulary [0, ", vocab, ")");
+  Tensor out = Tensor::empty({n, dim}, DType::f32);
+  k::embedding(t.data<float>(), id, out.data<float>(), n, dim);
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  if (x.device().is_cuda()) return cuda::linear(x, w, bias);
+  Tensor xc = host_f32(x, "linear");
+  const int64_t in = w.size(1), out_f = w.size(0), m = xc.numel() / in;
+  LOOM_CHECK(xc.size(-1) == in, "linear: input ", x.str(), " against weight ", w.str());
+  Shape shape = xc.shape();
+  shape.back() = out_f;
+  Tensor y = Tensor::empty(shape, DType::f32);
+  k::linear(xc.data<float>(), w.data<float>(), bias ? bias->data<float>() : nullptr, y.data<float>(), m,
+            out_f, in);
+  return y;
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
+  if (x.device().is_cuda()) return cuda::rms_norm(x, w, eps);
+  Tensor xc = host_f32(x, "rms_norm");
+  Tensor y = Tensor::empty(xc.shape(), DType::f32);
+  const int64_t dim = xc.size(-1);
+  k::rms_norm(xc.data<float>(), w.data<float>(), y.data<float>(), xc.numel() / dim, dim, eps);
+  return y;
+}
+
+void add_(Tensor& residual, const Tensor& x) {
+  if (residual.device().is_cuda()) return cuda::add_(residual, x);
+  LOOM_CHECK(residual.is_contiguous() && residual.shape() == x.shape(), "add_: ", residual.str(), " += ", x.str());
+  Tensor xc = host_f32(x, "add_");
+  float* r = residual.data<float>();
+  const float* a = xc.data<float>();
+  for (int64_t i = 0; i < residual.numel(); ++i) r[i] += a[i];
+}
+
+Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps) {
+  if (residual.device().is_cuda()) return cuda::add_rms_norm(residual, x, w, eps);
+  add_(residual, x);
+  return rms_norm(residual, w, eps);
+}
+
+void qk_norm_rope(Tensor& q, Tensor& kt, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                  const Rope& rope, const ForwardContext& ctx) {
+  if (q.device().is_cuda()) return cuda::qk_norm_rope(q, kt, q_norm, k_norm, eps, rope, ctx);
+  LOOM_CHECK(q.is_contiguous() && kt.is_contiguous(), "qk_norm_rope needs contiguous q and k");
+  const int64_t tokens = q.size(0), dim = q.size(2);
+  for (auto [t, norm] : {std::pair{&q, q_norm}, std::pair{&kt, k_norm}}) {
+    const int64_t heads = t->size(1);
+    float* p = t->data<float>();
+    if (norm) k::rms_norm(p, norm->data<float>(), p, tokens * heads, dim, eps);
+    k::rope_neox(p, ctx.h_positions.data(), tokens, heads, dim, rope.rotary_dim,
+                 rope.inv_freq.data<float>(), rope.scaling);
+  }
+}
+
+Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int64_t layer,
+                 const AttentionParams& params, const ForwardContext& ctx) {
+  if (q.device().is_cuda()) return cuda::attention(q, kt, v, layer, params, ctx);
+  const k::PagedKv kv = paged_kv(ctx, layer);
+  const int64_t q_heads = q.size(1);
+  LOOM_CHECK(q_heads % kv.kv_heads == 0, "attention: ", q_heads, " query heads over ", kv.kv_heads, " kv heads");
+  Tensor qc = host_f32(q, "attention"), kc = host_f32(kt, "attention"), vc = host_f32(v, "attention");
+  Tensor out = Tensor::empty({q.size(0), q_heads, kv.v_dim}, DType::f32);
+  const float* sinks = params.sinks ? params.sinks->data<float>() : nullptr;
+  for (int64_t s = 0; s < ctx.num_seqs; ++s) {
+    const int64_t t0 = ctx.h_token_starts[s], n = ctx.h_token_starts[s + 1] - t0;
+    const int32_t* pages = ctx.h_page_table.data() + s * ctx.max_pages;
+    const int64_t start = ctx.h_start_pos[s];
+    k::write_kv(kv, pages, start, n, kc.data<float>() + t0 * kv.kv_heads * kv.k_dim,
+                vc.data<float>() + t0 * kv.kv_heads * kv.v_dim);
+    k::paged_attention(qc.data<float>() + t0 * q_heads * kv.k_dim, n, q_heads, kv, pages, start,
+                       params.scale, params.sliding_window, sinks, out.data<float>() + t0 * q_heads * kv.v_dim);
+  }
+  return out;
+}
+
+Tensor silu_and_mul(const Tensor& gate_up) {
+  if (gate_up.device().is_cuda()) return cuda::silu_and_mul(gate_up);
+  Tensor g = host_f32(gate_up, "silu_and_mul");
+  const int64_t inter = g.size(-1) / 2, m = g.numel() / g.size(-1);
+  Tensor out = Tensor::empty({m, inter}, DType::f32);
+  k::silu_and_mul(g.data<float>(), out.data<float>(), m, inter);
+  return out;
+}
+
+Routing route_topk_softmax(const Tensor& router_logits, int64_t topk, bool renormalize) {
+  if (router_logits.device().is_cuda()) return cuda::route_topk_softmax(router_logits, topk, renormalize);
+  Tensor probs = host_f32(router_logits, "route_topk_softmax").clone();
+  const int64_t t = probs.size(0), e = probs.size(1);
+  LOOM_CHECK(topk >= 1 && topk <= e, "router: top-", topk, " of ", e, " experts");
+  k::softmax(probs.data<float>(), t, e);
+  Routing r{Tensor::empty({t, topk}, DType::f32), Tensor::empty({t, topk}, DType::i32)};
+  k::topk(probs.data<float>(), t, e, topk, r.weights.data<float>(), r.ids.data<int32_t>());
+  if (renormalize) {
+    float* w = r.weights.data<float>();
+    for (int64_t i = 0; i < t; ++i) {
+      float sum = 0;
+      for (int64_t j = 0; j < topk; ++j) sum += w[i * topk + j];
+      for (int64_t j = 0; j < topk; ++j) w[i * topk + j] /= sum;
+    }
+  }
+  return r;
+}
+
+Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
+                   const Tensor& w_down, int64_t expert_begin) {
+  if (x.device().is_cuda()) return cuda::moe_experts(x, routing, w_gate_up, w_down, expert_begin);
+  Tensor xc = host_f32(x, "moe_experts");
+  const int64_t t = xc.size(0), hidden = xc.size(1), topk = routing.ids.size(1);
+  const int64_t local = w_gate_up.size(0), inter = w_down.size(2);
+  const int32_t* ids = routing.ids.data<int32_t>();
+  const float* wts = routing.weights.data<float>();
+  Tensor out = Tensor::zeros({t, hidden}, DType::f32);
+  float* o = out.data<float>();
+  std::vector<int64_t> rows;
+  std::vector<float> scale;
+  for (int64_t e = 0; e < local; ++e) {
+    rows.clear();
+    scale.clear();
+    for (int64_t i = 0; i < t * topk; ++i) {
+      if (ids[i] != expert_begin + e) continue;
+      rows.push_back(i / topk);
+      scale.push_back(wts[i]);
+    }
+    if (rows.empty()) continue;
+    const int64_t m = static_cast<int64_t>(rows.size());
+    std::vector<float> xg(m * hidden), gu(m * 2 * inter), act(m * inter), y(m * hidden);
+    for (int64_t r = 0; r < m; ++r)
+      std::memcpy(&xg[r * hidden], xc.data<float>() + rows[r] * hidden, hidden * sizeof(float));
+    k::linear(xg.data(), w_gate_up[e].data<float>(), nullptr, gu.data(), m, 2 * inter, hidden);
+    k::silu_and_mul(gu.data(), act.data(), m, inter);
+    k::linear(act.data(), w_down[e].data<float>(), nullptr, y.data(), m, hidden, inter);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t d = 0; d < hidden; ++d) o[rows[r] * hidden + d] += scale[r] * y[r * hidden + d];
+  }
+  return out;
+}
+
+Tensor gather_rows(const Tensor& x, const Tensor& rows) {
+  if (x.device().is_cuda()) return cuda::gather_rows(x, rows);
+  Tensor xc = host_f32(x, "gather_rows");
+  const int64_t n = rows.numel(), dim = xc.size(-1);
+  Tensor out = Tensor::empty({n, dim}, DType::f32);
+  const int32_t* r = rows.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(out.data<float>() + i * dim, xc.data<float>() + r[i] * dim, dim * sizeof(float));
+  return out;
+}
+
+}  // namespace loom::layers::ops

@@ -1,0 +1,23 @@
+// The CUDA branch of layers/ops.h (same signatures; bf16 activations, fp32 accumulation).
+// Defined in ops_cuda.cc; without the CUDA backend each throws.
+#pragma once
+#include "loom/layers/ops.h"
+
+namespace loom::layers::ops::cuda {
+
+Tensor embedding(const Tensor& table, const Tensor& ids);
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
+Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps);
+void add_(Tensor& residual, const Tensor& x);
+void qk_norm_rope(Tensor& q, Tensor& k, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                  const Rope& rope, const ForwardContext& ctx);
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer,
+                 const AttentionParams& params, const ForwardContext& ctx);
+Tensor silu_and_mul(const Tensor& gate_up);
+Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormalize);
+Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
+                   const Tensor& w_down, int64_t expert_begin);
+Tensor gather_rows(const Tensor& x, const Tensor& rows);
+
+}  // namespace loom::layers::ops::cuda

@@ -1,0 +1,30 @@
+// Without the CUDA backend, a CUDA tensor reaching an op is a clear error, not a link failure.
+#ifndef LOOM_HAVE_CUDA_OPS
+#include "loom/layers/ops_cuda.h"
+
+namespace loom::layers::ops::cuda {
+namespace {
+[[noreturn]] void unavailable(const char* op) {
+  throw Error(str("layers::ops::", op, " on a CUDA tensor, but loom was built without the CUDA backend"));
+}
+}  // namespace
+
+Tensor embedding(const Tensor&, const Tensor&) { unavailable("embedding"); }
+Tensor linear(const Tensor&, const Tensor&, const Tensor*) { unavailable("linear"); }
+Tensor rms_norm(const Tensor&, const Tensor&, float) { unavailable("rms_norm"); }
+Tensor add_rms_norm(Tensor&, const Tensor&, const Tensor&, float) { unavailable("add_rms_norm"); }
+void add_(Tensor&, const Tensor&) { unavailable("add_"); }
+void qk_norm_rope(Tensor&, Tensor&, const Tensor*, const Tensor*, float, const Rope&, const ForwardContext&) {
+  unavailable("qk_norm_rope");
+}
+Tensor attention(const Tensor&, const Tensor&, const Tensor&, int64_t, const AttentionParams&,
+                 const ForwardContext&) {
+  unavailable("attention");
+}
+Tensor silu_and_mul(const Tensor&) { unavailable("silu_and_mul"); }
+Routing route_topk_softmax(const Tensor&, int64_t, bool) { unavailable("route_topk_softmax"); }
+Tensor moe_experts(const Tensor&, const Routing&, const Tensor&, const Tensor&, int64_t) { unavailable("moe_experts"); }
+Tensor gather_rows(const Tensor&, const Tensor&) { unavailable("gather_rows"); }
+
+}  // namespace loom::layers::ops::cuda
+#endif

@@ -1,0 +1,43 @@
+// What the runtime sees of a model: a config, a KV layout and a forward step.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "loom/io/model_config.h"
+#include "loom/io/weights.h"
+#include "loom/layers/forward_context.h"
+#include "loom/tensor/kv_buffers.h"
+#include "loom/model/forward_batch.h"
+
+namespace loom::model {
+
+struct LoadOptions {
+  Device device = Device::cpu();
+  DType dtype = DType::f32;  // activations and weights: f32 on CPU, bf16 on CUDA
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+  virtual const io::ModelConfig& config() const = 0;
+  virtual KvLayout kv_layout() const = 0;
+  // Device-only work (capturable in a CUDA graph): token ids i32 [T] and every tensor of `ctx`
+  // are already on the model's device. Writes the step's K/V into ctx.kv and returns logits
+  // [ctx.logit_rows.numel(), vocab] on the device, in the model's dtype.
+  virtual Tensor forward_device(const Tensor& ids, const layers::ForwardContext& ctx) = 0;
+  virtual Device device() const = 0;
+
+  // Runs the batch, writing its K/V into `kv`; returns f32 logits [batch.num_logit_rows(), vocab]
+  // on the host, rows in batch order.
+  Tensor forward(const ForwardBatch& batch, const KvBuffers& kv);
+};
+
+// The architectures loom runs, as "Name1, Name2" for error messages.
+std::string supported_architectures();
+
+// Reads DIR/config.json, picks the architecture and loads its weights from `weights`.
+std::unique_ptr<CausalLM> load_causal_lm(const io::ModelConfig& config,
+                                         const io::WeightSource& weights,
+                                         const LoadOptions& options);
+
+}  // namespace loom::model

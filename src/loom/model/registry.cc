@@ -1,0 +1,39 @@
+// Architecture name (config.json's `architectures[0]`) -> model constructor.
+#include <functional>
+#include <map>
+
+#include "loom/model/causal_lm.h"
+#include "loom/model/qwen3_moe.h"
+
+namespace loom::model {
+namespace {
+
+using Loader = std::function<std::unique_ptr<CausalLM>(const io::ModelConfig&, const io::WeightSource&,
+                                                        const LoadOptions&)>;
+
+const std::map<std::string, Loader>& loaders() {
+  static const std::map<std::string, Loader> m = {
+      {"Qwen3ForCausalLM", load_qwen3_moe},
+      {"Qwen3MoeForCausalLM", load_qwen3_moe},
+  };
+  return m;
+}
+
+}  // namespace
+
+std::string supported_architectures() {
+  std::string s;
+  for (const auto& [name, _] : loaders()) s += (s.empty() ? "" : ", ") + name;
+  return s;
+}
+
+std::unique_ptr<CausalLM> load_causal_lm(const io::ModelConfig& config, const io::WeightSource& weights,
+                                         const LoadOptions& options) {
+  auto it = loaders().find(config.architecture);
+  if (it == loaders().end())
+    throw InvalidArgument(str("unsupported architecture '", config.architecture,
+                              "' (supported: ", supported_architectures(), ")"));
+  return it->second(config, weights, options);
+}
+
+}  // namespace loom::model

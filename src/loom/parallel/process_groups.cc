@@ -1,0 +1,61 @@
+#include "loom/parallel/process_groups.h"
+
+#include "loom/parallel/graph_registry.h"
+#ifdef LOOM_HAVE_CUDA
+#include "loom/parallel/nccl_communicator.h"
+#endif
+
+namespace loom::parallel {
+
+static std::string join(const std::vector<int>& v) {
+  std::string s;
+  for (size_t k = 0; k < v.size(); ++k) {
+    if (k) s += ',';
+    s += std::to_string(v[k]);
+  }
+  return s;
+}
+
+ProcessGroups::ProcessGroups(const ParallelConfig& c, int rank, Store& store, const ProcessGroupOptions& opts)
+    : config_(c), coords_(rank_coords(c, rank)) {
+  auto gloo_dev = opts.gloo_device ? opts.gloo_device : make_gloo_device(store.local_address());
+  const std::chrono::milliseconds timeout = opts.timeout.count() > 0 ? opts.timeout : store.timeout();
+#ifndef LOOM_HAVE_CUDA
+  LOOM_CHECK(opts.device.is_cpu(), "device ", opts.device.str(), " needs a build with CUDA (NCCL)");
+#endif
+  // Built in one global order (family, then members) so that the group-by-group rendezvous can
+  // not deadlock; identical memberships reuse the communicator made first.
+  std::map<std::vector<int>, std::pair<std::shared_ptr<Communicator>, std::shared_ptr<Communicator>>> made;
+  for (Family f : kAllFamilies) {
+    Group g;
+    g.family = f;
+    g.ranks = group_of(c, f, rank);
+    g.rank = coords_.in(f);
+    auto it = made.find(g.ranks);
+    if (it != made.end()) {
+      g.cpu = it->second.first;
+      g.device = it->second.second;
+    } else {
+      const std::string key = opts.key_prefix + "/" + join(g.ranks);
+      const std::string name = loom::str(family_name(f), " ", ranks_str(g.ranks));
+      g.cpu = std::make_shared<GlooCommunicator>(name + " (gloo)", g.ranks, g.rank, store, key + "/cpu", gloo_dev,
+                                                 timeout);
+      if (opts.device.is_cpu()) {
+        g.device = g.cpu;
+      } else {
+#ifdef LOOM_HAVE_CUDA
+        g.device = std::make_shared<NcclCommunicator>(name + " (nccl)", g.ranks, g.rank, store, key + "/nccl",
+                                                      opts.device.index, timeout);
+#endif
+      }
+      made[g.ranks] = {g.cpu, g.device};
+    }
+    groups_.push_back(std::move(g));
+  }
+}
+
+void ProcessGroups::register_all(GraphRegistry& registry) const {
+  for (const auto& g : groups_) registry.add(family_name(g.family), g.device);
+}
+
+}  // namespace loom::parallel

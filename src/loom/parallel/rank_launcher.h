@@ -1,0 +1,27 @@
+// Runs one function per rank, one thread per local rank. Any rank's exception ends the run: the
+// store is aborted so the others stop waiting, and the error comes back with the rank number.
+#pragma once
+#include <chrono>
+#include <functional>
+
+#include "loom/parallel/parallel_config.h"
+#include "loom/parallel/store.h"
+
+namespace loom::parallel {
+
+// rank: global rank; local_rank: index of the thread on this node (the GPU it drives).
+using RankFn = std::function<void(int rank, int local_rank, Store& store)>;
+
+// Runs ranks [first_rank, first_rank + n) as threads sharing `store`. Throws after every thread
+// ended: "rank R: <error>" for the first rank that failed (InvalidArgument stays InvalidArgument).
+void run_threads(int n, int first_rank, Store& store, const RankFn& fn);
+
+// One process, `world_size` ranks, an in-process store whose waits end after `timeout`.
+void run_local(int world_size, std::chrono::milliseconds timeout, const RankFn& fn);
+
+// This node's share of a multi-node (or multi-process) run: c.ranks_per_node() threads with global
+// ranks node_rank * ranks_per_node + local_rank. Node 0 serves the store at c.dist_init_addr (a
+// single-node run without an address uses an in-process store); all rendezvous there.
+void run_node(const ParallelConfig& c, const RankFn& fn);
+
+}  // namespace loom::parallel

@@ -1,0 +1,34 @@
+// A rank's model and its KV pool: loads the checkpoint, sizes the pool, runs forward steps.
+// The engine talks to a Runner; a parallel runner (several ranks) implements the same interface.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "loom/cache/kv_pool.h"
+#include "loom/model/causal_lm.h"
+
+namespace loom::runtime {
+
+struct RunnerOptions {
+  std::string model_path;
+  Device device = Device::cpu();
+  std::string load_format = "auto";  // auto (safetensors) | dummy
+  int64_t page_size = 16;
+  int64_t max_total_tokens = 0;      // KV pool capacity in tokens; 0 = from memory
+  double mem_fraction_static = 0.85; // CUDA: fraction of GPU memory for weights + KV pool
+  bool disable_cuda_graph = false;
+  int64_t cuda_graph_max_bs = 160;
+};
+
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  virtual const io::ModelConfig& config() const = 0;
+  virtual cache::KvPool& kv_pool() = 0;
+  // Logits f32 [batch.num_logit_rows(), vocab] on the host, rows in batch order.
+  virtual Tensor forward(const model::ForwardBatch& batch) = 0;
+};
+
+std::unique_ptr<Runner> create_runner(const RunnerOptions& options);
+
+}  // namespace loom::runtime

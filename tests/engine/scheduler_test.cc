@@ -1,0 +1,246 @@
+// Scheduler behaviour on the toy runner: batching, chunked prefill, retraction and prefix reuse
+// must never change what a greedy request generates, and every page comes back.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "loom/engine/scheduler.h"
+#include "tokenizer/tokenizer_fixture.h"
+#include "toy_runner.h"
+
+namespace loom::engine {
+namespace {
+
+using testing::ToyRunner;
+
+struct Collected {
+  std::vector<int32_t> ids;
+  std::string text;
+  FinishReason reason = FinishReason::none;
+  int64_t cached = 0;
+  int64_t outputs = 0;
+};
+
+Request greedy_request(std::vector<int32_t> prompt, int64_t max_tokens, std::map<uint64_t, Collected>* sink,
+                       uint64_t id) {
+  Request r;
+  r.prompt = std::move(prompt);
+  r.params.temperature = 0;
+  r.params.max_tokens = max_tokens;
+  r.on_output = [sink, id](const RequestOutput& o) {
+    auto& c = (*sink)[id];
+    c.ids.insert(c.ids.end(), o.token_ids.begin(), o.token_ids.end());
+    c.text += o.text;
+    ++c.outputs;
+    if (o.finished) {
+      c.reason = o.finish_reason;
+      c.cached = o.cached_tokens;
+    }
+  };
+  return r;
+}
+
+std::vector<int32_t> prompt_of(int seed, int len) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < len; ++i) p.push_back(300 + (seed * 131 + i * 17) % 2000);
+  return p;
+}
+
+// Steps until idle (bounded), then checks the pool is whole.
+void run_to_idle(Scheduler& s, int max_steps = 20000) {
+  for (int i = 0; i < max_steps && !s.idle(); ++i) s.step();
+  ASSERT_TRUE(s.idle()) << "scheduler did not drain in " << max_steps << " steps";
+  EXPECT_EQ(s.idle_leak_report(), "");
+}
+
+// Each prompt alone, one request at a time, on a roomy pool without prefix caching.
+std::map<uint64_t, Collected> solo(const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens) {
+  std::map<uint64_t, Collected> out;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ToyRunner runner(256, 4);
+    SchedulerOptions o;
+    o.disable_radix_cache = true;
+    Scheduler s(runner, tokenizer::testing::qwen3(), o);
+    s.add(i, greedy_request(prompts[i], max_tokens, &out, i));
+    run_to_idle(s);
+  }
+  return out;
+}
+
+TEST(Scheduler, ContinuousBatchingMatchesOneAtATime) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 12; ++i) prompts.push_back(prompt_of(i, 3 + i * 5));
+  const auto expected = solo(prompts, 20);
+
+  ToyRunner runner(512, 4);
+  SchedulerOptions o;
+  o.max_running_requests = 5;
+  o.chunked_prefill_size = 16;
+  Scheduler s(runner, tokenizer::testing::qwen3(), o);
+  std::map<uint64_t, Collected> got;
+  // Half now, half while the first ones are decoding: they must join the running batch.
+  for (size_t i = 0; i < 6; ++i) s.add(i, greedy_request(prompts[i], 20, &got, i));
+  for (int k = 0; k < 6; ++k) s.step();
+  for (size_t i = 6; i < prompts.size(); ++i) s.add(i, greedy_request(prompts[i], 20, &got, i));
+  run_to_idle(s);
+
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(got[i].ids, expected.at(i).ids) << "request " << i;
+    EXPECT_EQ(got[i].reason, FinishReason::length);
+    EXPECT_EQ(got[i].ids.size(), 20u);
+  }
+  // Limits held in every step; some step mixed a prefill chunk with decodes.
+  bool mixed = false;
+  for (const auto& b : runner.batches) {
+    EXPECT_LE(static_cast<int64_t>(b.seqs.size()), 5);
+    int64_t prefill = 0;
+    bool decode = false;
+    for (const auto& q : b.seqs) {
+      if (q.tokens.size() > 1) prefill += static_cast<int64_t>(q.tokens.size());
+      else decode = true;
+    }
+    EXPECT_LE(prefill, 16);
+    mixed |= decode && prefill > 0;
+  }
+  EXPECT_TRUE(mixed);
+}
+
+TEST(Scheduler, ChunkedPrefillSplitsLongPrompts) {
+  const auto prompt = prompt_of(7, 50);
+  const auto expected = solo({prompt}, 8);
+  ToyRunner runner(256, 4);
+  SchedulerOptions o;
+  o.chunked_prefill_size = 7;
+  Scheduler s(runner, tokenizer::testing::qwen3(), o);
+  std::map<uint64_t, Collected> got;
+  s.add(0, greedy_request(prompt, 8, &got, 0));
+  run_to_idle(s);
+  EXPECT_EQ(got[0].ids, expected.at(0).ids);
+  ASSERT_GE(runner.batches.size(), 8u);  // ceil(50 / 7) = 8 chunks, then decodes
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(runner.batches[i].seqs[0].tokens.size(), 7u);
+  EXPECT_EQ(runner.batches[7].seqs[0].tokens.size(), 1u);
+  EXPECT_EQ(runner.batches[7].seqs[0].start_pos, 49);
+}
+
+TEST(Scheduler, SmallPoolRetractsAndResumesWithIdenticalOutput) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back(prompt_of(i + 40, 10 + i));
+  const auto expected = solo(prompts, 30);
+  for (bool radix : {true, false}) {
+    // 24 pages of 4 tokens: each request needs up to ~12 pages, so 8 at once cannot fit.
+    ToyRunner runner(24, 4);
+    SchedulerOptions o;
+    o.max_running_requests = 8;
+    o.disable_radix_cache = !radix;
+    Scheduler s(runner, tokenizer::testing::qwen3(), o);
+    std::map<uint64_t, Collected> got;
+    for (size_t i = 0; i < prompts.size(); ++i) s.add(i, greedy_request(prompts[i], 30, &got, i));
+    run_to_idle(s);
+    for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i].ids, expected.at(i).ids) << "request " << i;
+    EXPECT_GT(s.stats().retractions, 0u) << "the pool was meant to run out (radix " << radix << ")";
+  }
+}
+
+TEST(Scheduler, SharedPrefixReusesCachedPages) {
+  const auto system = prompt_of(99, 40);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 5; ++i) {
+    auto p = system;
+    for (int j = 0; j < 3 + i; ++j) p.push_back(1000 + i * 10 + j);
+    prompts.push_back(p);
+  }
+  const auto expected = solo(prompts, 6);
+  ToyRunner runner(256, 4);
+  Scheduler s(runner, tokenizer::testing::qwen3(), SchedulerOptions{});
+  std::map<uint64_t, Collected> got;
+  s.add(0, greedy_request(prompts[0], 6, &got, 0));
+  run_to_idle(s);
+  EXPECT_GT(s.cache().cached_pages(), 0);
+  for (size_t i = 1; i < prompts.size(); ++i) s.add(i, greedy_request(prompts[i], 6, &got, i));
+  run_to_idle(s);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i].ids, expected.at(i).ids) << "request " << i;
+  EXPECT_EQ(got[0].cached, 0);
+  for (size_t i = 1; i < prompts.size(); ++i) EXPECT_EQ(got[i].cached, 40) << "request " << i;
+  EXPECT_EQ(s.stats().prefix_cache_hit_tokens, 4u * 40u);
+  // The cached prefix is not recomputed: the second request's first step starts at position 40.
+  bool started_at_40 = false;
+  for (const auto& b : runner.batches)
+    for (const auto& q : b.seqs) started_at_40 |= q.start_pos == 40 && q.tokens.size() > 1;
+  EXPECT_TRUE(started_at_40);
+}
+
+TEST(Scheduler, EvictionMakesRoomWhenCacheFillsThePool) {
+  ToyRunner runner(16, 4);
+  Scheduler s(runner, tokenizer::testing::qwen3(), SchedulerOptions{});
+  std::map<uint64_t, Collected> got;
+  for (uint64_t i = 0; i < 10; ++i) {  // each leaves ~5 pages cached; 16 pages in all
+    s.add(i, greedy_request(prompt_of(static_cast<int>(i) + 500, 20), 4, &got, i));
+    run_to_idle(s);
+    EXPECT_EQ(got[i].ids.size(), 4u);
+  }
+  EXPECT_LE(s.cache().cached_pages(), 16);
+}
+
+TEST(Scheduler, AbortFreesPagesAtOnce) {
+  ToyRunner runner(64, 4);
+  SchedulerOptions o;
+  o.disable_radix_cache = true;
+  Scheduler s(runner, tokenizer::testing::qwen3(), o);
+  std::map<uint64_t, Collected> got;
+  s.add(1, greedy_request(prompt_of(1, 30), 100, &got, 1));
+  s.add(2, greedy_request(prompt_of(2, 30), 100, &got, 2));
+  for (int i = 0; i < 5; ++i) s.step();
+  EXPECT_LT(runner.kv_pool().num_free(), 64);
+  s.abort(1);
+  s.abort(2);
+  s.abort(12345);  // unknown: ignored
+  EXPECT_TRUE(s.idle());
+  EXPECT_EQ(runner.kv_pool().num_free(), 64);
+  EXPECT_EQ(got[1].reason, FinishReason::abort);
+  EXPECT_EQ(got[2].reason, FinishReason::abort);
+  EXPECT_EQ(s.idle_leak_report(), "");
+}
+
+TEST(Scheduler, StopTokenAndStopStringEndTheRequest) {
+  const auto prompt = prompt_of(3, 12);
+  const auto expected = solo({prompt}, 10).at(0);
+  ToyRunner runner(64, 4);
+  Scheduler s(runner, tokenizer::testing::qwen3(), SchedulerOptions{});
+  std::map<uint64_t, Collected> got;
+  auto r = greedy_request(prompt, 10, &got, 0);
+  r.params.stop_token_ids = {expected.ids[3]};
+  s.add(0, std::move(r));
+  run_to_idle(s);
+  EXPECT_EQ(got[0].reason, FinishReason::stop);
+  ASSERT_GE(got[0].ids.size(), 1u);
+  EXPECT_EQ(got[0].ids.back(), expected.ids[3]);  // the stop token is counted, not printed
+
+  // A stop string taken from the middle of the expected text.
+  const std::string& text = expected.text;
+  ASSERT_GT(text.size(), 6u);
+  const std::string stop = text.substr(text.size() / 2, 3);
+  auto r2 = greedy_request(prompt, 10, &got, 1);
+  r2.params.stop = {stop};
+  s.add(1, std::move(r2));
+  run_to_idle(s);
+  EXPECT_EQ(got[1].reason, FinishReason::stop);
+  EXPECT_EQ(got[1].text, text.substr(0, text.find(stop)));
+}
+
+TEST(Scheduler, RunnerFailureEndsTheBatchWithAnErrorAndFreesPages) {
+  class Failing final : public runtime::Runner {
+   public:
+    ToyRunner inner{32, 4};
+    const io::ModelConfig& config() const override { return inner.config(); }
+    cache::KvPool& kv_pool() override { return inner.kv_pool(); }
+    Tensor forward(const model::ForwardBatch&) override { throw Error("device lost"); }
+  } runner;
+  Scheduler s(runner, tokenizer::testing::qwen3(), SchedulerOptions{});
+  std::map<uint64_t, Collected> got;
+  s.add(0, greedy_request(prompt_of(1, 9), 5, &got, 0));
+  run_to_idle(s);
+  EXPECT_EQ(got[0].reason, FinishReason::error);
+}
+
+}  // namespace
+}  // namespace loom::engine

@@ -1,0 +1,43 @@
+// Reads a fixture's reference.json (HF transformers outputs) and compares loom's logits to it.
+#pragma once
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "loom/tensor/tensor.h"
+
+namespace loom::testing {
+
+inline std::string model_dir(const std::string& name) { return std::string(LOOM_TEST_DATA) + "/models/" + name; }
+
+inline nlohmann::json load_reference(const std::string& dir) {
+  std::ifstream f(dir + "/reference.json");
+  EXPECT_TRUE(f.good()) << "no reference.json in " << dir;
+  return nlohmann::json::parse(f);
+}
+
+// max |a - b| / max |b|: error relative to the logits' scale.
+inline double scaled_error(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, scale = 1e-12;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::abs(a[i] - b[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(b[i])));
+  }
+  return diff / scale;
+}
+
+// Compares one row of logits with a case's reference: the full row when given, else the top-50.
+inline double reference_error(const std::vector<float>& row, const nlohmann::json& c) {
+  if (c.contains("last_logits")) return scaled_error(row, c["last_logits"].get<std::vector<float>>());
+  const auto ids = c["last_top50_ids"].get<std::vector<int>>();
+  const auto ref = c["last_top50_logits"].get<std::vector<float>>();
+  std::vector<float> ours;
+  for (int id : ids) ours.push_back(row.at(id));
+  return scaled_error(ours, ref);
+}
+
+}  // namespace loom::testing
