@@ -46,7 +46,12 @@ TEST_P(ReferenceTest, LogitsAndGreedyTokensMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest,
-                         ::testing::Values("tiny-qwen3", "tiny-qwen3-moe", "tiny-qwen3-moe-realvocab"),
+                         // The fixtures from ../shared, then checkpoints of other shapes made by
+                         // scripts/make_shape_variants.py (MHA, MQA, head_dim 8/24/32, 5/6/12 experts,
+                         // top-1/3/4, dense layers inside MoE models, other eps and rope_theta).
+                         ::testing::Values("tiny-qwen3", "tiny-qwen3-moe", "tiny-qwen3-moe-realvocab",
+                                           "variants/qwen3-moe-mha-e6", "variants/qwen3-moe-mqa-e5",
+                                           "variants/qwen3-dense-h6-d24", "variants/qwen3-moe-h8-e12"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (auto& ch : n) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
