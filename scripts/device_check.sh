@@ -1,8 +1,56 @@
 #!/usr/bin/env bash
-# The checks the lead runs on the GPU machine (CUDA tests that CI cannot run). It receives the repo
-# with its build dependencies (scripts/device_env.sh); the build into build-gpu is wired by the lead.
-set -euo pipefail
+# The checks CI cannot run, on the GPU machine: builds into build-gpu with the carried .debs
+# (scripts/device_env.sh), runs the NCCL and CUDA tests, `loom logits/generate --device cuda` on a
+# fixture (against the CPU), `loom bench latency` on Qwen3-30B-A3B (dummy weights) and, unless
+# LOOM_SKIP_HF=1, the HF transformers baseline; a summary table comes last.
+# Logs go to $OUT (the device tool's folder) or /tmp/loom-device.
+set -uo pipefail
 cd "$(dirname "$0")/.."
+source scripts/device_env.sh
+LOGS=${OUT:-/tmp/loom-device}
+mkdir -p "$LOGS"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader || true
 
-# parallel (issue 4): NCCL collectives, world 1 and (with 2 GPUs) world 2
-./build-gpu/tests/test_parallel_nccl
+declare -a SUMMARY
+# step NAME TIMEOUT_S CMD...: runs CMD with a time limit, logs to $LOGS/NAME.log, prints its tail.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  SUMMARY+=("$(printf '%-14s rc=%-4s %5ss' "$name" "$rc" "$((SECONDS - t0))")")
+  echo "=== $name (rc $rc, $((SECONDS - t0)) s): tail of $LOGS/$name.log"
+  tail -n "${TAIL_LINES:-30}" "$LOGS/$name.log"
+  return $rc
+}
+
+step configure 300 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS || exit 1
+step build 900 cmake --build build-gpu -j16 --target loom test_cuda test_parallel_nccl || exit 1
+
+step nccl 120 ./build-gpu/tests/test_parallel_nccl
+TAIL_LINES=25 step cuda_tests 400 ./build-gpu/tests/test_cuda
+
+fixture=tests/data/models/tiny-qwen3-moe
+step logits 120 bash -c "./build-gpu/loom logits --model-path $fixture --prompt-ids 1,2,3,4,5 --device cuda --dtype bf16 \
+  | python3 -c 'import json,sys; l=json.load(sys.stdin)[\"logits\"]; print(\"cuda top-5\", sorted(range(len(l)), key=lambda i:-l[i])[:5])';
+  ./build-gpu/loom logits --model-path $fixture --prompt-ids 1,2,3,4,5 \
+  | python3 -c 'import json,sys; l=json.load(sys.stdin)[\"logits\"]; print(\"cpu  top-5\", sorted(range(len(l)), key=lambda i:-l[i])[:5])'"
+step generate 120 bash -c "./build-gpu/loom generate --model-path $fixture --prompt-ids 1,2,3,4,5 --max-new-tokens 12 --device cuda --dtype bf16; \
+  ./build-gpu/loom generate --model-path $fixture --prompt-ids 1,2,3,4,5 --max-new-tokens 12 --device cuda --disable-cuda-graph; \
+  ./build-gpu/loom generate --model-path $fixture --prompt-ids 1,2,3,4,5 --max-new-tokens 12"
+
+TAIL_LINES=5 step bench 420 ./build-gpu/loom bench latency --model-path bench/models/qwen3-30b-a3b --load-format dummy \
+  --batch-size ${LOOM_BENCH_BS:-1,32,128} --input-len 1024 --output-len 128 --prefill-len 2048,8192 \
+  --cuda-graph-max-bs 128 --mem-fraction-static 0.88 --profile-ops
+if [ "${LOOM_SKIP_HF:-0}" != 1 ]; then
+  PYTHONUNBUFFERED=1 TAIL_LINES=12 step hf_baseline 400 python3 scripts/hf_baseline_qwen3_moe.py
+fi
+
+echo
+echo "=== summary"
+printf '%s\n' "${SUMMARY[@]}"
+grep -E "^ *(bs|[0-9]+) " "$LOGS/bench.log" 2>/dev/null | head -8
+grep -E "^prefill 1x|^op profile|^  [a-z]" "$LOGS/bench.log" 2>/dev/null | head -50
+grep -E "^prefill|^generate|^RESULT" "$LOGS/hf_baseline.log" 2>/dev/null
+grep -E "^\[  (PASSED|FAILED)|tests? ran" "$LOGS/cuda_tests.log" 2>/dev/null | head -20

@@ -5,8 +5,18 @@ LOOM_DEBROOT=/tmp/debroot
 if [ ! -d "$LOOM_DEBROOT/usr" ]; then
   mkdir -p "$LOOM_DEBROOT"
   for f in debs/*.deb; do dpkg -x "$f" "$LOOM_DEBROOT"; done
+  # What Debian's update-alternatives would link: OpenBLAS's library and cblas.h at the usual names.
+  ob="$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu"
+  if [ -e "$ob/openblas-pthread/libopenblas.so" ]; then
+    ln -sf openblas-pthread/libopenblas.so "$ob/libopenblas.so"
+    ln -sf openblas-pthread/libopenblas.so.0 "$ob/libopenblas.so.0"
+  fi
+  for h in cblas.h f77blas.h openblas_config.h; do
+    [ -e "$LOOM_DEBROOT/usr/include/x86_64-linux-gnu/openblas-pthread/$h" ] &&
+      ln -sf "x86_64-linux-gnu/openblas-pthread/$h" "$LOOM_DEBROOT/usr/include/$h"
+  done
 fi
-libdirs="$LOOM_DEBROOT/usr/lib:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu"
+libdirs="$LOOM_DEBROOT/usr/lib:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu/openblas-pthread"
 export LD_LIBRARY_PATH="$libdirs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-export LOOM_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$LOOM_DEBROOT/usr -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$LOOM_DEBROOT/usr/lib:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu -DCMAKE_CUDA_ARCHITECTURES=90a-real;80-virtual"
+export LOOM_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$LOOM_DEBROOT/usr -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdirs -DCMAKE_CXX_FLAGS=-idirafter$LOOM_DEBROOT/usr/include -DCMAKE_CUDA_ARCHITECTURES=90a-real;80-virtual"
 set +e

@@ -1,5 +1,6 @@
 // Reads a fixture's reference.json (HF transformers outputs) and compares loom's logits to it.
 #pragma once
+#include <cctype>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -12,6 +13,23 @@
 namespace loom::testing {
 
 inline std::string model_dir(const std::string& name) { return std::string(LOOM_TEST_DATA) + "/models/" + name; }
+
+// Every Qwen3 / Qwen3-MoE checkpoint with a reference.json: the fixtures from ../shared, then
+// checkpoints of other shapes made by scripts/make_shape_variants.py (MHA, MQA, head_dim 8/24/32,
+// 5/6/12 experts, top-1/3/4, dense layers inside MoE models, other eps and rope_theta).
+inline const std::vector<std::string>& qwen3_checkpoints() {
+  static const std::vector<std::string> names = {
+      "tiny-qwen3", "tiny-qwen3-moe", "tiny-qwen3-moe-realvocab", "variants/qwen3-moe-mha-e6",
+      "variants/qwen3-moe-mqa-e5", "variants/qwen3-dense-h6-d24", "variants/qwen3-moe-h8-e12"};
+  return names;
+}
+
+// A gtest parameter name for a checkpoint ("variants/qwen3-moe-mha-e6" -> "variants_qwen3_moe_mha_e6").
+inline std::string checkpoint_test_name(std::string name) {
+  for (auto& ch : name)
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
+}
 
 inline nlohmann::json load_reference(const std::string& dir) {
   std::ifstream f(dir + "/reference.json");

@@ -1,5 +1,5 @@
 // Every Qwen3 / Qwen3-MoE checkpoint in the test data against HF transformers' fp32 outputs:
-// last-position (and all-position) logits within 1e-3 of the logits' scale, 12 greedy tokens equal.
+// last-position (and all-position) logits within 1e-4 of the logits' scale, 12 greedy tokens equal.
 #include <gtest/gtest.h>
 
 #include "loom/runtime/generate.h"
@@ -10,7 +10,7 @@ using loom::testing::model_dir;
 
 namespace {
 
-constexpr double kTolerance = 1e-3;
+constexpr double kTolerance = 1e-4;  // issue 2 asks for 1e-3; fp32 here lands below 1e-5
 
 class ReferenceTest : public ::testing::TestWithParam<std::string> {};
 
@@ -45,17 +45,7 @@ TEST_P(ReferenceTest, LogitsAndGreedyTokensMatchTransformers) {
   EXPECT_EQ(runner->kv_pool().num_free(), runner->kv_pool().num_pages()) << "pages leaked";
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest,
-                         // The fixtures from ../shared, then checkpoints of other shapes made by
-                         // scripts/make_shape_variants.py (MHA, MQA, head_dim 8/24/32, 5/6/12 experts,
-                         // top-1/3/4, dense layers inside MoE models, other eps and rope_theta).
-                         ::testing::Values("tiny-qwen3", "tiny-qwen3-moe", "tiny-qwen3-moe-realvocab",
-                                           "variants/qwen3-moe-mha-e6", "variants/qwen3-moe-mqa-e5",
-                                           "variants/qwen3-dense-h6-d24", "variants/qwen3-moe-h8-e12"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (auto& ch : n) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest, ::testing::ValuesIn(loom::testing::qwen3_checkpoints()),
+                         [](const auto& info) { return loom::testing::checkpoint_test_name(info.param); });
 
 }  // namespace

@@ -25,6 +25,13 @@ class Args {
   bool flag(const std::string& name);  // bare `--name`, or `--name true|false`
   std::vector<int64_t> int_list(const std::string& name);  // "1,2,3"
   std::vector<std::string> positional() const { return positional_; }
+  // Removes and returns the first positional argument (a subcommand such as `bench latency`).
+  std::optional<std::string> take_positional() {
+    if (positional_.empty()) return std::nullopt;
+    std::string p = positional_.front();
+    positional_.erase(positional_.begin());
+    return p;
+  }
 
   // Throws InvalidArgument naming every flag that no getter asked for.
   void finish() const;

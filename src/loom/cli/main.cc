@@ -17,6 +17,8 @@ int cmd_generate(Args& args);
 int cmd_tokenize(Args& args);
 int cmd_detokenize(Args& args);
 int cmd_chat_template(Args& args);
+int cmd_serve(Args& args);
+int cmd_bench(Args& args);
 }  // namespace loom::cli
 
 namespace {
@@ -31,6 +33,8 @@ const Command kCommands[] = {
     {"tokenize", "text to token ids (JSON)", loom::cli::cmd_tokenize},
     {"detokenize", "token ids to text (JSON)", loom::cli::cmd_detokenize},
     {"chat-template", "render a chat template and its ids (JSON)", loom::cli::cmd_chat_template},
+    {"serve", "serve the model over an OpenAI-compatible HTTP API", loom::cli::cmd_serve},
+    {"bench", "bench latency: prefill / decode timings of a static batch (GPU)", loom::cli::cmd_bench},
 };
 
 void usage() {

@@ -1,5 +1,10 @@
 #include "loom/cli/parallel_flags.h"
 
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "loom/runtime/parallel_runner.h"
 #include "loom/tensor/error.h"
 
 namespace loom::cli {
@@ -12,6 +17,7 @@ parallel::ParallelConfig parse_parallel_flags(Args& args) {
   c.ep = static_cast<int>(args.integer({"ep-size"}, 1, 1, kMaxRanks));
   c.moe_dp = static_cast<int>(args.integer({"moe-dp-size"}, 1, 1, kMaxRanks));
   c.attn_cp = static_cast<int>(args.integer({"attn-cp-size"}, 1, 1, kMaxRanks));
+  c.prefill_cp = args.flag("enable-prefill-context-parallel");
   const bool dp_attention = args.flag("enable-dp-attention");
   const int dp = static_cast<int>(args.integer({"dp-size"}, 1, 1, kMaxRanks));
   LOOM_CHECK_ARG(dp == 1 || dp_attention, "--dp-size ", dp,
@@ -23,6 +29,18 @@ parallel::ParallelConfig parse_parallel_flags(Args& args) {
   c.dist_timeout_s = static_cast<int>(args.integer({"dist-timeout"}, c.dist_timeout_s, 1, 24 * 3600));
   c.validate(0);
   return c;
+}
+
+bool parse_parallel_run_flags(Args& args, runtime::RunnerOptions& o) {
+  o.parallel = parse_parallel_flags(args);
+  o.moe_dispatch = args.string("moe-dispatch", o.moe_dispatch);
+  return args.flag("report-comm");
+}
+
+void report_comm(runtime::Runner& runner) {
+  for (const auto& c : runtime::comm_counts(runner))
+    std::fprintf(stderr, "%s\n",
+                 nlohmann::json{{"rank", c.rank}, {"op", c.op}, {"bytes", c.bytes}, {"calls", c.calls}}.dump().c_str());
 }
 
 }  // namespace loom::cli

@@ -55,6 +55,11 @@ bool Engine::wait_idle(std::chrono::milliseconds timeout) const {
   return idle_cv_.wait_for(g, timeout, [this] { return idle_; });
 }
 
+bool Engine::accepting() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return accepting_;
+}
+
 std::string Engine::idle_leak_report() const {
   std::lock_guard<std::mutex> g(mu_);
   return leak_report_;

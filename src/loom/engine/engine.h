@@ -47,6 +47,7 @@ class Engine {
   // The KV leak check, taken the last time the engine went idle ("" = no leak).
   std::string idle_leak_report() const;
 
+  bool accepting() const;  // false once shutdown() began
   // Stops taking requests; lets in-flight ones finish for at most `grace`, then aborts the rest.
   void shutdown(std::chrono::milliseconds grace);
 

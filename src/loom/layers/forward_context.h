@@ -3,6 +3,7 @@
 // ForwardBatch on the model's device (in static buffers when a CUDA graph replays).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "loom/tensor/kv_buffers.h"
@@ -29,6 +30,17 @@ struct ForwardContext {
   Tensor positions, token_starts, start_pos, page_table, logit_rows;
 
   const KvBuffers* kv = nullptr;
+
+  // Parallel steps (model/rank_context.h fills these; one rank leaves them empty). This rank's
+  // fields above describe only the tokens it runs attention on.
+  std::vector<int64_t> rank_tokens;      // [tp] attention tokens of every rank of the TP group
+  std::vector<int64_t> rank_logit_rows;  // [tp] logits rows each rank produces
+  Tensor logit_order;                    // i32 [R]: gathered row (attention-data order) of batch row r
+  // Context-parallel prefill: this rank holds zigzag chunks r and 2·cp−1−r of one sequence.
+  bool cp_split = false;
+  std::shared_ptr<const ForwardContext> cp_whole;  // the whole sequence: where gathered K/V go
+  std::vector<int64_t> cp_counts;                  // tokens of each ATTN_CP rank
+  Tensor cp_order;                                 // i32 [N]: gathered row of sequence token t
 };
 
 }  // namespace loom::layers

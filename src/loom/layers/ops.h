@@ -66,4 +66,14 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
 // Rows `ctx.logit_rows` of x [T, H] -> [R, H].
 Tensor gather_rows(const Tensor& x, const Tensor& rows);
 
+// Ops of the parallel layers (CPU only so far; their CUDA branch throws "not implemented on CUDA").
+// Vocab-parallel lookup: table [V_local, H] holds ids [vocab_begin, vocab_begin + V_local); other
+// ids give zero rows (the ATTN_TP all-reduce then sums in the owner's row).
+Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin);
+// Writes K/V of ctx's tokens into layer `layer`'s pages without attending (context-parallel
+// prefill writes the gathered whole-sequence K/V). k [T, Hk, Dk], v [T, Hk, Dv].
+void write_kv(const Tensor& k, const Tensor& v, int64_t layer, const ForwardContext& ctx);
+// out[rows[i]] += src[i] for every row i of src (combining all-to-all MoE results).
+void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows);
+
 }  // namespace loom::layers::ops

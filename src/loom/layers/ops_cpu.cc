@@ -181,4 +181,50 @@ Tensor gather_rows(const Tensor& x, const Tensor& rows) {
   return out;
 }
 
+namespace {
+void cpu_only(const Tensor& t, const char* op) {
+  LOOM_CHECK(t.device().is_cpu(), op, " is not implemented on CUDA yet (parallel layers run on the CPU backend)");
+}
+}  // namespace
+
+Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin) {
+  cpu_only(table, "embedding_slice");
+  Tensor t = host_f32(table, "embedding_slice");
+  const int64_t n = ids.numel(), rows = t.size(0), dim = t.size(1);
+  const int32_t* id = ids.data<int32_t>();
+  Tensor out = Tensor::zeros({n, dim}, DType::f32);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = id[i] - vocab_begin;
+    if (r >= 0 && r < rows) std::memcpy(out.data<float>() + i * dim, t.data<float>() + r * dim, dim * sizeof(float));
+  }
+  return out;
+}
+
+void write_kv(const Tensor& kt, const Tensor& v, int64_t layer, const ForwardContext& ctx) {
+  cpu_only(kt, "write_kv");
+  const k::PagedKv kv = paged_kv(ctx, layer);
+  Tensor kc = host_f32(kt, "write_kv"), vc = host_f32(v, "write_kv");
+  for (int64_t s = 0; s < ctx.num_seqs; ++s) {
+    const int64_t t0 = ctx.h_token_starts[s], n = ctx.h_token_starts[s + 1] - t0;
+    k::write_kv(kv, ctx.h_page_table.data() + s * ctx.max_pages, ctx.h_start_pos[s], n,
+                kc.data<float>() + t0 * kv.kv_heads * kv.k_dim, vc.data<float>() + t0 * kv.kv_heads * kv.v_dim);
+  }
+}
+
+void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows) {
+  cpu_only(out, "index_add_rows");
+  Tensor sc = host_f32(src, "index_add_rows");
+  LOOM_CHECK(out.is_contiguous() && out.dtype() == DType::f32 && sc.size(0) == rows.numel() &&
+                 sc.numel() == rows.numel() * out.size(-1),
+             "index_add_rows: ", src.str(), " rows into ", out.str());
+  const int64_t dim = out.size(-1), n = out.size(0);
+  const int32_t* r = rows.data<int32_t>();
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    LOOM_CHECK(r[i] >= 0 && r[i] < n, "index_add_rows: row ", r[i], " outside [0, ", n, ")");
+    float* o = out.data<float>() + r[i] * dim;
+    const float* a = sc.data<float>() + i * dim;
+    for (int64_t d = 0; d < dim; ++d) o[d] += a[d];
+  }
+}
+
 }  // namespace loom::layers::ops

@@ -1,6 +1,9 @@
 // The CUDA branch of layers/ops.h (same signatures; bf16 activations, fp32 accumulation).
 // Defined in ops_cuda.cc; without the CUDA backend each throws.
 #pragma once
+#include <string>
+#include <vector>
+
 #include "loom/layers/ops.h"
 
 namespace loom::layers::ops::cuda {
@@ -19,5 +22,16 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormal
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
                    const Tensor& w_down, int64_t expert_begin);
 Tensor gather_rows(const Tensor& x, const Tensor& rows);
+
+// Device time per op, for `loom bench latency --profile-ops`: while on, every op above records
+// events around its work (never turn it on around a CUDA-graph capture). take_op_profile()
+// waits for the device and returns (op, total ms, calls) sorted by time, then resets.
+struct OpTime {
+  std::string op;
+  double ms = 0;
+  int64_t calls = 0;
+};
+void set_op_profiling(bool on);
+std::vector<OpTime> take_op_profile();
 
 }  // namespace loom::layers::ops::cuda

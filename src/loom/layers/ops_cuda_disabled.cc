@@ -25,6 +25,8 @@ Tensor silu_and_mul(const Tensor&) { unavailable("silu_and_mul"); }
 Routing route_topk_softmax(const Tensor&, int64_t, bool) { unavailable("route_topk_softmax"); }
 Tensor moe_experts(const Tensor&, const Routing&, const Tensor&, const Tensor&, int64_t) { unavailable("moe_experts"); }
 Tensor gather_rows(const Tensor&, const Tensor&) { unavailable("gather_rows"); }
+void set_op_profiling(bool) { unavailable("set_op_profiling"); }
+std::vector<OpTime> take_op_profile() { unavailable("take_op_profile"); }
 
 }  // namespace loom::layers::ops::cuda
 #endif

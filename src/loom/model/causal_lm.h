@@ -6,6 +6,7 @@
 #include "loom/io/model_config.h"
 #include "loom/io/weights.h"
 #include "loom/layers/forward_context.h"
+#include "loom/layers/parallel_state.h"
 #include "loom/tensor/kv_buffers.h"
 #include "loom/model/forward_batch.h"
 
@@ -14,6 +15,8 @@ namespace loom::model {
 struct LoadOptions {
   Device device = Device::cpu();
   DType dtype = DType::f32;  // activations and weights: f32 on CPU, bf16 on CUDA
+  // This rank's groups in a parallel run (null: one rank). Outlives the model.
+  std::shared_ptr<const layers::ParallelState> parallel;
 };
 
 class CausalLM {
@@ -28,9 +31,17 @@ class CausalLM {
   virtual Device device() const = 0;
 
   // Runs the batch, writing its K/V into `kv`; returns f32 logits [batch.num_logit_rows(), vocab]
-  // on the host, rows in batch order.
+  // on the host, rows in batch order. In a parallel run every rank calls it with the same batch
+  // and runs its share (model/rank_context.h); every rank returns the whole batch's logits.
   Tensor forward(const ForwardBatch& batch, const KvBuffers& kv);
+
+ protected:
+  virtual const layers::ParallelState* parallel_state() const { return nullptr; }
 };
+
+// Model-dependent checks of a parallel configuration (heads over attention TP, experts over EP,
+// ...), before any rank starts: InvalidArgument naming the numbers of the first impossible one.
+void check_parallel_fit(const io::ModelConfig& config, const parallel::ParallelConfig& parallel);
 
 // The architectures loom runs, as "Name1, Name2" for error messages.
 std::string supported_architectures();

@@ -4,6 +4,7 @@
 
 #include "loom/model/causal_lm.h"
 #include "loom/model/context.h"
+#include "loom/model/rank_context.h"
 #include "loom/tensor/error.h"
 
 namespace loom::model {
@@ -54,6 +55,12 @@ layers::ForwardContext make_context(const ForwardBatch& batch, const KvBuffers& 
 }
 
 Tensor CausalLM::forward(const ForwardBatch& batch, const KvBuffers& kv) {
+  if (const layers::ParallelState* ps = parallel_state(); ps && !ps->single()) {
+    std::vector<int32_t> mine;
+    const layers::ForwardContext ctx = make_rank_context(batch, kv, device(), ps->config, ps->tp_rank, mine);
+    const Tensor ids = Tensor::from_ints(mine, {static_cast<int64_t>(mine.size())}).to(device());
+    return forward_device(ids, ctx).to(Device::cpu()).to(DType::f32);
+  }
   const layers::ForwardContext ctx = make_context(batch, kv, device());
   const Tensor ids = Tensor::from_ints(all_tokens(batch), {ctx.num_tokens}).to(device());
   return forward_device(ids, ctx).to(Device::cpu()).to(DType::f32);

@@ -27,6 +27,13 @@ std::string supported_architectures() {
   return s;
 }
 
+void check_parallel_fit(const io::ModelConfig& config, const parallel::ParallelConfig& parallel) {
+  if (parallel.world_size() == 1) return;
+  if (config.architecture == "Qwen3ForCausalLM" || config.architecture == "Qwen3MoeForCausalLM")
+    return check_qwen3_parallel(config, parallel);
+  throw InvalidArgument(str("architecture '", config.architecture, "' runs on one rank only (", parallel.str(), ")"));
+}
+
 std::unique_ptr<CausalLM> load_causal_lm(const io::ModelConfig& config, const io::WeightSource& weights,
                                          const LoadOptions& options) {
   auto it = loaders().find(config.architecture);

@@ -11,6 +11,7 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <csignal>
 #include <cstring>
 
 #include "loom/parallel/layout.h"
@@ -132,6 +133,11 @@ GlooCommunicator::GlooCommunicator(std::string name, std::vector<int> ranks, int
                                    std::chrono::milliseconds timeout)
     : Communicator(std::move(name), std::move(ranks), rank), dev_(device) {
   if (size() == 1) return;  // nothing to connect
+  // Gloo's TCP transport writes to sockets without MSG_NOSIGNAL: when a peer rank dies, the
+  // default SIGPIPE would kill this whole process instead of letting the write fail and the
+  // error reach the caller as "other rank(s) failed".
+  static const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+  (void)sigpipe_ignored;
   wait_for_group(store, key, this->ranks(), rank, timeout, this->name());
   auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, size());
   ctx->setTimeout(timeout);

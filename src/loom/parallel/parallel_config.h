@@ -12,6 +12,7 @@ struct ParallelConfig {
   int moe_dp = 1;    // --moe-dp-size
   int attn_cp = 1;   // --attn-cp-size: attention context parallel
   int attn_dp = 1;   // --dp-size with --enable-dp-attention (1 without it)
+  bool prefill_cp = false;  // --enable-prefill-context-parallel: split long prefills over ATTN_CP
   int nnodes = 1;    // --nnodes
   int node_rank = 0; // --node-rank
   std::string dist_init_addr;  // --dist-init-addr host:port (required when nnodes > 1)

@@ -2,6 +2,11 @@
 
 #include <filesystem>
 
+#include "loom/runtime/parallel_runner.h"
+
+#include "loom/cache/device_kv_sizing.h"
+#include "loom/runtime/cuda_graph_runner.h"
+
 namespace loom::runtime {
 namespace {
 
@@ -15,18 +20,38 @@ class SingleRankRunner final : public Runner {
     model::LoadOptions lo;
     lo.device = o.device;
     lo.dtype = o.device.is_cuda() ? DType::bf16 : DType::f32;
-    model_ = model::load_causal_lm(config_, *weights, lo);
+    try {
+      model_ = model::load_causal_lm(config_, *weights, lo);
+    } catch (const Error& e) {
+      if (o.device.is_cpu()) throw;
+      throw Error(str("loading the weights of ", o.model_path, " onto ", o.device.str(), ": ", e.what()));
+    }
     const KvLayout layout = model_->kv_layout();
     int64_t tokens = o.max_total_tokens;
     if (tokens <= 0) tokens = o.device.is_cpu() ? 65536 : 0;
+    if (o.device.is_cuda()) {  // from free memory and --mem-fraction-static; a clear error if too small
+      const cache::KvBudget budget = cache::device_kv_budget(layout, o.page_size, o.device,
+                                                             o.mem_fraction_static, std::max<int64_t>(tokens, 1));
+      if (tokens <= 0) tokens = budget.tokens;
+    }
     LOOM_CHECK_ARG(tokens > 0, "--max-total-tokens must be given for this device");
     const int64_t pages = (tokens + o.page_size - 1) / o.page_size;
     pool_ = std::make_unique<cache::KvPool>(layout, pages, o.page_size, o.device);
+#ifdef LOOM_HAVE_CUDA
+    if (o.device.is_cuda() && !o.disable_cuda_graph) {
+      const int64_t context = std::min<int64_t>(config_.max_position_embeddings, pages * o.page_size);
+      graphs_ = std::make_unique<CudaGraphRunner>(*model_, pool_->buffers(), o.cuda_graph_max_bs,
+                                                  (context + o.page_size - 1) / o.page_size, nullptr);
+    }
+#endif
   }
 
   const io::ModelConfig& config() const override { return config_; }
   cache::KvPool& kv_pool() override { return *pool_; }
   Tensor forward(const model::ForwardBatch& batch) override {
+#ifdef LOOM_HAVE_CUDA
+    if (graphs_ && graphs_->can_run(batch)) return graphs_->replay(batch).to(Device::cpu()).to(DType::f32);
+#endif
     return model_->forward(batch, pool_->buffers());
   }
 
@@ -34,11 +59,15 @@ class SingleRankRunner final : public Runner {
   io::ModelConfig config_;
   std::unique_ptr<model::CausalLM> model_;
   std::unique_ptr<cache::KvPool> pool_;
+#ifdef LOOM_HAVE_CUDA
+  std::unique_ptr<CudaGraphRunner> graphs_;  // decode steps, unless --disable-cuda-graph
+#endif
 };
 
 }  // namespace
 
 std::unique_ptr<Runner> create_runner(const RunnerOptions& options) {
+  if (options.parallel.world_size() > 1) return create_parallel_runner(options);
   return std::make_unique<SingleRankRunner>(options);
 }
 

@@ -6,6 +6,7 @@
 
 #include "loom/cache/kv_pool.h"
 #include "loom/model/causal_lm.h"
+#include "loom/parallel/parallel_config.h"
 
 namespace loom::runtime {
 
@@ -18,6 +19,9 @@ struct RunnerOptions {
   double mem_fraction_static = 0.85; // CUDA: fraction of GPU memory for weights + KV pool
   bool disable_cuda_graph = false;
   int64_t cuda_graph_max_bs = 160;
+  // More than one rank: ranks run as threads over Gloo (CPU); see runtime/parallel_runner.h.
+  parallel::ParallelConfig parallel;
+  std::string moe_dispatch = "auto";  // auto | gather | all_to_all (layers/moe.h)
 };
 
 class Runner {
@@ -29,6 +33,7 @@ class Runner {
   virtual Tensor forward(const model::ForwardBatch& batch) = 0;
 };
 
+// One rank, or the parallel runner when options.parallel has more than one rank.
 std::unique_ptr<Runner> create_runner(const RunnerOptions& options);
 
 }  // namespace loom::runtime

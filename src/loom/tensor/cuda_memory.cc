@@ -11,9 +11,19 @@
 #include <cuda_runtime.h>
 
 #include "loom/tensor/cuda_check.h"
+#include "loom/tensor/cuda_stream.h"
 
 namespace loom {
+
+// Free blocks of one CUDA-graph pool (by size); its blocks never leave it.
+class GraphMemoryPool {
+ public:
+  std::multimap<size_t, void*> free;
+};
+
 namespace {
+
+thread_local std::shared_ptr<GraphMemoryPool> t_graph_pool;
 
 // Frees are kept in size buckets and handed out again; memory returns to the driver only in
 // empty_cache(). Sizes round up to 512 bytes (small) or 2 MiB (large) so blocks are reusable.
@@ -25,30 +35,47 @@ class CudaCachingAllocator final : public Allocator {
     if (nbytes == 0) return nullptr;
     const size_t size = round(nbytes);
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.lower_bound(size);
-    if (it != free_.end() && it->first <= size * 2) {
+    GraphMemoryPool* pool = t_graph_pool.get();
+    auto& free_list = pool ? pool->free : free_;
+    auto it = free_list.lower_bound(size);
+    if (it != free_list.end() && it->first <= size * 2) {
       void* p = it->second;
-      free_.erase(it);
-      live_[p] = size;
+      const size_t got = it->first;
+      free_list.erase(it);
+      live_[p] = Block{got, pool ? t_graph_pool : nullptr};
       return p;
     }
     CUDA_CHECK(cudaSetDevice(device_));
+    // A CUDA-graph capture (global mode) forbids cudaMalloc on this thread; allocating a graph
+    // pool's block is safe, so relax the mode for this call only (what PyTorch's allocator does).
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
     void* p = nullptr;
     cudaError_t err = cudaMalloc(&p, size);
-    if (err != cudaSuccess) {
+    if (err == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();
       release_cached();
       err = cudaMalloc(&p, size);
     }
+    CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
     if (err != cudaSuccess) {
       (void)cudaGetLastError();
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
-      throw Error(str("out of GPU memory on cuda:", device_, ": needed ", size, " bytes, ", free_b,
-                      " free of ", total_b));
+      if (err == cudaErrorMemoryAllocation)
+        throw Error(str("out of GPU memory on cuda:", device_, ": needed ", size, " bytes, ", free_b,
+                        " free of ", total_b));
+      throw Error(str("cudaMalloc of ", size, " bytes on cuda:", device_, " failed: ", cudaGetErrorString(err)));
     }
-    live_[p] = size;
+    live_[p] = Block{size, pool ? t_graph_pool : nullptr};
     return p;
+  }
+
+  void release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    CUDA_CHECK(cudaSetDevice(device_));
+    CUDA_CHECK(cudaDeviceSynchronize());  // cached blocks may still be read by queued work
+    release_cached();
   }
 
   void deallocate(void* p, size_t) override {
@@ -56,7 +83,8 @@ class CudaCachingAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = live_.find(p);
     if (it == live_.end()) return;
-    free_.emplace(it->second, p);
+    auto& free_list = it->second.pool ? it->second.pool->free : free_;
+    free_list.emplace(it->second.size, p);
     live_.erase(it);
   }
 
@@ -73,7 +101,11 @@ class CudaCachingAllocator final : public Allocator {
   int device_;
   std::mutex mu_;
   std::multimap<size_t, void*> free_;
-  std::map<void*, size_t> live_;
+  struct Block {
+    size_t size;
+    std::shared_ptr<GraphMemoryPool> pool;  // null: the general cache
+  };
+  std::map<void*, Block> live_;
 };
 
 }  // namespace
@@ -86,6 +118,24 @@ Allocator& device_allocator(const Device& d) {
   auto& a = allocators[d.index];
   if (!a) a = new CudaCachingAllocator(d.index);
   return *a;
+}
+
+std::shared_ptr<GraphMemoryPool> make_graph_memory_pool() { return std::make_shared<GraphMemoryPool>(); }
+
+void release_cached_device_memory(const Device& d) {
+  static_cast<CudaCachingAllocator&>(device_allocator(d)).release();
+}
+
+GraphPoolGuard::GraphPoolGuard(std::shared_ptr<GraphMemoryPool> pool)
+    : pool_(std::move(pool)), previous_(t_graph_pool) {
+  t_graph_pool = pool_;
+}
+GraphPoolGuard::~GraphPoolGuard() { t_graph_pool = previous_; }
+
+void zero_device_bytes(void* dst, const Device& dev, size_t n) {
+  if (n == 0) return;
+  CUDA_CHECK(cudaSetDevice(dev.index));
+  CUDA_CHECK(cudaMemsetAsync(dst, 0, n, cuda::current_stream(dev.index)));
 }
 
 void copy_bytes(void* dst, const Device& dd, const void* src, const Device& sd, size_t n) {
@@ -102,6 +152,14 @@ void copy_bytes(void* dst, const Device& dd, const void* src, const Device& sd, 
 #else
 
 namespace loom {
+class GraphMemoryPool {};
+std::shared_ptr<GraphMemoryPool> make_graph_memory_pool() { return std::make_shared<GraphMemoryPool>(); }
+GraphPoolGuard::GraphPoolGuard(std::shared_ptr<GraphMemoryPool> pool) : pool_(std::move(pool)) {}
+GraphPoolGuard::~GraphPoolGuard() = default;
+void release_cached_device_memory(const Device&) {}
+void zero_device_bytes(void*, const Device& dev, size_t) {
+  throw Error(str("device ", dev.str(), " requested but loom was built without the CUDA backend"));
+}
 void copy_bytes(void* dst, const Device& dd, const void* src, const Device& sd, size_t n) {
   LOOM_CHECK(dd.is_cpu() && sd.is_cpu(), "copy to/from ", (dd.is_cpu() ? sd : dd).str(),
              " but loom was built without the CUDA backend");

@@ -82,8 +82,7 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   if (device.is_cpu()) {
     if (t.nbytes()) std::memset(t.data_ptr(), 0, t.nbytes());
   } else {
-    std::vector<uint8_t> z(t.nbytes(), 0);
-    copy_bytes(t.data_ptr(), device, z.data(), Device::cpu(), z.size());
+    zero_device_bytes(t.data_ptr(), device, t.nbytes());
   }
   return t;
 }

@@ -1,26 +1,15 @@
 // Loading straight onto a GPU: the host-side slice/convert result is copied to the device.
-// Runs only where CUDA is built and a GPU is present (CI has neither GPU nor a skip-free way).
-#ifdef LOOM_HAVE_CUDA
-#include <cuda_runtime.h>
+// Part of test_cuda, which scripts/device_check.sh runs on the GPU machine.
 #include <gtest/gtest.h>
 
-#include "io_test_util.h"
+#include "io/io_test_util.h"
 #include "loom/io/weights.h"
 
 using namespace loom;
 using namespace loom::io;
 using namespace loom::io::testing;
 
-namespace {
-int gpu_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
-  return n;
-}
-}  // namespace
-
 TEST(CudaLoad, CheckpointAndDummySlicesLandOnTheDevice) {
-  if (gpu_count() < 1) GTEST_SKIP() << "no GPU";
   TempDir dir;
   write_safetensors(dir.file("model.safetensors"), {f32_tensor("w", {4, 6}, iota(24))});
   const auto src = open_checkpoint(dir.str());
@@ -37,4 +26,3 @@ TEST(CudaLoad, CheckpointAndDummySlicesLandOnTheDevice) {
   EXPECT_EQ(d.to(Device::cpu()).to_float_vector(),
             dummy->load("x.weight", {64, 32}, DType::bf16, Slice{0, 8, 16}).to_float_vector());
 }
-#endif

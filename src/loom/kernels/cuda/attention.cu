@@ -1,0 +1,346 @@
+// Paged attention: the KV write, and one flash-style kernel for prefill and decode. A block takes
+// 64 "rows" = (query token, query head) pairs of one sequence and one KV head (GQA: the heads
+// sharing a KV head share every K/V tile), walks the keys in tiles of 64 with an online softmax
+// in registers, and multiplies on the tensor cores with mma.sync m16n8k16 (bf16 in, f32 accum).
+// Decode (few rows, many keys) splits the keys over blocks; a second kernel merges the partials.
+#include <algorithm>
+
+#include "loom/kernels/cuda/common.cuh"
+#include "loom/kernels/cuda/kernels.h"
+#include "loom/tensor/error.h"
+
+namespace loom::kernels::cuda {
+namespace {
+
+constexpr int kRows = 64, kKeys = 64, kWarps = 4;
+
+__device__ __forceinline__ int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ int64_t kv_slot(const PagedKvArgs& kv, int64_t seq, int64_t pos) {
+  return static_cast<int64_t>(kv.page_table[seq * kv.max_pages + pos / kv.page_size]) * kv.page_size +
+         pos % kv.page_size;
+}
+
+__device__ __forceinline__ int seq_of_token(const int32_t* token_starts, int64_t num_seqs, int64_t t) {
+  int lo = 0, hi = static_cast<int>(num_seqs) - 1;
+  while (lo < hi) {  // last s with token_starts[s] <= t
+    const int mid = (lo + hi + 1) / 2;
+    if (token_starts[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+__global__ void write_kv_kernel(PagedKvArgs kv, const bf16* k, const bf16* v, const int32_t* positions,
+                                int64_t tokens) {
+  const int64_t t = blockIdx.x;
+  const int s = seq_of_token(kv.token_starts, kv.num_seqs, t);
+  const int64_t slot = kv_slot(kv, s, positions[t]);
+  const int64_t n = kv.hk * kv.d;
+  bf16* kc = static_cast<bf16*>(kv.k_cache) + slot * n;
+  bf16* vc = static_cast<bf16*>(kv.v_cache) + slot * n;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+    kc[c] = k[t * n + c];
+    vc[c] = v[t * n + c];
+  }
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+// Four 8x8 b16 matrices from shared memory (lane 4r + c gets row r, columns 2c and 2c + 1).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// Four 8x8 b16 matrices from shared memory, transposed (each lane gets a column pair).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+struct AttnArgs {
+  PagedKvArgs kv;
+  const bf16* q;
+  bf16* out;
+  float* part;  // [splits, T, hq, d + 1] (o..., lse) when splits > 1
+  int64_t tokens, hq;
+  float scale_log2;
+  int splits;
+};
+
+// DP: head dim rounded up to 16 (the padding is zero in Q and K, and never written out).
+template <int DP>
+__global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
+  constexpr int LDS = DP + 8;  // bf16 elements per shared row (pad: fewer bank conflicts)
+  constexpr int KSTEPS = DP / 16, DTILES = DP / 8;
+  // Q passes through Ks on its way to registers (static shared memory stays under 48 KB).
+  __shared__ __align__(16) bf16 Ks[kKeys * LDS];
+  __shared__ __align__(16) bf16 Vs[kKeys * LDS];
+  bf16* Qs = Ks;
+  static_assert(kRows == kKeys, "Q tile staged in the K buffer");
+
+  const PagedKvArgs& kv = a.kv;
+  const int d = static_cast<int>(kv.d);
+  const int group = static_cast<int>(a.hq / kv.hk);
+  const int64_t seq = blockIdx.y / kv.hk;
+  const int kvh = static_cast<int>(blockIdx.y % kv.hk);
+  const int split = blockIdx.z;
+  const int64_t t0 = kv.token_starts[seq];
+  const int64_t n_new = kv.token_starts[seq + 1] - t0;
+  const int64_t start = kv.start_pos[seq];
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  if (row0 >= n_new * group) return;  // this sequence has fewer rows than the grid allows
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
+
+  // Keys this block needs: up to the causal limit of its last query, then this split's share.
+  const int64_t last_q = imin64(n_new - 1, (row0 + kRows - 1) / group);
+  const int64_t kv_len = start + last_q + 1;
+  const int64_t chunk = ((kv_len + a.splits - 1) / a.splits + kKeys - 1) / kKeys * kKeys;
+  const int64_t key_begin = split * chunk, key_end = imin64(kv_len, key_begin + chunk);
+
+  // Q tile: row r -> (query qi = r / group, head kvh * group + r % group).
+  for (int c = tid; c < kRows * (DP / 8); c += blockDim.x) {
+    const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
+    const int64_t row = row0 + r, qi = row / group;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (qi < n_new && dc < d) {
+      const int64_t head = kvh * group + row % group;
+      v = *reinterpret_cast<const uint4*>(a.q + ((t0 + qi) * a.hq + head) * d + dc);
+    }
+    *reinterpret_cast<uint4*>(&Qs[r * LDS + dc]) = v;
+  }
+  __syncthreads();
+  uint32_t qf[KSTEPS][4];
+  const int wr = warp * 16;
+#pragma unroll
+  for (int ks = 0; ks < KSTEPS; ++ks) {
+    qf[ks][0] = *reinterpret_cast<const uint32_t*>(&Qs[(wr + g) * LDS + ks * 16 + 2 * tq]);
+    qf[ks][1] = *reinterpret_cast<const uint32_t*>(&Qs[(wr + g + 8) * LDS + ks * 16 + 2 * tq]);
+    qf[ks][2] = *reinterpret_cast<const uint32_t*>(&Qs[(wr + g) * LDS + ks * 16 + 2 * tq + 8]);
+    qf[ks][3] = *reinterpret_cast<const uint32_t*>(&Qs[(wr + g + 8) * LDS + ks * 16 + 2 * tq + 8]);
+  }
+  // Causal limit of this thread's two rows (-1: padding row, sees nothing).
+  int64_t limit[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = row0 + wr + g + 8 * h, qi = row / group;
+    limit[h] = qi < n_new ? start + qi : -1;
+  }
+
+  float o[DTILES][4];
+#pragma unroll
+  for (int i = 0; i < DTILES; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  for (int64_t kb = key_begin; kb < key_end; kb += kKeys) {
+    __syncthreads();  // the previous tile is consumed
+    for (int c = tid; c < kKeys * (DP / 8); c += blockDim.x) {
+      const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
+      const int64_t pos = kb + r;
+      uint4 kvec = make_uint4(0, 0, 0, 0), vvec = make_uint4(0, 0, 0, 0);
+      if (pos < key_end && dc < d) {
+        const int64_t off = (kv_slot(kv, seq, pos) * kv.hk + kvh) * d + dc;
+        kvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.k_cache) + off);
+        vvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.v_cache) + off);
+      }
+      *reinterpret_cast<uint4*>(&Ks[r * LDS + dc]) = kvec;
+      *reinterpret_cast<uint4*>(&Vs[r * LDS + dc]) = vvec;
+    }
+    __syncthreads();
+
+    // S = Q Kᵀ for this warp's 16 rows x 64 keys: 8 n-tiles of 8 keys.
+    float s[kKeys / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+      if constexpr (KSTEPS % 2 == 0) {
+        // K fragments of two k-steps per ldmatrix: lanes 8i..8i+7 address keys nt*8 + (lane & 7)
+        // at dims ks*16 + 8i (i = 0..3 covers dims [ks*16, ks*16 + 32)).
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ks += 2) {
+          uint32_t b[4];
+          ldmatrix_x4(b, &Ks[(nt * 8 + (lane & 7)) * LDS + ks * 16 + (lane >> 3) * 8]);
+          mma_bf16(s[nt], qf[ks], b[0], b[1]);
+          mma_bf16(s[nt], qf[ks + 1], b[2], b[3]);
+        }
+      } else {
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ++ks) {
+          const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&Ks[(nt * 8 + g) * LDS + ks * 16 + 2 * tq]);
+          const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&Ks[(nt * 8 + g) * LDS + ks * 16 + 2 * tq + 8]);
+          mma_bf16(s[nt], qf[ks], b0, b1);
+        }
+      }
+    }
+    // Mask, scale into the log2 domain, running max.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int h = i >> 1;
+        const int64_t key = kb + nt * 8 + 2 * tq + (i & 1);
+        const bool ok = key < key_end && key <= limit[h];
+        s[nt][i] = ok ? s[nt][i] * a.scale_log2 : -INFINITY;
+        tile_max[h] = fmaxf(tile_max[h], s[nt][i]);
+      }
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      const float m_new = fmaxf(m[h], tile_max[h]);
+      alpha[h] = m_new == -INFINITY ? 1.0f : exp2f(m[h] - m_new);
+      m[h] = m_new;
+      l[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int h = i >> 1;
+        const float p = m[h] == -INFINITY ? 0.0f : exp2f(s[nt][i] - m[h]);
+        s[nt][i] = p;
+        l[h] += p;
+      }
+#pragma unroll
+    for (int dt = 0; dt < DTILES; ++dt) {
+      o[dt][0] *= alpha[0], o[dt][1] *= alpha[0];
+      o[dt][2] *= alpha[1], o[dt][3] *= alpha[1];
+    }
+    // O += P V: the S accumulators are exactly the A fragments of P (two n-tiles per k-step).
+#pragma unroll
+    for (int j = 0; j < kKeys / 16; ++j) {
+      const uint32_t pa[4] = {pack_bf16(s[2 * j][0], s[2 * j][1]), pack_bf16(s[2 * j][2], s[2 * j][3]),
+                              pack_bf16(s[2 * j + 1][0], s[2 * j + 1][1]),
+                              pack_bf16(s[2 * j + 1][2], s[2 * j + 1][3])};
+      // V fragments by transposing loads: lanes 0-15 address keys j*16 + (lane & 15) of dim tile
+      // dt, lanes 16-31 the same keys of tile dt + 1.
+#pragma unroll
+      for (int dt = 0; dt < DTILES; dt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, &Vs[(j * 16 + (lane & 15)) * LDS + (dt + (lane >> 4)) * 8]);
+        mma_bf16(o[dt], pa, b[0], b[1]);
+        mma_bf16(o[dt + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+
+  // Finish: row sums across the quad, normalise, write.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = row0 + wr + g + 8 * h, qi = row / group;
+    if (qi >= n_new) continue;
+    const int64_t t = t0 + qi, head = kvh * group + row % group;
+    const float inv = l[h] > 0 ? 1.0f / l[h] : 0.0f;
+    if (a.splits == 1) {
+      bf16* dst = a.out + (t * a.hq + head) * d;
+#pragma unroll
+      for (int dt = 0; dt < DTILES; ++dt) {
+        const int col = dt * 8 + 2 * tq;
+        if (col < d) *reinterpret_cast<__nv_bfloat162*>(dst + col) =
+            __floats2bfloat162_rn(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+      }
+    } else {
+      float* dst = a.part + ((static_cast<int64_t>(split) * a.tokens + t) * a.hq + head) * (d + 1);
+#pragma unroll
+      for (int dt = 0; dt < DTILES; ++dt) {
+        const int col = dt * 8 + 2 * tq;
+        if (col < d) dst[col] = o[dt][2 * h] * inv, dst[col + 1] = o[dt][2 * h + 1] * inv;
+      }
+      if (tq == 0) dst[d] = l[h] > 0 ? m[h] + log2f(l[h]) : -INFINITY;  // log2-sum-exp of the split
+    }
+  }
+}
+
+// Merges split partials: one block per (token, head).
+__global__ void merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq, int d, int splits) {
+  const int64_t th = blockIdx.x;  // t * hq + head
+  const int64_t stride = tokens * hq * (d + 1);
+  float mx = -INFINITY;
+  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part[s * stride + th * (d + 1) + d]);
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float acc = 0, wsum = 0;
+    for (int s = 0; s < splits; ++s) {
+      const float lse = part[s * stride + th * (d + 1) + d];
+      if (lse == -INFINITY) continue;
+      const float w = exp2f(lse - mx);
+      acc += w * part[s * stride + th * (d + 1) + c];
+      wsum += w;
+    }
+    out[th * d + c] = to_bf(wsum > 0 ? acc / wsum : 0.0f);
+  }
+}
+
+template <int DP>
+void launch_attention(const AttnArgs& a, int64_t row_tiles, cudaStream_t s) {
+  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(a.kv.num_seqs * a.kv.hk),
+                  static_cast<unsigned>(a.splits));
+  attention_kernel<DP><<<grid, kWarps * 32, 0, s>>>(a);
+  CUDA_CHECK_LAUNCH("attention");
+}
+
+}  // namespace
+
+void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t* positions, int64_t tokens,
+              cudaStream_t s) {
+  if (tokens == 0) return;
+  write_kv_kernel<<<static_cast<unsigned>(tokens), 128, 0, s>>>(kv, static_cast<const bf16*>(k),
+                                                               static_cast<const bf16*>(v), positions, tokens);
+  CUDA_CHECK_LAUNCH("write_kv");
+}
+
+int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
+  if (!decode_only) return 1;
+  // Independent of the sequences' lengths (blocks share out the actual keys on the device), so a
+  // captured graph and an eager step of the same batch size compute identically.
+  int device = 0, sms = 132;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t want = (2 * sms + num_seqs * hk - 1) / (num_seqs * hk);
+  return static_cast<int>(std::clamp<int64_t>(want, 1, 32));
+}
+
+void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
+               int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s) {
+  if (tokens == 0) return;
+  LOOM_CHECK(kv.d % 8 == 0 && kv.d <= 128, "attention: head_dim ", kv.d, " must be a multiple of 8, at most 128");
+  LOOM_CHECK(hq % kv.hk == 0, "attention: ", hq, " query heads over ", kv.hk, " kv heads");
+  LOOM_CHECK(num_splits == 1 || workspace, "attention: split keys need a workspace");
+  const int64_t group = hq / kv.hk;
+  const int64_t row_tiles = (max_new_tokens * group + kRows - 1) / kRows;
+  AttnArgs a{kv, static_cast<const bf16*>(q), static_cast<bf16*>(out), workspace, tokens, hq,
+             scale * 1.4426950408889634f, num_splits};
+  const int64_t dp = (kv.d + 15) / 16 * 16;
+  if (dp <= 16) launch_attention<16>(a, row_tiles, s);
+  else if (dp <= 32) launch_attention<32>(a, row_tiles, s);
+  else if (dp <= 64) launch_attention<64>(a, row_tiles, s);
+  else launch_attention<128>(a, row_tiles, s);
+  if (num_splits > 1) {
+    merge_splits_kernel<<<static_cast<unsigned>(tokens * hq), 128, 0, s>>>(workspace, static_cast<bf16*>(out), tokens,
+                                                                         hq, static_cast<int>(kv.d), num_splits);
+    CUDA_CHECK_LAUNCH("attention merge");
+  }
+}
+
+}  // namespace loom::kernels::cuda

@@ -1,0 +1,218 @@
+// Row-wise and elementwise kernels: embedding / gather, RMSNorm (+ residual), q/k norm + RoPE,
+// SiLU-and-mul, token selection and the copy used to measure bandwidth.
+#include "loom/kernels/cuda/common.cuh"
+#include "loom/kernels/cuda/kernels.h"
+
+namespace loom::kernels::cuda {
+namespace {
+
+// One block per output row; 16-byte copies when the row allows it.
+__global__ void copy_rows_kernel(const bf16* src, const int32_t* rows, bf16* out, int64_t dim, int64_t limit) {
+  const int64_t i = blockIdx.x;
+  const int32_t r = rows[i];
+  bf16* dst = out + i * dim;
+  const bool valid = r >= 0 && r < limit;
+  if (dim % 8 == 0) {
+    const uint4* s = reinterpret_cast<const uint4*>(src + static_cast<int64_t>(r) * dim);
+    uint4* d = reinterpret_cast<uint4*>(dst);
+    for (int64_t c = threadIdx.x; c < dim / 8; c += blockDim.x) d[c] = valid ? s[c] : make_uint4(0, 0, 0, 0);
+  } else {
+    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x)
+      dst[c] = valid ? src[static_cast<int64_t>(r) * dim + c] : to_bf(0.0f);
+  }
+}
+
+__global__ void rms_norm_kernel(const bf16* x, bf16* residual, const bf16* w, bf16* out, int64_t dim, float eps) {
+  const int64_t row = blockIdx.x;
+  const bf16* xr = x + row * dim;
+  bf16* rr = residual ? residual + row * dim : nullptr;
+  float ss = 0;
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    float v = to_f(xr[c]);
+    if (rr) {
+      const bf16 sum = to_bf(to_f(rr[c]) + v);
+      rr[c] = sum;
+      v = to_f(sum);
+    }
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
+  const bf16* src = rr ? rr : xr;
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x)
+    out[row * dim + c] = to_bf(to_f(src[c]) * inv * to_f(w[c]));
+}
+
+__global__ void add_kernel(bf16* r, const bf16* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    r[i] = to_bf(to_f(r[i]) + to_f(x[i]));
+}
+
+// One warp per (token, head) of q then k; the head is staged in shared memory for the rotation.
+constexpr int kRopeWarps = 4;
+__global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const bf16* k_norm,
+                                    const int32_t* positions, const float* inv_freq, int64_t tokens, int64_t hq,
+                                    int64_t hk, int64_t d, int64_t rotary_dim, float scaling, float eps) {
+  extern __shared__ float head_buf[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* buf = head_buf + warp * d;
+  const int64_t item = blockIdx.x * int64_t(kRopeWarps) + warp;
+  const int64_t per_token = hq + hk;
+  if (item >= tokens * per_token) return;
+  const int64_t t = item / per_token, h = item % per_token;
+  const bool is_q = h < hq;
+  bf16* v = is_q ? q + (t * hq + h) * d : k + (t * hk + (h - hq)) * d;
+  const bf16* norm = is_q ? q_norm : k_norm;
+  float ss = 0;
+  for (int64_t c = lane; c < d; c += 32) {
+    const float x = to_f(v[c]);
+    buf[c] = x;
+    ss += x * x;
+  }
+  if (norm) {
+    const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
+    // Round through bf16 as the unfused norm would before RoPE reads it.
+    for (int64_t c = lane; c < d; c += 32) buf[c] = to_f(to_bf(buf[c] * inv * to_f(norm[c])));
+  }
+  __syncwarp();
+  const int64_t half = rotary_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  for (int64_t c = lane; c < d; c += 32) {
+    float r = buf[c];
+    if (c < rotary_dim) {
+      const int64_t i = c < half ? c : c - half;
+      float sn, cs;
+      sincosf(pos * inv_freq[i], &sn, &cs);
+      cs *= scaling;
+      sn *= scaling;
+      r = c < half ? buf[c] * cs - buf[c + half] * sn : buf[c] * cs + buf[c - half] * sn;
+    }
+    v[c] = to_bf(r);
+  }
+}
+
+__global__ void silu_and_mul_kernel(const bf16* gu, bf16* out, int64_t rows, int64_t inter) {
+  const int64_t n = rows * inter;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / inter, c = i % inter;
+    const float g = to_f(gu[r * 2 * inter + c]), u = to_f(gu[r * 2 * inter + inter + c]);
+    out[i] = to_bf(g / (1.0f + __expf(-g)) * u);
+  }
+}
+
+__device__ __forceinline__ uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// (value, index) arg-max with ties to the lower index.
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+__global__ void select_tokens_kernel(const bf16* logits, int64_t vocab, float temperature, uint64_t seed,
+                                     uint64_t offset, int32_t* out) {
+  const int64_t row = blockIdx.x;
+  const bf16* l = logits + row * vocab;
+  float best = -INFINITY;
+  int best_i = 0x7fffffff;
+  for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) {
+    float v = to_f(l[c]);
+    if (temperature > 0) {
+      const uint64_t h = mix64(seed ^ mix64(offset * 0x100000001b3ull + row) ^ static_cast<uint64_t>(c) * 0x9e37ull);
+      const float u = (static_cast<float>(h >> 40) + 0.5f) * 0x1p-24f;  // (0, 1)
+      v = v / temperature - __logf(-__logf(u));                          // + Gumbel noise
+    }
+    if (better(v, static_cast<int>(c), best, best_i)) best = v, best_i = static_cast<int>(c);
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (better(ov, oi, best, best_i)) best = ov, best_i = oi;
+  }
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) sv[warp] = best, si[warp] = best_i;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w)
+      if (better(sv[w], si[w], best, best_i)) best = sv[w], best_i = si[w];
+    out[row] = best_i == 0x7fffffff ? 0 : best_i;
+  }
+}
+
+__global__ void copy_kernel_impl(const uint4* src, uint4* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = src[i];
+}
+
+int row_threads(int64_t dim) { return dim >= 1024 ? 256 : dim >= 256 ? 128 : 32; }
+
+}  // namespace
+
+void embedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t dim, int64_t vocab,
+               cudaStream_t s) {
+  if (n == 0) return;
+  copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const bf16*>(table), ids,
+                                                             static_cast<bf16*>(out), dim, vocab);
+  CUDA_CHECK_LAUNCH("embedding");
+}
+
+void gather_rows(const void* x, const int32_t* rows, void* out, int64_t n, int64_t dim, cudaStream_t s) {
+  if (n == 0) return;
+  copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const bf16*>(x), rows,
+                                                             static_cast<bf16*>(out), dim, INT64_MAX);
+  CUDA_CHECK_LAUNCH("gather_rows");
+}
+
+void rms_norm(const void* x, void* residual, const void* w, void* out, int64_t rows, int64_t dim, float eps,
+              cudaStream_t s) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(dim), 0, s>>>(
+      static_cast<const bf16*>(x), static_cast<bf16*>(residual), static_cast<const bf16*>(w),
+      static_cast<bf16*>(out), dim, eps);
+  CUDA_CHECK_LAUNCH("rms_norm");
+}
+
+void add_inplace(void* r, const void* x, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<bf16*>(r), static_cast<const bf16*>(x), n);
+  CUDA_CHECK_LAUNCH("add_inplace");
+}
+
+void qk_norm_rope(void* q, void* k, const void* q_norm, const void* k_norm, const int32_t* positions,
+                  const float* inv_freq, int64_t tokens, int64_t hq, int64_t hk, int64_t d, int64_t rotary_dim,
+                  float scaling, float eps, cudaStream_t s) {
+  const int64_t items = tokens * (hq + hk);
+  if (items == 0) return;
+  const unsigned blocks = static_cast<unsigned>((items + kRopeWarps - 1) / kRopeWarps);
+  qk_norm_rope_kernel<<<blocks, 32 * kRopeWarps, kRopeWarps * d * sizeof(float), s>>>(
+      static_cast<bf16*>(q), static_cast<bf16*>(k), static_cast<const bf16*>(q_norm),
+      static_cast<const bf16*>(k_norm), positions, inv_freq, tokens, hq, hk, d, rotary_dim, scaling, eps);
+  CUDA_CHECK_LAUNCH("qk_norm_rope");
+}
+
+void silu_and_mul(const void* gate_up, void* out, int64_t rows, int64_t inter, cudaStream_t s) {
+  const int64_t n = rows * inter;
+  if (n == 0) return;
+  silu_and_mul_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<const bf16*>(gate_up), static_cast<bf16*>(out),
+                                                       rows, inter);
+  CUDA_CHECK_LAUNCH("silu_and_mul");
+}
+
+void select_tokens(const void* logits, int64_t rows, int64_t vocab, float temperature, uint64_t seed,
+                   uint64_t offset, int32_t* out, cudaStream_t s) {
+  if (rows == 0) return;
+  select_tokens_kernel<<<static_cast<unsigned>(rows), 1024, 0, s>>>(static_cast<const bf16*>(logits), vocab,
+                                                                    temperature, seed, offset, out);
+  CUDA_CHECK_LAUNCH("select_tokens");
+}
+
+void copy_kernel(const void* src, void* dst, int64_t nbytes, cudaStream_t s) {
+  const int64_t n = nbytes / 16;
+  copy_kernel_impl<<<grid_for(n, 512) > 132 * 16 ? 132 * 16 : grid_for(n, 512), 512, 0, s>>>(
+      static_cast<const uint4*>(src), static_cast<uint4*>(dst), n);
+  CUDA_CHECK_LAUNCH("copy_kernel");
+}
+
+}  // namespace loom::kernels::cuda

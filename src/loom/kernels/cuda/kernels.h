@@ -1,0 +1,92 @@
+// Launchers of the CUDA kernels (bf16 activations, fp32 accumulation). Raw device pointers and
+// the stream to run on; callers (layers/ops_cuda.cc) own every buffer: no launcher allocates.
+// "bf16" pointers are void* so that this header needs no CUDA type beyond cudaStream_t.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace loom::kernels::cuda {
+
+// ---- elementwise.cu ----
+// out[i] = table[ids[i]] (rows of `dim`); an id outside [0, vocab) gives a zero row.
+void embedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t dim, int64_t vocab,
+               cudaStream_t s);
+// out[i] = x[rows[i]].
+void gather_rows(const void* x, const int32_t* rows, void* out, int64_t n, int64_t dim, cudaStream_t s);
+// With residual: residual += x (rounded to bf16), out = rmsnorm(residual) * w. Without: out = rmsnorm(x) * w.
+void rms_norm(const void* x, void* residual, const void* w, void* out, int64_t rows, int64_t dim, float eps,
+              cudaStream_t s);
+// r += x, n elements.
+void add_inplace(void* r, const void* x, int64_t n, cudaStream_t s);
+// Per-head RMSNorm (when the norm weight is given) then NeoX RoPE, in place on q [T, hq, d], k [T, hk, d].
+void qk_norm_rope(void* q, void* k, const void* q_norm, const void* k_norm, const int32_t* positions,
+                  const float* inv_freq, int64_t tokens, int64_t hq, int64_t hk, int64_t d, int64_t rotary_dim,
+                  float scaling, float eps, cudaStream_t s);
+// gate_up [rows, 2I] -> silu(gate) * up [rows, I].
+void silu_and_mul(const void* gate_up, void* out, int64_t rows, int64_t inter, cudaStream_t s);
+// One token per row of logits [rows, vocab] (bf16): argmax (ties: lower id) when temperature <= 0,
+// else a sample from softmax(logits / temperature) (Gumbel-max, keyed by seed, offset and row).
+void select_tokens(const void* logits, int64_t rows, int64_t vocab, float temperature, uint64_t seed,
+                   uint64_t offset, int32_t* out, cudaStream_t s);
+// dst = src (bytes, n % 16 == 0, 16-byte aligned): the bandwidth probe of `loom bench`.
+void copy_kernel(const void* src, void* dst, int64_t nbytes, cudaStream_t s);
+
+// ---- moe.cu ----
+// Softmax over logits [t, e] (bf16) in f32, top-k (ties: lower id), optional renormalisation.
+void route_topk(const void* logits, int64_t t, int64_t e, int64_t k, bool renormalize, float* weights,
+                int32_t* ids, cudaStream_t s);
+
+// The token order of the grouped expert GEMMs, built on the device (capturable). Routed slots
+// i = token * k + j whose expert is local are sorted by expert: expert e's rows are
+// [offsets[e], offsets[e+1]) of sorted_token / sorted_weight; slot_pos[i] is slot i's row or -1.
+// Tiles of block_m rows never straddle experts: tile_expert / tile_row / num_tiles describe them.
+struct MoePlan {
+  int32_t* offsets;       // [E_local + 1]
+  int32_t* sorted_token;  // [t * k]
+  float* sorted_weight;   // [t * k]
+  int32_t* slot_pos;      // [t * k]
+  int32_t* tile_expert;   // [max_tiles]
+  int32_t* tile_row;      // [max_tiles]
+  int32_t* num_tiles;     // [1]
+  int64_t max_tiles;
+  int block_m;
+};
+int moe_block_m(int64_t routed_slots, int64_t local_experts);  // 16 or 64
+int64_t moe_max_tiles(int64_t routed_slots, int64_t local_experts, int block_m);
+void moe_plan(const int32_t* ids, const float* weights, int64_t t, int64_t k, int64_t expert_begin,
+              int64_t local_experts, const MoePlan& plan, cudaStream_t s);
+
+// Grouped GEMM over the plan's tiles: C[row, :N] = scale[row] * A[a_row(row), :K] · B[e]ᵀ, where
+// B[e] is [N, K] (bf16, row-major, experts `b_expert_stride` elements apart), a_row(row) is
+// a_rows[row] when given else row, and scale is 1 when row_scale is null. C is bf16 [rows, N].
+void moe_grouped_gemm(const void* a, const int32_t* a_rows, const void* b, int64_t b_expert_stride, int64_t n,
+                      int64_t kdim, void* c, const float* row_scale, const MoePlan& plan, cudaStream_t s);
+// out[t] = Σ_j y[slot_pos[t*k + j]] over local slots (0 if none); y bf16 [*, h], out bf16 [t, h].
+void moe_combine(const void* y, const int32_t* slot_pos, int64_t t, int64_t k, int64_t h, void* out,
+                 cudaStream_t s);
+
+// ---- attention.cu ----
+// Paged KV: K/V [slots, hk, d] bf16; sequence s's position p lives in slot
+// page_table[s * max_pages + p / page_size] * page_size + p % page_size.
+struct PagedKvArgs {
+  void* k_cache;
+  void* v_cache;
+  const int32_t* page_table;
+  const int32_t* token_starts;  // [S + 1]
+  const int32_t* start_pos;     // [S]
+  int64_t num_seqs, max_pages, page_size, hk, d;
+};
+// Writes k/v [T, hk, d] of the step at `positions` into the cache.
+void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t* positions, int64_t tokens,
+              cudaStream_t s);
+// Causal attention of q [T, hq, d] over each sequence's cache (flash-style, online softmax,
+// mma.sync tensor cores), out [T, hq, d]. max_new_tokens bounds any sequence's new tokens.
+// With num_splits > 1 the keys are split across blocks and partials (workspace: f32
+// [num_splits, T, hq, d + 1]) combined after; see attention_splits().
+void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
+               int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s);
+// Split count for a step: enough blocks to fill the GPU when there are few sequences (decode).
+int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only);
+
+}  // namespace loom::kernels::cuda

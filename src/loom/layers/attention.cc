@@ -1,0 +1,56 @@
+#include "loom/layers/attention.h"
+
+#include <cmath>
+
+namespace loom::layers {
+
+HeadSplit split_heads(const AttentionShape& s, int attn_tp, int rank) {
+  LOOM_CHECK_ARG(s.heads % attn_tp == 0, "attention TP ", attn_tp, " does not divide the model's ", s.heads,
+                 " attention heads");
+  LOOM_CHECK_ARG(s.kv_heads % attn_tp == 0 || attn_tp % s.kv_heads == 0, "attention TP ", attn_tp,
+                 " and the model's ", s.kv_heads, " key/value heads: one must divide the other");
+  HeadSplit h;
+  h.q = split_range(s.heads, attn_tp, rank);
+  if (attn_tp <= s.kv_heads)
+    h.kv = split_range(s.kv_heads, attn_tp, rank);
+  else  // replicated: ranks [k·tp/Hk, (k+1)·tp/Hk) share K/V head k
+    h.kv = {rank / (attn_tp / s.kv_heads), 1};
+  return h;
+}
+
+ParallelAttention::ParallelAttention(const ShardLoader& w, const std::string& p, const AttentionShape& s,
+                                     const ParallelState& ps)
+    : shape_(s), heads_(split_heads(s, ps.attn_tp.size(), ps.attn_tp.rank())), ps_(&ps) {
+  const int64_t d = s.head_dim, h = s.hidden;
+  const Range q{heads_.q.begin * d, heads_.q.length * d}, kv{heads_.kv.begin * d, heads_.kv.length * d};
+  q_proj_ = w.rows(p + "q_proj.weight", {s.heads * d, h}, q);
+  k_proj_ = w.rows(p + "k_proj.weight", {s.kv_heads * d, h}, kv);
+  v_proj_ = w.rows(p + "v_proj.weight", {s.kv_heads * d, h}, kv);
+  o_proj_ = w.cols(p + "o_proj.weight", {h, s.heads * d}, q);
+  q_norm_ = w.full(p + "q_norm.weight", {d});
+  k_norm_ = w.full(p + "k_norm.weight", {d});
+}
+
+Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rope& rope,
+                                  const ForwardContext& ctx) const {
+  const int64_t t = x.size(0), d = shape_.head_dim;
+  if (t == 0) return x;  // an idle attention-DP replica (its whole ATTN_TP group is idle with it)
+  Tensor q = ops::linear(x, q_proj_).view({t, -1, d});
+  Tensor k = ops::linear(x, k_proj_).view({t, -1, d});
+  Tensor v = ops::linear(x, v_proj_).view({t, -1, d});
+  ops::qk_norm_rope(q, k, &q_norm_, &k_norm_, shape_.rms_norm_eps, rope, ctx);
+  if (ctx.cp_split) {  // the whole sequence's K/V, in token order, into this rank's cache
+    const auto whole = [&](const Tensor& mine) {
+      const Tensor rows = ps_->attn_cp.all_gather(mine.view({t, -1}), ctx.cp_counts);
+      return ops::gather_rows(rows, ctx.cp_order).view({-1, mine.size(1), d});
+    };
+    ops::write_kv(whole(k), whole(v), layer, *ctx.cp_whole);
+  }
+  ops::AttentionParams params;
+  params.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  Tensor o = ops::linear(ops::attention(q, k, v, layer, params, ctx).view({t, -1}), o_proj_);
+  ps_->attn_tp.all_reduce(o);
+  return o;
+}
+
+}  // namespace loom::layers

@@ -1,0 +1,45 @@
+// Qwen3-style attention (GQA, per-head q/k RMSNorm, RoPE) with tensor parallelism over heads and
+// context-parallel prefill.
+//   TP: ATTN_TP rank r owns query heads [r·Hq/tp, +Hq/tp) and the K/V heads they read; when attn_tp
+//       exceeds the K/V heads, each K/V head is replicated on the tp/Hk ranks whose queries use it.
+//       q/k/v are column-parallel (head slices), o_proj row-parallel (all-reduce over ATTN_TP).
+//   CP: the rank computes q/k/v of its two zigzag chunks; K/V are all-gathered over ATTN_CP and the
+//       whole sequence is written to every CP rank's cache (decode then needs no CP traffic); each
+//       chunk's queries attend causally to the cache.
+#pragma once
+#include "loom/layers/forward_context.h"
+#include "loom/layers/ops.h"
+#include "loom/layers/parallel_state.h"
+#include "loom/layers/shard_loader.h"
+
+namespace loom::layers {
+
+struct AttentionShape {
+  int64_t hidden = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  float rms_norm_eps = 1e-6f;
+};
+
+// This rank's heads: throws InvalidArgument when the model's heads cannot be split over attn_tp.
+struct HeadSplit {
+  Range q, kv;  // query heads and K/V heads of this rank
+};
+HeadSplit split_heads(const AttentionShape& s, int attn_tp, int rank);
+
+class ParallelAttention {
+ public:
+  ParallelAttention() = default;
+  // `prefix`: "model.layers.N.self_attn."
+  ParallelAttention(const ShardLoader& w, const std::string& prefix, const AttentionShape& shape,
+                    const ParallelState& ps);
+  // x [T, H] (this rank's attention tokens) -> [T, H], the sum over ATTN_TP done.
+  Tensor forward(const Tensor& x, int64_t layer, const ops::Rope& rope, const ForwardContext& ctx) const;
+  int64_t local_kv_heads() const { return heads_.kv.length; }
+
+ private:
+  Tensor q_proj_, k_proj_, v_proj_, o_proj_, q_norm_, k_norm_;
+  AttentionShape shape_;
+  HeadSplit heads_;
+  const ParallelState* ps_ = nullptr;
+};
+
+}  // namespace loom::layers

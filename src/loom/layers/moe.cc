@@ -1,0 +1,112 @@
+#include "loom/layers/moe.h"
+
+#include "loom/layers/moe_tokens.h"
+#include "loom/layers/ops.h"
+
+namespace loom::layers {
+
+Range split_experts(int64_t experts, int ep, int rank) {
+  LOOM_CHECK_ARG(experts % ep == 0, "--ep-size ", ep, " does not divide the model's ", experts, " experts");
+  return split_range(experts, ep, rank);
+}
+
+ParallelMoe::ParallelMoe(const ShardLoader& w, const std::string& p, const MoeShape& s, const ParallelState& ps)
+    : experts_(split_experts(s.experts, ps.config.ep, ps.moe_ep_rank)), shape_(s), ps_(&ps) {
+  const int64_t h = s.hidden, inter = s.intermediate;
+  const Range r = split_range(inter, ps.config.moe_tp(), ps.moe_tp_rank);
+  router_ = w.full(p + "gate.weight", {s.experts, h});
+  gate_up_ = Tensor::empty({experts_.length, 2 * r.length, h}, w.dtype, w.device);
+  down_ = Tensor::empty({experts_.length, h, r.length}, w.dtype, w.device);
+  for (int64_t e = 0; e < experts_.length; ++e) {
+    const std::string q = p + "experts." + std::to_string(experts_.begin + e) + ".";
+    w.rows_into(gate_up_[e], {q + "gate_proj.weight", q + "up_proj.weight"}, {inter, h}, r);
+    down_[e].copy_from(w.source.load(q + "down_proj.weight", {h, inter}, w.dtype, io::Slice{1, r.begin, r.length}));
+  }
+}
+
+Tensor ParallelMoe::experts(const Tensor& x) const {
+  const Tensor logits = ops::linear(x, router_);  // the router softmax runs in f32 on any dtype
+  const ops::Routing r = ops::route_topk_softmax(logits, shape_.top_k, shape_.norm_topk_prob);
+  return ops::moe_experts(x, r, gate_up_, down_, experts_.begin);
+}
+
+Tensor ParallelMoe::forward(const Tensor& x, const ForwardContext& ctx) const {
+  if (all_to_all_applies(ctx)) {
+    Tensor y = all_to_all(x, ctx);
+    if (y.defined()) return y;
+  }
+  const MoeTokens tokens(*ps_, ctx, x.size(0));
+  return tokens.leave(experts(tokens.enter(x)));
+}
+
+bool ParallelMoe::all_to_all_applies(const ForwardContext& ctx) const {
+  const auto& ex = ps_->exchange(ctx.cp_split);
+  return ps_->dispatch != MoeDispatch::gather && ex.mode == parallel::TokenExchange::gather &&
+         ps_->config.moe_tp() == 1 && ex.group.size() == ps_->moe_block.size();
+}
+
+// The exchange group is then the MOE_EP group: member p owns experts split_experts(E, ep, p).
+Tensor ParallelMoe::all_to_all(const Tensor& x, const ForwardContext& ctx) const {
+  const Group& g = ps_->exchange(ctx.cp_split).group;
+  const int peers = g.size(), me = g.rank();
+  const int64_t n = x.size(0), k = shape_.top_k, h = shape_.hidden, E = shape_.experts;
+  const ops::Routing r = ops::route_topk_softmax(ops::linear(x, router_), k, shape_.norm_topk_prob);
+  const Tensor ids = r.ids.to(Device::cpu()), weights = r.weights.to(Device::cpu());
+  const int32_t* id = ids.data<int32_t>();
+  const float* wt = weights.data<float>();
+
+  // Rows to send, grouped by destination: token t once per EP rank owning one of its experts.
+  std::vector<int32_t> send_rows;
+  std::vector<int64_t> send(peers, 0);
+  std::vector<float> meta;  // per sent row: k expert ids (as floats, exact) then k weights
+  for (int p = 0; p < peers; ++p) {
+    const Range owned = split_range(E, peers, p);
+    for (int64_t t = 0; t < n; ++t) {
+      bool hit = false;
+      for (int64_t j = 0; j < k; ++j) hit = hit || (id[t * k + j] >= owned.begin && id[t * k + j] < owned.begin + owned.length);
+      if (!hit) continue;
+      send_rows.push_back(static_cast<int32_t>(t));
+      ++send[p];
+      for (int64_t j = 0; j < k; ++j) meta.push_back(static_cast<float>(id[t * k + j]));
+      for (int64_t j = 0; j < k; ++j) meta.push_back(wt[t * k + j]);
+    }
+  }
+  const std::vector<int64_t> matrix = g.all_gather_values(send);  // [sender][receiver]
+  std::vector<int64_t> recv(peers);
+  for (int p = 0; p < peers; ++p) recv[p] = matrix[p * peers + me];
+
+  if (ps_->dispatch == MoeDispatch::automatic) {  // bytes this rank puts on the wire, both ways
+    const int64_t row = h * static_cast<int64_t>(dtype_size(x.dtype())), routing = 2 * k * 4;
+    int64_t a2a = 0, total = 0;
+    for (int p = 0; p < peers; ++p) {
+      if (p != me) a2a += send[p] * (row + routing) + recv[p] * row;
+      total += ctx.rank_tokens.at(g.comm()->ranks()[p] % ps_->config.tp);
+    }
+    const int64_t gather = n * row * (peers - 1) + (total - n) * row;
+    const std::vector<int64_t> sums = g.sum({a2a, gather});
+    if (sums[0] >= sums[1]) return Tensor();
+  }
+
+  const int64_t sent = static_cast<int64_t>(send_rows.size());
+  const Tensor rows = Tensor::from_ints(send_rows, {sent}).to(x.device());
+  const Tensor x_in = g.all_to_all(ops::gather_rows(x, rows), send, recv);
+  const Tensor meta_in = g.all_to_all(Tensor::from_floats(meta, {sent, 2 * k}), send, recv);
+  const int64_t got = x_in.size(0);
+  std::vector<int32_t> in_ids(got * k);
+  std::vector<float> in_weights(got * k);
+  const float* m = meta_in.data<float>();
+  for (int64_t i = 0; i < got; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      in_ids[i * k + j] = static_cast<int32_t>(m[i * 2 * k + j]);
+      in_weights[i * k + j] = m[i * 2 * k + k + j];
+    }
+  const ops::Routing in{Tensor::from_floats(in_weights, {got, k}).to(x.device()),
+                        Tensor::from_ints(in_ids, {got, k}).to(x.device())};
+  const Tensor y_in = ops::moe_experts(x_in, in, gate_up_, down_, experts_.begin);  // other ranks' experts add 0
+  const Tensor y_back = g.all_to_all(y_in, recv, send);
+  Tensor out = Tensor::zeros({n, h}, y_back.dtype(), y_back.device());
+  ops::index_add_rows(out, y_back, rows);
+  return out;
+}
+
+}  // namespace loom::layers

@@ -1,0 +1,290 @@
+// The CUDA branch of layers/ops.h: checks shapes and dtypes, allocates the outputs (through the
+// caching allocator, so a CUDA-graph capture owns them), and launches kernels/cuda on the
+// thread's current stream. Dense GEMMs go through cuBLAS (bf16 in, f32 accumulate).
+#include <algorithm>
+#include <map>
+
+#include "loom/kernels/cuda/kernels.h"
+#include "loom/layers/ops_cuda.h"
+#include "loom/tensor/cuda_check.h"
+#include "loom/tensor/cuda_stream.h"
+
+namespace loom::layers::ops::cuda {
+namespace kc = loom::kernels::cuda;
+
+namespace {
+
+// Sets the tensor's GPU current and returns the stream to launch on.
+cudaStream_t stream_for(const Tensor& t) {
+  CUDA_CHECK(cudaSetDevice(t.device().index));
+  return loom::cuda::current_stream(t.device().index);
+}
+
+void check_bf16(const Tensor& t, const char* op, const char* what) {
+  LOOM_CHECK(t.device().is_cuda(), op, ": ", what, " ", t.str(), " is not on a GPU");
+  LOOM_CHECK(t.dtype() == DType::bf16, op, ": ", what, " ", t.str(), " must be bf16");
+  LOOM_CHECK(t.is_contiguous(), op, ": ", what, " ", t.str(), " must be contiguous");
+}
+
+// --profile-ops: events around each op on its stream, summed per op name by take_op_profile().
+struct ProfileRecord {
+  const char* op;
+  cudaEvent_t start, stop;
+};
+bool g_profiling = false;
+std::vector<ProfileRecord> g_records;
+
+class OpScope {
+ public:
+  OpScope(const char* op, const Tensor& t) {
+    if (!g_profiling) return;
+    stream_ = stream_for(t);
+    rec_.op = op;
+    CUDA_CHECK(cudaEventCreate(&rec_.start));
+    CUDA_CHECK(cudaEventCreate(&rec_.stop));
+    CUDA_CHECK(cudaEventRecord(rec_.start, stream_));
+  }
+  ~OpScope() {
+    if (!rec_.op) return;
+    if (cudaEventRecord(rec_.stop, stream_) == cudaSuccess) g_records.push_back(rec_);
+  }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  ProfileRecord rec_{nullptr, nullptr, nullptr};
+  cudaStream_t stream_ = nullptr;
+};
+
+void check_i32(const Tensor& t, const char* op, const char* what) {
+  LOOM_CHECK(t.device().is_cuda() && t.dtype() == DType::i32 && t.is_contiguous(), op, ": ", what, " ", t.str(),
+             " must be a contiguous i32 GPU tensor");
+}
+
+}  // namespace
+
+void set_op_profiling(bool on) { g_profiling = on; }
+
+std::vector<OpTime> take_op_profile() {
+  std::map<std::string, OpTime> by_op;
+  for (const ProfileRecord& r : g_records) {
+    CUDA_CHECK(cudaEventSynchronize(r.stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, r.start, r.stop));
+    OpTime& t = by_op[r.op];
+    t.op = r.op;
+    t.ms += ms;
+    ++t.calls;
+    cudaEventDestroy(r.start);
+    cudaEventDestroy(r.stop);
+  }
+  g_records.clear();
+  std::vector<OpTime> out;
+  for (auto& [name, t] : by_op) out.push_back(t);
+  std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.ms > b.ms; });
+  return out;
+}
+
+Tensor embedding(const Tensor& table, const Tensor& ids) {
+  OpScope scope("embedding", table);
+  check_bf16(table, "embedding", "table");
+  check_i32(ids, "embedding", "ids");
+  const int64_t n = ids.numel(), dim = table.size(1);
+  Tensor out = Tensor::empty({n, dim}, DType::bf16, table.device());
+  kc::embedding(table.data_ptr(), ids.data<int32_t>(), out.data_ptr(), n, dim, table.size(0), stream_for(table));
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  OpScope scope("linear (cuBLAS)", x);
+  check_bf16(x, "linear", "input");
+  check_bf16(w, "linear", "weight");
+  LOOM_CHECK(bias == nullptr, "linear: a bias is not supported on CUDA yet (", w.str(), ")");
+  const int64_t k = w.size(1), n = w.size(0), m = x.numel() / k;
+  LOOM_CHECK(x.size(-1) == k, "linear: input ", x.str(), " against weight ", w.str());
+  Shape shape = x.shape();
+  shape.back() = n;
+  Tensor y = Tensor::empty(shape, DType::bf16, x.device());
+  if (m == 0) return y;
+  stream_for(x);
+  const float alpha = 1.0f, beta = 0.0f;
+  // Row-major y[m, n] = x[m, k] · w[n, k]ᵀ is column-major yᵀ = w · xᵀ (w read transposed).
+  CUBLAS_CHECK(cublasGemmEx(loom::cuda::cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                            static_cast<int>(m), static_cast<int>(k), &alpha, w.data_ptr(), CUDA_R_16BF,
+                            static_cast<int>(k), x.data_ptr(), CUDA_R_16BF, static_cast<int>(k), &beta, y.data_ptr(),
+                            CUDA_R_16BF, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return y;
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
+  OpScope scope("rms_norm", x);
+  check_bf16(x, "rms_norm", "input");
+  check_bf16(w, "rms_norm", "weight");
+  const int64_t dim = x.size(-1);
+  Tensor y = Tensor::empty(x.shape(), DType::bf16, x.device());
+  kc::rms_norm(x.data_ptr(), nullptr, w.data_ptr(), y.data_ptr(), x.numel() / dim, dim, eps, stream_for(x));
+  return y;
+}
+
+Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps) {
+  OpScope scope("add_rms_norm", x);
+  check_bf16(residual, "add_rms_norm", "residual");
+  check_bf16(x, "add_rms_norm", "input");
+  check_bf16(w, "add_rms_norm", "weight");
+  LOOM_CHECK(residual.shape() == x.shape(), "add_rms_norm: ", residual.str(), " += ", x.str());
+  const int64_t dim = x.size(-1);
+  Tensor y = Tensor::empty(x.shape(), DType::bf16, x.device());
+  kc::rms_norm(x.data_ptr(), residual.data_ptr(), w.data_ptr(), y.data_ptr(), x.numel() / dim, dim, eps,
+               stream_for(x));
+  return y;
+}
+
+void add_(Tensor& residual, const Tensor& x) {
+  OpScope scope("add_", x);
+  check_bf16(residual, "add_", "residual");
+  check_bf16(x, "add_", "input");
+  LOOM_CHECK(residual.shape() == x.shape(), "add_: ", residual.str(), " += ", x.str());
+  kc::add_inplace(residual.data_ptr(), x.data_ptr(), x.numel(), stream_for(x));
+}
+
+void qk_norm_rope(Tensor& q, Tensor& k, const Tensor* q_norm, const Tensor* k_norm, float eps, const Rope& rope,
+                  const ForwardContext& ctx) {
+  OpScope scope("qk_norm_rope", q);
+  check_bf16(q, "qk_norm_rope", "q");
+  check_bf16(k, "qk_norm_rope", "k");
+  LOOM_CHECK(q.size(2) == k.size(2) && q.size(0) == k.size(0), "qk_norm_rope: q ", q.str(), " and k ", k.str());
+  LOOM_CHECK(rope.inv_freq.device() == q.device() && rope.inv_freq.dtype() == DType::f32,
+             "qk_norm_rope: inv_freq ", rope.inv_freq.str(), " must be f32 on ", q.device().str());
+  if (q_norm) check_bf16(*q_norm, "qk_norm_rope", "q_norm");
+  if (k_norm) check_bf16(*k_norm, "qk_norm_rope", "k_norm");
+  check_i32(ctx.positions, "qk_norm_rope", "positions");
+  kc::qk_norm_rope(q.data_ptr(), k.data_ptr(), q_norm ? q_norm->data_ptr() : nullptr,
+                   k_norm ? k_norm->data_ptr() : nullptr, ctx.positions.data<int32_t>(),
+                   rope.inv_freq.data<float>(), q.size(0), q.size(1), k.size(1), q.size(2), rope.rotary_dim,
+                   rope.scaling, eps, stream_for(q));
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, const AttentionParams& params,
+                 const ForwardContext& ctx) {
+  check_bf16(q, "attention", "q");
+  check_bf16(k, "attention", "k");
+  check_bf16(v, "attention", "v");
+  LOOM_CHECK(params.sliding_window == 0 && params.sinks == nullptr,
+             "attention: sliding windows and sinks are not supported on CUDA yet");
+  const Tensor& kcache = ctx.kv->k[layer];
+  const Tensor& vcache = ctx.kv->v[layer];
+  check_bf16(kcache, "attention", "K cache");
+  check_bf16(vcache, "attention", "V cache");
+  LOOM_CHECK(kcache.size(2) == vcache.size(2), "attention on CUDA needs equal K and V head dims");
+  const int64_t tokens = q.size(0), hq = q.size(1), hk = kcache.size(1), d = kcache.size(2);
+  LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && v.size(2) == d && q.size(2) == d,
+             "attention: q ", q.str(), ", k ", k.str(), ", v ", v.str(), " against the cache ", kcache.str());
+  kc::PagedKvArgs kv{kcache.data_ptr(), vcache.data_ptr(), ctx.page_table.data<int32_t>(),
+                     ctx.token_starts.data<int32_t>(), ctx.start_pos.data<int32_t>(), ctx.num_seqs,
+                     ctx.max_pages, ctx.page_size, hk, d};
+  cudaStream_t s = stream_for(q);
+  {
+    OpScope scope("write_kv", q);
+    kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, s);
+  }
+
+  int64_t max_new = 1;
+  if (!ctx.decode_only)
+    for (int64_t i = 0; i < ctx.num_seqs; ++i)
+      max_new = std::max<int64_t>(max_new, ctx.h_token_starts[i + 1] - ctx.h_token_starts[i]);
+  const int splits = kc::attention_splits(ctx.num_seqs, hk, ctx.decode_only);
+  Tensor workspace;
+  if (splits > 1) workspace = Tensor::empty({splits, tokens, hq, d + 1}, DType::f32, q.device());
+  Tensor out = Tensor::empty({tokens, hq, d}, DType::bf16, q.device());
+  OpScope scope(ctx.decode_only ? "attention (decode, split keys)" : "attention (prefill)", q);
+  kc::attention(kv, q.data_ptr(), out.data_ptr(), tokens, hq, params.scale, max_new, splits,
+                splits > 1 ? workspace.data<float>() : nullptr, s);
+  return out;
+}
+
+Tensor silu_and_mul(const Tensor& gate_up) {
+  OpScope scope("silu_and_mul", gate_up);
+  check_bf16(gate_up, "silu_and_mul", "input");
+  const int64_t inter = gate_up.size(-1) / 2, m = gate_up.numel() / gate_up.size(-1);
+  Tensor out = Tensor::empty({m, inter}, DType::bf16, gate_up.device());
+  kc::silu_and_mul(gate_up.data_ptr(), out.data_ptr(), m, inter, stream_for(gate_up));
+  return out;
+}
+
+Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormalize) {
+  OpScope scope("route_topk_softmax", router_logits);
+  check_bf16(router_logits, "route_topk_softmax", "logits");
+  const int64_t t = router_logits.size(0), e = router_logits.size(1);
+  LOOM_CHECK(k >= 1 && k <= e, "router: top-", k, " of ", e, " experts");
+  Routing r{Tensor::empty({t, k}, DType::f32, router_logits.device()),
+            Tensor::empty({t, k}, DType::i32, router_logits.device())};
+  kc::route_topk(router_logits.data_ptr(), t, e, k, renormalize, r.weights.data<float>(), r.ids.data<int32_t>(),
+                 stream_for(router_logits));
+  return r;
+}
+
+Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up, const Tensor& w_down,
+                   int64_t expert_begin) {
+  check_bf16(x, "moe_experts", "input");
+  check_bf16(w_gate_up, "moe_experts", "w_gate_up");
+  check_bf16(w_down, "moe_experts", "w_down");
+  check_i32(routing.ids, "moe_experts", "expert ids");
+  LOOM_CHECK(routing.weights.dtype() == DType::f32 && routing.weights.is_contiguous(),
+             "moe_experts: routing weights ", routing.weights.str(), " must be contiguous f32");
+  const Device dev = x.device();
+  const int64_t t = x.size(0), hidden = x.size(1), k = routing.ids.size(1);
+  const int64_t experts = w_gate_up.size(0), inter = w_down.size(2);
+  LOOM_CHECK(w_gate_up.size(1) == 2 * inter && w_gate_up.size(2) == hidden && w_down.size(1) == hidden,
+             "moe_experts: w_gate_up ", w_gate_up.str(), " and w_down ", w_down.str(), " for hidden ", hidden);
+  Tensor out = Tensor::empty({t, hidden}, DType::bf16, dev);
+  if (t == 0) return out;
+  cudaStream_t s = stream_for(x);
+  const int64_t slots = t * k;
+  const int block_m = kc::moe_block_m(slots, experts);
+  const int64_t max_tiles = kc::moe_max_tiles(slots, experts, block_m);
+  Tensor offsets = Tensor::empty({experts + 1}, DType::i32, dev);
+  Tensor sorted_token = Tensor::empty({slots}, DType::i32, dev);
+  Tensor sorted_weight = Tensor::empty({slots}, DType::f32, dev);
+  Tensor slot_pos = Tensor::empty({slots}, DType::i32, dev);
+  Tensor tiles = Tensor::empty({2 * max_tiles + 1}, DType::i32, dev);
+  kc::MoePlan plan{offsets.data<int32_t>(),      sorted_token.data<int32_t>(), sorted_weight.data<float>(),
+                   slot_pos.data<int32_t>(),     tiles.data<int32_t>(),        tiles.data<int32_t>() + max_tiles,
+                   tiles.data<int32_t>() + 2 * max_tiles, max_tiles, block_m};
+  {
+    OpScope scope("moe plan (sort by expert)", x);
+    kc::moe_plan(routing.ids.data<int32_t>(), routing.weights.data<float>(), t, k, expert_begin, experts, plan, s);
+  }
+
+  Tensor gate_up = Tensor::empty({slots, 2 * inter}, DType::bf16, dev);
+  {
+    OpScope scope("moe gate_up grouped GEMM", x);
+    kc::moe_grouped_gemm(x.data_ptr(), plan.sorted_token, w_gate_up.data_ptr(), 2 * inter * hidden, 2 * inter,
+                         hidden, gate_up.data_ptr(), nullptr, plan, s);
+  }
+  Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
+  {
+    OpScope scope("moe silu_and_mul", x);
+    kc::silu_and_mul(gate_up.data_ptr(), act.data_ptr(), slots, inter, s);
+  }
+  Tensor y = Tensor::empty({slots, hidden}, DType::bf16, dev);
+  {
+    OpScope scope("moe down grouped GEMM", x);
+    kc::moe_grouped_gemm(act.data_ptr(), nullptr, w_down.data_ptr(), hidden * inter, hidden, inter, y.data_ptr(),
+                         plan.sorted_weight, plan, s);
+  }
+  OpScope scope("moe combine", x);
+  kc::moe_combine(y.data_ptr(), plan.slot_pos, t, k, hidden, out.data_ptr(), s);
+  return out;
+}
+
+Tensor gather_rows(const Tensor& x, const Tensor& rows) {
+  OpScope scope("gather_rows", x);
+  check_bf16(x, "gather_rows", "input");
+  check_i32(rows, "gather_rows", "rows");
+  const int64_t n = rows.numel(), dim = x.size(-1);
+  Tensor out = Tensor::empty({n, dim}, DType::bf16, x.device());
+  kc::gather_rows(x.data_ptr(), rows.data<int32_t>(), out.data_ptr(), n, dim, stream_for(x));
+  return out;
+}
+
+}  // namespace loom::layers::ops::cuda

@@ -1,0 +1,153 @@
+#include "loom/runtime/cuda_graph_runner.h"
+
+#include <algorithm>
+
+#ifdef LOOM_HAVE_CUDA
+#include "loom/tensor/cuda_check.h"
+#include "loom/tensor/cuda_stream.h"
+#endif
+
+namespace loom::runtime {
+
+std::vector<int64_t> cuda_graph_buckets(int64_t max_bs) {
+  std::vector<int64_t> b;
+  for (int64_t s : {1, 2, 4, 8})
+    if (s <= max_bs) b.push_back(s);
+  for (int64_t s = 16; s <= max_bs; s += 8) b.push_back(s);
+  if (b.empty() || b.back() != max_bs) b.push_back(max_bs);
+  return b;
+}
+
+#ifdef LOOM_HAVE_CUDA
+namespace {
+// Offsets (in i32 elements) of the fields in the metadata buffer.
+struct MetaLayout {
+  int64_t ids, positions, token_starts, start_pos, logit_rows, page_table, total;
+  MetaLayout(int64_t max_bs, int64_t max_pages) {
+    ids = 0;
+    positions = ids + max_bs;
+    token_starts = positions + max_bs;
+    start_pos = token_starts + max_bs + 1;
+    logit_rows = start_pos + max_bs;
+    page_table = logit_rows + max_bs;
+    total = page_table + max_bs * max_pages;
+  }
+};
+}  // namespace
+
+CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
+                                 parallel::GraphRegistry* registry)
+    : model_(model), kv_(kv), max_bs_(max_bs), max_pages_(max_pages), buckets_(cuda_graph_buckets(max_bs)) {
+  LOOM_CHECK(model.device().is_cuda(), "CUDA graphs need a model on a GPU, not ", model.device().str());
+  LOOM_CHECK(max_bs >= 1 && max_pages >= 1, "CUDA graphs: max batch ", max_bs, ", max pages ", max_pages);
+  CUDA_CHECK(cudaSetDevice(model.device().index));
+  stream_ = cuda::current_stream(model.device().index);  // eager steps use it too: one order
+  const MetaLayout m(max_bs_, max_pages_);
+  meta_len_ = m.total;
+  meta_ = Tensor::zeros({meta_len_}, DType::i32, model.device());
+  CUDA_CHECK(cudaMallocHost(&host_meta_, meta_len_ * sizeof(int32_t)));
+  pool_ = make_graph_memory_pool();
+  if (registry) registry->prepare_for_capture();
+  // Largest first: the smaller graphs then reuse the pool blocks the largest one left.
+  for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) capture(*it, registry);
+}
+
+CudaGraphRunner::~CudaGraphRunner() {
+  for (auto& [bs, g] : graphs_)
+    if (g.exec) cudaGraphExecDestroy(g.exec);
+  if (host_meta_) cudaFreeHost(host_meta_);
+}
+
+layers::ForwardContext CudaGraphRunner::context(int64_t bs) const {
+  const MetaLayout m(max_bs_, max_pages_);
+  layers::ForwardContext c;
+  c.num_seqs = bs;
+  c.num_tokens = bs;
+  c.max_pages = max_pages_;
+  c.page_size = kv_.page_size;
+  c.max_seq_len = max_pages_ * kv_.page_size;
+  c.decode_only = true;
+  c.kv = &kv_;
+  // Host copies describe the padding batch (the device kernels of a decode step never read them).
+  c.h_positions.assign(bs, 0);
+  for (int64_t i = 0; i <= bs; ++i) c.h_token_starts.push_back(static_cast<int32_t>(i));
+  c.h_start_pos.assign(bs, 0);
+  c.h_page_table.assign(bs * max_pages_, 0);
+  for (int64_t i = 0; i < bs; ++i) c.h_logit_rows.push_back(static_cast<int32_t>(i));
+  c.positions = meta_.narrow(0, m.positions, bs);
+  c.token_starts = meta_.narrow(0, m.token_starts, bs + 1);
+  c.start_pos = meta_.narrow(0, m.start_pos, bs);
+  c.logit_rows = meta_.narrow(0, m.logit_rows, bs);
+  c.page_table = meta_.narrow(0, m.page_table, bs * max_pages_).view({bs, max_pages_});
+  return c;
+}
+
+void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs) {
+  const MetaLayout m(max_bs_, max_pages_);
+  // The previous replay's upload must have left the staging buffer before it is rewritten.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::fill(host_meta_, host_meta_ + meta_len_, 0);  // padding: token 0 at position 0 on page 0
+  const int64_t n = static_cast<int64_t>(batch.seqs.size());
+  for (int64_t i = 0; i <= bs; ++i) host_meta_[m.token_starts + i] = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < bs; ++i) host_meta_[m.logit_rows + i] = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& s = batch.seqs[i];
+    host_meta_[m.ids + i] = s.tokens[0];
+    host_meta_[m.positions + i] = s.start_pos;
+    host_meta_[m.start_pos + i] = s.start_pos;
+    std::copy(s.page_table.begin(), s.page_table.end(), host_meta_ + m.page_table + i * max_pages_);
+  }
+  CUDA_CHECK(cudaMemcpyAsync(meta_.data_ptr(), host_meta_, meta_len_ * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             stream_));
+}
+
+void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
+  const layers::ForwardContext ctx = context(bs);
+  const Tensor ids = meta_.narrow(0, 0, bs);
+  model::ForwardBatch padding;
+  fill_inputs(padding, bs);
+  cuda::StreamGuard on_stream(stream_);
+  GraphPoolGuard in_pool(pool_);
+  model_.forward_device(ids, ctx);  // warm-up: lazy library setup happens outside the capture
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  Graph g;
+  cudaGraph_t graph = nullptr;
+  {
+    parallel::GraphCaptureGuard capturing;
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+    try {
+      g.logits = model_.forward_device(ids, ctx);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);  // leave the stream usable, then report the first error
+      if (graph) cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  }
+  CUDA_CHECK(cudaGraphInstantiate(&g.exec, graph, 0));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  graphs_[bs] = std::move(g);
+  (void)registry;
+}
+
+bool CudaGraphRunner::can_run(const model::ForwardBatch& batch) const {
+  const int64_t n = static_cast<int64_t>(batch.seqs.size());
+  if (n == 0 || n > max_bs_) return false;
+  for (const auto& s : batch.seqs)
+    if (s.tokens.size() != 1 || s.all_logits || static_cast<int64_t>(s.page_table.size()) > max_pages_) return false;
+  return true;
+}
+
+Tensor CudaGraphRunner::replay(const model::ForwardBatch& batch) {
+  LOOM_CHECK(can_run(batch), "CudaGraphRunner::replay: batch is not a decode step within the captured sizes");
+  const int64_t n = static_cast<int64_t>(batch.seqs.size());
+  const int64_t bs = *std::lower_bound(buckets_.begin(), buckets_.end(), n);
+  fill_inputs(batch, bs);
+  Graph& g = graphs_.at(bs);
+  CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
+  return g.logits.narrow(0, 0, n);
+}
+#endif
+
+}  // namespace loom::runtime

@@ -1,0 +1,67 @@
+// Decode steps through CUDA graphs: one graph per batch-size bucket, captured once over static
+// input buffers; a step pads its batch to the next bucket (padding sequences read and write
+// only the KV pool's scratch page 0) and replays. Every communicator the step may use is
+// prepared through the GraphRegistry before capture, and capture runs under GraphCaptureGuard,
+// so an unregistered one fails loudly.
+#pragma once
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "loom/model/causal_lm.h"
+#include "loom/model/forward_batch.h"
+#include "loom/parallel/graph_registry.h"
+#include "loom/tensor/allocator.h"
+
+#ifdef LOOM_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace loom::runtime {
+
+// 1, 2, 4, 8, then every 8 up to max_bs (max_bs itself always included).
+std::vector<int64_t> cuda_graph_buckets(int64_t max_bs);
+
+#ifdef LOOM_HAVE_CUDA
+class CudaGraphRunner {
+ public:
+  // max_pages: the widest page table a step may bring (the graphs' static page-table width).
+  CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
+                  parallel::GraphRegistry* registry);
+  ~CudaGraphRunner();
+  CudaGraphRunner(const CudaGraphRunner&) = delete;
+  CudaGraphRunner& operator=(const CudaGraphRunner&) = delete;
+
+  // Decode-only (one new token per sequence, last-token logits), at most max_bs sequences, each
+  // page table within max_pages.
+  bool can_run(const model::ForwardBatch& batch) const;
+  // Device logits [batch size, vocab] in the model's dtype: a view of the graph's output buffer,
+  // valid until the next replay.
+  Tensor replay(const model::ForwardBatch& batch);
+  const std::vector<int64_t>& buckets() const { return buckets_; }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    Tensor logits;
+  };
+  layers::ForwardContext context(int64_t bs) const;
+  void fill_inputs(const model::ForwardBatch& batch, int64_t bs);  // host staging -> device, async
+  void capture(int64_t bs, parallel::GraphRegistry* registry);
+
+  model::CausalLM& model_;
+  const KvBuffers& kv_;
+  int64_t max_bs_, max_pages_;
+  std::vector<int64_t> buckets_;
+  cudaStream_t stream_ = nullptr;  // the thread's current stream at construction
+  // One i32 buffer: ids | positions | token_starts | start_pos | logit_rows | page_table.
+  Tensor meta_;
+  int32_t* host_meta_ = nullptr;  // pinned staging of the same layout
+  int64_t meta_len_ = 0;
+  std::shared_ptr<GraphMemoryPool> pool_;
+  std::map<int64_t, Graph> graphs_;
+};
+#endif
+
+}  // namespace loom::runtime

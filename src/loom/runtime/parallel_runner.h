@@ -1,0 +1,29 @@
+// A parallel run on the CPU: one thread per rank (rank_threads.h), each with the Gloo
+// communicators of every group family (parallel/process_groups.h) plus the MoE block and token
+// exchange groups, its share of the weights and its own KV pool (its K/V heads; page ids are
+// handed out by rank 0's pool and used by every rank). Every rank runs every step; rank 0's
+// logits are returned. Implements the same Runner interface as one rank.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "loom/runtime/model_runner.h"
+
+namespace loom::runtime {
+
+// Checks the configuration against the model before starting any rank (InvalidArgument naming
+// the numbers), then starts the ranks.
+std::unique_ptr<Runner> create_parallel_runner(const RunnerOptions& options);
+
+// Payload bytes one rank sent through one kind of collective since the last reset, summed over
+// its communicators (parallel/communicator.h defines what counts).
+struct CommCount {
+  int rank = 0;
+  std::string op;
+  uint64_t bytes = 0, calls = 0;
+};
+// Empty for a single-rank runner.
+std::vector<CommCount> comm_counts(Runner& runner);
+void reset_comm_counts(Runner& runner);
+
+}  // namespace loom::runtime

@@ -1,0 +1,260 @@
+#include "loom/server/http_server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "loom/server/api_error.h"
+#include "loom/server/metrics_text.h"
+#include "loom/server/request_channel.h"
+
+namespace loom::server {
+namespace {
+
+constexpr auto kHeartbeat = std::chrono::milliseconds(500);  // SSE comment while no token comes
+
+int64_t unix_time() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string new_response_id(Endpoint endpoint) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s%08llx%08llx", endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-",
+                static_cast<unsigned long long>(salt & 0xffffffffu), static_cast<unsigned long long>(++counter));
+  return buf;
+}
+
+void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status(), e.body()); }
+
+std::string sse_event(const nlohmann::json& j) { return "data: " + j.dump() + "\n\n"; }
+
+// Status codes httplib answers itself (bad paths, oversized bodies, ...) get an OpenAI body too.
+ApiError error_for_status(const httplib::Request& req, int status, size_t max_bytes) {
+  switch (status) {
+    case 404: return ApiError(404, "invalid_request_error", str("no route for ", req.method, " ", req.path), "", "not_found");
+    case 405: return ApiError(405, "invalid_request_error", str("method ", req.method, " is not allowed on ", req.path));
+    case 413:
+      return ApiError(413, "invalid_request_error", str("the request body is larger than the limit of ", max_bytes, " bytes"),
+                      "", "request_too_large");
+    case 414: return ApiError(414, "invalid_request_error", "the request URI is too long");
+    default: return ApiError(status, status < 500 ? "invalid_request_error" : "server_error", str("HTTP error ", status));
+  }
+}
+
+}  // namespace
+
+HttpServer::HttpServer(engine::Engine& engine, ServerOptions options)
+    : engine_(engine), options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
+  LOOM_CHECK_ARG(options_.http_threads >= 1, "--http-threads must be at least 1");
+  protocol_.tokenizer = &engine_.tokenizer();
+  protocol_.limits = engine_.limits();
+  protocol_.served_model_name = options_.served_model_name;
+  const int threads = options_.http_threads;
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  http_->set_payload_max_length(options_.max_request_bytes);
+  http_->set_keep_alive_timeout(2);  // idle keep-alive connections hold a thread; keep them short
+  install_routes();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+int HttpServer::bind() {
+  int port;
+  if (options_.port == 0) {
+    port = http_->bind_to_any_port(options_.host);
+  } else {
+    port = http_->bind_to_port(options_.host, options_.port) ? options_.port : -1;
+  }
+  LOOM_CHECK(port > 0, "cannot listen on ", options_.host, ":", options_.port, " (address in use or not local?)");
+  return port;
+}
+
+void HttpServer::serve() {
+  {
+    std::lock_guard<std::mutex> g(stop_mu_);
+    if (stopped_) return;  // stopped before it started: httplib's stop() would not reach it
+  }
+  http_->listen_after_bind();
+}
+
+void HttpServer::stop() {
+  std::lock_guard<std::mutex> g(stop_mu_);
+  if (stopped_) return;
+  stopped_ = true;
+  engine_.shutdown(options_.shutdown_grace);
+  // Every request has ended now; give the streams a moment to send their last events.
+  for (int i = 0; i < 200 && open_streams_.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  http_->stop();
+}
+
+bool HttpServer::authorized(const httplib::Request& req) const {
+  return options_.api_key.empty() || req.path == "/health" ||
+         req.get_header_value("Authorization") == "Bearer " + options_.api_key;
+}
+
+void HttpServer::count_response(int status) {
+  std::lock_guard<std::mutex> g(counters_mu_);
+  ++responses_by_status_[status];
+}
+
+void HttpServer::install_routes() {
+  using httplib::Server;
+  http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (authorized(req)) return Server::HandlerResponse::Unhandled;
+    send_error(res, ApiError(401, "invalid_request_error",
+                             "a valid API key is required: send 'Authorization: Bearer <key>'", "", "invalid_api_key"));
+    return Server::HandlerResponse::Handled;
+  });
+  http_->set_error_handler(Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || res.content_provider_) return Server::HandlerResponse::Unhandled;
+    send_error(res, error_for_status(req, res.status, options_.max_request_bytes));
+    return Server::HandlerResponse::Handled;
+  }));
+  http_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    send_error(res, ApiError(500, "server_error", str("internal error: ", what)));
+  });
+  http_->set_logger([this](const httplib::Request&, const httplib::Response& res) { count_response(res.status); });
+
+  http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (engine_.accepting()) {
+      send_json(res, 200, {{"status", "ok"}});
+    } else {
+      send_error(res, ApiError(503, "server_error", "the server is shutting down", "", "shutting_down"));
+    }
+  });
+  http_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    nlohmann::json model = {{"id", options_.served_model_name},
+                            {"object", "model"},
+                            {"created", 0},
+                            {"owned_by", "loom"},
+                            {"max_model_len", engine_.limits().context_length}};
+    send_json(res, 200, {{"object", "list"}, {"data", nlohmann::json::array({model})}});
+  });
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    std::map<int, uint64_t> responses;
+    {
+      std::lock_guard<std::mutex> g(counters_mu_);
+      responses = responses_by_status_;
+    }
+    res.set_content(render_metrics(engine_.stats(), options_.served_model_name, responses),
+                    "text/plain; version=0.0.4");
+  });
+  http_->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_generate(Endpoint::completions, req, res);
+  });
+  http_->Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_generate(Endpoint::chat, req, res);
+  });
+}
+
+void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
+  ParsedRequest parsed;
+  auto channel = std::make_shared<RequestChannel>();
+  uint64_t engine_id = 0;
+  try {
+    parsed = parse_request(endpoint, req.body, protocol_);
+    parsed.request.on_output = [channel](const engine::RequestOutput& out) { channel->push(out); };
+    engine_id = engine_.submit(std::move(parsed.request));
+  } catch (const ApiError& e) {
+    return send_error(res, e);
+  } catch (const engine::RequestError& e) {
+    return send_error(res, bad_request(e.param(), e.what()));
+  } catch (const engine::QueueFull& e) {
+    return send_error(res, ApiError(503, "server_error", e.what(), "", "queue_full"));
+  } catch (const engine::ShuttingDown& e) {
+    return send_error(res, ApiError(503, "server_error", e.what(), "", "shutting_down"));
+  } catch (const InvalidArgument& e) {
+    return send_error(res, bad_request("", e.what()));
+  }
+
+  if (parsed.stream) return stream(parsed, engine_id, channel, res);
+
+  Generation g;
+  while (g.finish_reason == engine::FinishReason::none)
+    for (const auto& out : channel->take(std::chrono::seconds(1))) {
+      g.add(out);
+      if (out.finish_reason == engine::FinishReason::error)
+        return send_error(res, ApiError(500, "server_error", str("generation failed: ", out.error)));
+    }
+  send_json(res, 200, response_json(parsed, new_response_id(endpoint), unix_time(), g, engine_.tokenizer()));
+}
+
+// Server-sent events: one chunk per engine output that carries text (or logprobs, or the finish
+// reason), the usage chunk when asked for, then `data: [DONE]`. A failed write means the client
+// is gone: the request is aborted, which frees its KV on the engine's next turn.
+void HttpServer::stream(const ParsedRequest& parsed, uint64_t engine_id, std::shared_ptr<RequestChannel> channel,
+                        httplib::Response& res) {
+  struct State {
+    ParsedRequest parsed;
+    std::string id;
+    int64_t created;
+    Generation total;
+    bool first = true;
+  };
+  auto st = std::make_shared<State>();
+  st->parsed.endpoint = parsed.endpoint;
+  st->parsed.include_usage = parsed.include_usage;
+  st->parsed.want_logprobs = parsed.want_logprobs;
+  st->parsed.model = parsed.model;
+  st->id = new_response_id(parsed.endpoint);
+  st->created = unix_time();
+  ++open_streams_;
+  res.set_header("Cache-Control", "no-cache");
+  const tokenizer::Tokenizer& tok = engine_.tokenizer();
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [st, channel, &tok](size_t, httplib::DataSink& sink) {
+        const auto outputs = channel->take(kHeartbeat);
+        if (outputs.empty()) return sink.write(":\n\n", 3);  // an SSE comment: finds departed clients
+        for (const auto& out : outputs) {
+          if (out.finish_reason == engine::FinishReason::error) {
+            const std::string err = sse_event(error_body("server_error", str("generation failed: ", out.error), "", ""));
+            sink.write(err.data(), err.size());
+            sink.write("data: [DONE]\n\n", 14);
+            sink.done();
+            return true;
+          }
+          Generation delta;
+          delta.add(out);
+          st->total.add(out);
+          if (st->first || out.finished || !delta.text.empty() || !delta.logprobs.empty()) {
+            const std::string ev = sse_event(chunk_json(st->parsed, st->id, st->created, delta, st->first, tok));
+            st->first = false;
+            if (!sink.write(ev.data(), ev.size())) return false;
+          }
+          if (out.finished) {
+            if (st->parsed.include_usage) {
+              const std::string ev = sse_event(usage_chunk_json(st->parsed, st->id, st->created, st->total));
+              if (!sink.write(ev.data(), ev.size())) return false;
+            }
+            if (!sink.write("data: [DONE]\n\n", 14)) return false;
+            sink.done();
+            return true;
+          }
+        }
+        return true;
+      },
+      [this, channel, engine_id](bool) {
+        if (!channel->finished()) engine_.abort(engine_id);
+        --open_streams_;
+      });
+}
+
+}  // namespace loom::server

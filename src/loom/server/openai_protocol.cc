@@ -1,0 +1,329 @@
+#include "loom/server/openai_protocol.h"
+
+#include <limits>
+
+#include "loom/server/api_error.h"
+
+namespace loom::server {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using json = nlohmann::json;
+
+// A present, non-null field, or null.
+const ojson* field(const ojson& body, const char* name) {
+  auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+ApiError wrong_type(const char* name, const char* expected, const ojson& v) {
+  return bad_request(name, str("'", name, "' must be ", expected, ", got ", v.type_name()));
+}
+
+double get_number(const ojson& body, const char* name, double fallback) {
+  const ojson* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_number()) throw wrong_type(name, "a number", *v);
+  return v->get<double>();
+}
+
+int64_t as_int(const ojson& v, const char* name) {
+  if (!v.is_number_integer()) throw wrong_type(name, "an integer", v);
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+    throw bad_request(name, str("'", name, "' is out of range: ", v.dump()));
+  return v.get<int64_t>();
+}
+
+std::optional<int64_t> get_int(const ojson& body, const char* name) {
+  const ojson* v = field(body, name);
+  if (!v) return std::nullopt;
+  return as_int(*v, name);
+}
+
+bool get_bool(const ojson& body, const char* name, bool fallback) {
+  const ojson* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_boolean()) throw wrong_type(name, "a boolean", *v);
+  return v->get<bool>();
+}
+
+// Token ids as given by the client: integers within int32 (the vocabulary check is the engine's).
+std::vector<int32_t> token_ids(const ojson& arr, const char* name) {
+  std::vector<int32_t> ids;
+  for (const auto& v : arr) {
+    const int64_t id = as_int(v, name);
+    if (id < 0 || id > std::numeric_limits<int32_t>::max())
+      throw bad_request(name, str("token id ", id, " is outside the vocabulary"));
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
+std::vector<int32_t> completion_prompt(const ojson& body, const tokenizer::Tokenizer& tok) {
+  const ojson* p = field(body, "prompt");
+  if (!p) throw bad_request("prompt", "'prompt' is required");
+  if (p->is_string()) return tok.encode(p->get<std::string>());
+  if (!p->is_array()) throw wrong_type("prompt", "a string, an array of token ids, or an array of one of those", *p);
+  if (p->empty()) return {};
+  const ojson& first = p->front();
+  if (first.is_number()) return token_ids(*p, "prompt");
+  if (p->size() > 1) throw bad_request("prompt", "batched prompts are not supported: send one prompt per request");
+  if (first.is_string()) return tok.encode(first.get<std::string>());
+  if (first.is_array()) return token_ids(first, "prompt");
+  throw wrong_type("prompt", "a string, an array of token ids, or an array of one of those", first);
+}
+
+// Chat messages with content given as text parts flattened to a string, for the template.
+ojson template_messages(const ojson& body) {
+  const ojson* m = field(body, "messages");
+  if (!m) throw bad_request("messages", "'messages' is required");
+  if (!m->is_array()) throw wrong_type("messages", "an array", *m);
+  if (m->empty()) throw bad_request("messages", "'messages' must not be empty");
+  ojson out = ojson::array();
+  for (const auto& msg : *m) {
+    if (!msg.is_object()) throw wrong_type("messages", "an array of objects", msg);
+    auto role = msg.find("role");
+    if (role == msg.end() || !role->is_string())
+      throw bad_request("messages", "every message needs a string 'role'");
+    ojson copy = msg;
+    auto content = msg.find("content");
+    if (content != msg.end() && content->is_array()) {
+      std::string text;
+      for (const auto& part : *content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+          throw bad_request("messages", "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
+        text += part["text"].get<std::string>();
+      }
+      copy["content"] = text;
+    } else if (content != msg.end() && !content->is_string() && !content->is_null()) {
+      throw wrong_type("messages", "messages whose 'content' is a string or an array of text parts", *content);
+    }
+    out.push_back(std::move(copy));
+  }
+  return out;
+}
+
+std::vector<int32_t> chat_prompt(const ojson& body, const tokenizer::Tokenizer& tok) {
+  ojson messages = template_messages(body);
+  ojson tools = ojson();
+  if (const ojson* t = field(body, "tools")) {
+    if (!t->is_array()) throw wrong_type("tools", "an array", *t);
+    tools = *t;
+  }
+  std::optional<bool> thinking;
+  if (const ojson* kw = field(body, "chat_template_kwargs")) {
+    if (!kw->is_object()) throw wrong_type("chat_template_kwargs", "an object", *kw);
+    if (const ojson* e = field(*kw, "enable_thinking")) {
+      if (!e->is_boolean()) throw wrong_type("enable_thinking", "a boolean", *e);
+      thinking = e->get<bool>();
+    }
+  }
+  if (!tok.has_chat_template()) throw bad_request("messages", "this model's tokenizer has no chat template");
+  std::string text;
+  try {
+    text = tok.apply_chat_template(messages, tools, true, thinking);
+  } catch (const InvalidArgument& e) {
+    throw bad_request("messages", str("the chat template rejected the messages: ", e.what()));
+  }
+  return tok.encode(text);
+}
+
+void parse_stop(const ojson& body, engine::SamplingParams& p) {
+  if (const ojson* s = field(body, "stop")) {
+    if (s->is_string()) {
+      p.stop.push_back(s->get<std::string>());
+    } else if (s->is_array()) {
+      for (const auto& v : *s) {
+        if (!v.is_string()) throw wrong_type("stop", "a string or an array of strings", v);
+        p.stop.push_back(v.get<std::string>());
+      }
+    } else {
+      throw wrong_type("stop", "a string or an array of strings", *s);
+    }
+  }
+  if (const ojson* ids = field(body, "stop_token_ids")) {
+    if (!ids->is_array()) throw wrong_type("stop_token_ids", "an array of token ids", *ids);
+    p.stop_token_ids = token_ids(*ids, "stop_token_ids");
+  }
+}
+
+void parse_logprobs(Endpoint endpoint, const ojson& body, ParsedRequest& out) {
+  auto& p = out.request.params;
+  if (endpoint == Endpoint::completions) {
+    if (auto k = get_int(body, "logprobs")) {
+      if (*k < 0 || *k > 20) throw bad_request("logprobs", str("'logprobs' must be in [0, 20], got ", *k));
+      p.logprobs = *k;
+    }
+  } else {
+    const bool want = get_bool(body, "logprobs", false);
+    const auto top = get_int(body, "top_logprobs");
+    if (top && (*top < 0 || *top > 20)) throw bad_request("top_logprobs", str("'top_logprobs' must be in [0, 20], got ", *top));
+    if (top && !want) throw bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    if (want) p.logprobs = top.value_or(0);
+  }
+  out.want_logprobs = p.logprobs >= 0;
+}
+
+std::string token_text(const tokenizer::Tokenizer& tok, int32_t id) {
+  return id >= 0 && id < tok.vocab_size() ? tok.decode({id}) : std::string();
+}
+
+json token_bytes(const tokenizer::Tokenizer& tok, int32_t id) {
+  json bytes = json::array();
+  if (id >= 0 && id < tok.vocab_size())
+    for (unsigned char c : tok.token_bytes(id)) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
+
+json logprobs_json(const ParsedRequest& req, const Generation& g, const tokenizer::Tokenizer& tok) {
+  if (!req.want_logprobs) return nullptr;
+  if (req.endpoint == Endpoint::chat) {
+    json content = json::array();
+    for (const auto& lp : g.logprobs) {
+      json top = json::array();
+      for (auto [id, v] : lp.top)
+        top.push_back({{"token", token_text(tok, id)}, {"logprob", v}, {"bytes", token_bytes(tok, id)}});
+      content.push_back({{"token", token_text(tok, lp.token)},
+                         {"logprob", lp.logprob},
+                         {"bytes", token_bytes(tok, lp.token)},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}};
+  }
+  json tokens = json::array(), values = json::array(), tops = json::array();
+  for (const auto& lp : g.logprobs) {
+    tokens.push_back(token_text(tok, lp.token));
+    values.push_back(lp.logprob);
+    json top = json::object();
+    for (auto [id, v] : lp.top) top[token_text(tok, id)] = v;
+    tops.push_back(top);
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}};
+}
+
+json finish_json(engine::FinishReason r) {
+  if (r == engine::FinishReason::none) return nullptr;
+  return engine::finish_reason_name(r);
+}
+
+}  // namespace
+
+ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, const ProtocolContext& ctx) {
+  ojson body;
+  try {
+    body = ojson::parse(body_text);
+  } catch (const ojson::parse_error& e) {
+    throw bad_request("", str("the request body is not valid JSON: ", e.what()));
+  }
+  if (!body.is_object()) throw bad_request("", str("the request body must be a JSON object, got ", body.type_name()));
+
+  ParsedRequest out;
+  out.endpoint = endpoint;
+  out.model = ctx.served_model_name;
+  if (const ojson* m = field(body, "model")) {
+    if (!m->is_string()) throw wrong_type("model", "a string", *m);
+    if (m->get<std::string>() != ctx.served_model_name)
+      throw ApiError(404, "invalid_request_error",
+                     str("the model '", m->get<std::string>(), "' does not exist (this server serves '",
+                         ctx.served_model_name, "')"),
+                     "model", "model_not_found");
+  }
+  if (auto n = get_int(body, "n"); n && *n != 1) throw bad_request("n", str("only n = 1 is supported, got ", *n));
+  if (get_bool(body, "echo", false)) throw bad_request("echo", "'echo' is not supported");
+
+  auto& p = out.request.params;
+  p.temperature = get_number(body, "temperature", 1.0);
+  p.top_p = get_number(body, "top_p", 1.0);
+  p.top_k = get_int(body, "top_k").value_or(-1);
+  p.min_p = get_number(body, "min_p", 0.0);
+  p.frequency_penalty = get_number(body, "frequency_penalty", 0.0);
+  p.presence_penalty = get_number(body, "presence_penalty", 0.0);
+  p.repetition_penalty = get_number(body, "repetition_penalty", 1.0);
+  if (auto seed = get_int(body, "seed")) p.seed = static_cast<uint64_t>(*seed);
+  p.ignore_eos = get_bool(body, "ignore_eos", false);
+  p.skip_special_tokens = get_bool(body, "skip_special_tokens", true);
+  parse_stop(body, p);
+  parse_logprobs(endpoint, body, out);
+  out.stream = get_bool(body, "stream", false);
+  if (const ojson* so = field(body, "stream_options")) {
+    if (!so->is_object()) throw wrong_type("stream_options", "an object", *so);
+    out.include_usage = get_bool(*so, "include_usage", false);
+  }
+
+  out.request.prompt = endpoint == Endpoint::chat ? chat_prompt(body, *ctx.tokenizer) : completion_prompt(body, *ctx.tokenizer);
+  auto max_tokens = get_int(body, "max_tokens");
+  if (endpoint == Endpoint::chat)
+    if (auto mct = get_int(body, "max_completion_tokens")) max_tokens = mct;
+  if (max_tokens) {
+    p.max_tokens = *max_tokens;
+  } else if (endpoint == Endpoint::chat) {
+    // Chat answers run to the end of the context (or of the KV pool) unless told otherwise.
+    int64_t room = ctx.limits.context_length > 0 ? ctx.limits.context_length : ctx.limits.kv_capacity;
+    if (ctx.limits.kv_capacity > 0) room = std::min(room, ctx.limits.kv_capacity);
+    p.max_tokens = std::max<int64_t>(1, room - static_cast<int64_t>(out.request.prompt.size()));
+  }
+  return out;
+}
+
+void Generation::add(const engine::RequestOutput& out) {
+  text += out.text;
+  token_ids.insert(token_ids.end(), out.token_ids.begin(), out.token_ids.end());
+  logprobs.insert(logprobs.end(), out.logprobs.begin(), out.logprobs.end());
+  if (out.finished) finish_reason = out.finish_reason;
+  prompt_tokens = out.prompt_tokens;
+  completion_tokens = out.completion_tokens;
+  cached_tokens = out.cached_tokens;
+}
+
+nlohmann::json usage_json(const Generation& g) {
+  return {{"prompt_tokens", g.prompt_tokens},
+          {"completion_tokens", g.completion_tokens},
+          {"total_tokens", g.prompt_tokens + g.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", g.cached_tokens}}}};
+}
+
+nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& g,
+                             const tokenizer::Tokenizer& tok) {
+  json choice = {{"index", 0}, {"logprobs", logprobs_json(req, g, tok)}, {"finish_reason", finish_json(g.finish_reason)}};
+  if (req.endpoint == Endpoint::chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", g.text}};
+  } else {
+    choice["text"] = g.text;
+  }
+  return {{"id", id},
+          {"object", req.endpoint == Endpoint::chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", req.model},
+          {"choices", json::array({choice})},
+          {"usage", usage_json(g)}};
+}
+
+nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& delta,
+                          bool first, const tokenizer::Tokenizer& tok) {
+  json choice = {{"index", 0}, {"logprobs", logprobs_json(req, delta, tok)}, {"finish_reason", finish_json(delta.finish_reason)}};
+  if (req.endpoint == Endpoint::chat) {
+    json d = json::object();
+    if (first) d["role"] = "assistant";
+    if (!delta.text.empty() || !first) d["content"] = delta.text;
+    choice["delta"] = d;
+  } else {
+    choice["text"] = delta.text;
+  }
+  return {{"id", id},
+          {"object", req.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", req.model},
+          {"choices", json::array({choice})}};
+}
+
+nlohmann::json usage_chunk_json(const ParsedRequest& req, const std::string& id, int64_t created,
+                                const Generation& total) {
+  return {{"id", id},
+          {"object", req.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", req.model},
+          {"choices", json::array()},
+          {"usage", usage_json(total)}};
+}
+
+}  // namespace loom::server

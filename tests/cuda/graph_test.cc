@@ -1,0 +1,152 @@
+// Decode through CUDA graphs against eager decode, and the capture rule for communicators.
+#include <array>
+#include <chrono>
+
+#include "cuda/cuda_test_util.h"
+#include "loom/parallel/graph_registry.h"
+#include "loom/parallel/nccl_communicator.h"
+#include "loom/parallel/rank_launcher.h"
+#include "loom/runtime/cuda_graph_runner.h"
+#include "loom/runtime/generate.h"
+#include "loom/tensor/allocator.h"
+#include "model/reference.h"
+
+using namespace loom;
+using loom::testing::model_dir;
+
+namespace {
+
+std::unique_ptr<runtime::Runner> gpu_runner(const std::string& name, bool graphs) {
+  runtime::RunnerOptions o;
+  o.model_path = model_dir(name);
+  o.device = Device::cuda(0);
+  o.max_total_tokens = 4096;
+  o.mem_fraction_static = 0.5;
+  o.disable_cuda_graph = !graphs;
+  o.cuda_graph_max_bs = 16;
+  return runtime::create_runner(o);
+}
+
+}  // namespace
+
+TEST(CudaGraphs, BucketsCoverEveryBatchSize) {
+  const auto b = runtime::cuda_graph_buckets(160);
+  EXPECT_EQ(b.front(), 1);
+  EXPECT_EQ(b.back(), 160);
+  EXPECT_EQ(runtime::cuda_graph_buckets(5).back(), 5);
+  for (size_t i = 1; i < b.size(); ++i) EXPECT_GT(b[i], b[i - 1]);
+}
+
+TEST(CudaGraphs, GraphDecodeGivesTheSameTokensAsEager) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string name : {"tiny-qwen3", "tiny-qwen3-moe", "variants/qwen3-moe-mqa-e5"}) {
+    SCOPED_TRACE(name);
+    auto eager = gpu_runner(name, false);
+    auto graphed = gpu_runner(name, true);
+    for (const std::vector<int32_t>& prompt : {std::vector<int32_t>{1}, {5, 17, 300, 2, 9, 44, 101}}) {
+      EXPECT_EQ(runtime::generate_greedy(*graphed, prompt, 24), runtime::generate_greedy(*eager, prompt, 24));
+    }
+    // A batch of 4 sequences (a bucket size, so the graph computes exactly what eager does).
+    std::array<runtime::Runner*, 2> runners{eager.get(), graphed.get()};
+    std::vector<int32_t> tokens[2];
+    for (int r = 0; r < 2; ++r) {
+      runtime::Runner& run = *runners[r];
+      model::ForwardBatch b;
+      std::vector<std::vector<int32_t>> owned;
+      for (int s = 0; s < 4; ++s) {
+        auto p = run.kv_pool().allocate(run.kv_pool().pages_for_tokens(40));
+        ASSERT_TRUE(p);
+        owned.push_back(*p);
+        b.seqs.push_back({{static_cast<int32_t>(3 + s), 7, 11}, 0, *p, false});
+      }
+      std::vector<int32_t> last = runtime::argmax_rows(run.forward(b));
+      for (int step = 0; step < 10; ++step) {
+        model::ForwardBatch d;
+        for (int s = 0; s < 4; ++s) d.seqs.push_back({{last[s]}, 3 + step, owned[s], false});
+        last = runtime::argmax_rows(run.forward(d));
+        tokens[r].insert(tokens[r].end(), last.begin(), last.end());
+      }
+      for (auto& p : owned) run.kv_pool().free(p);
+    }
+    EXPECT_EQ(tokens[1], tokens[0]) << "batch of 4 with and without graphs";
+  }
+}
+
+TEST(CudaGraphs, UnregisteredCommunicatorDuringCaptureFailsLoudly) {
+  SKIP_WITHOUT_GPU();
+  using namespace std::chrono_literals;
+  parallel::run_local(1, 60s, [&](int rank, int local, parallel::Store& store) {
+    parallel::NcclCommunicator comm("tp", {0}, rank, store, "nccl", local, 60s);
+    Tensor t = Tensor::zeros({8}, DType::f32, Device::cuda(local));
+    loom::cuda::Stream s;
+    cudaGraph_t graph = nullptr;
+    {
+      loom::cuda::StreamGuard on(s.get());
+      parallel::GraphCaptureGuard capturing;
+      ASSERT_EQ(cudaStreamBeginCapture(s.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+      try {
+        comm.all_reduce_sum(t);
+        ADD_FAILURE() << "an unregistered communicator was used inside a capture without an error";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("never registered"), std::string::npos) << e.what();
+      }
+      EXPECT_EQ(cudaStreamEndCapture(s.get(), &graph), cudaSuccess);
+      if (graph) cudaGraphDestroy(graph);
+    }
+    // Registered and prepared through the registry, the same use is allowed.
+    parallel::GraphRegistry registry;
+    auto shared = std::shared_ptr<parallel::Communicator>(&comm, [](parallel::Communicator*) {});
+    registry.add("tp", shared);
+    registry.prepare_for_capture();
+    parallel::GraphCaptureGuard capturing;
+    EXPECT_NO_THROW(comm.all_reduce_sum(t));
+  });
+}
+
+// Start-up out of memory is an error naming needed and free bytes, not a crash.
+TEST(CudaStartup, KvPoolTooLargeNamesNeededAndFreeBytes) {
+  SKIP_WITHOUT_GPU();
+  runtime::RunnerOptions o;
+  o.model_path = model_dir("tiny-qwen3-moe");
+  o.device = Device::cuda(0);
+  o.max_total_tokens = int64_t{1} << 30;  // a billion tokens of KV
+  try {
+    runtime::create_runner(o);
+    FAIL() << "a KV pool larger than the GPU was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("out of GPU memory for the KV cache"), std::string::npos) << m;
+    EXPECT_NE(m.find("need"), std::string::npos) << m;
+    EXPECT_NE(m.find("free"), std::string::npos) << m;
+  }
+}
+
+TEST(CudaStartup, WeightsThatDoNotFitNameNeededAndFreeBytes) {
+  SKIP_WITHOUT_GPU();
+  // Take all but ~8 MiB of the GPU, then load a checkpoint of ~10 MB of weights.
+  release_cached_device_memory(Device::cuda(0));
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  void* hog = nullptr;
+  size_t take = free_b > (size_t{64} << 20) ? free_b - (size_t{8} << 20) : 0;
+  while (take > 0 && cudaMalloc(&hog, take) != cudaSuccess) {
+    (void)cudaGetLastError();
+    take -= size_t{64} << 20;
+  }
+  runtime::RunnerOptions o;
+  o.model_path = model_dir("tiny-qwen3-moe-realvocab");
+  o.device = Device::cuda(0);
+  o.max_total_tokens = 64;
+  o.disable_cuda_graph = true;
+  try {
+    runtime::create_runner(o);
+    ADD_FAILURE() << "weights loaded into ~8 MiB";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("out of GPU memory"), std::string::npos) << m;
+    EXPECT_NE(m.find("needed"), std::string::npos) << m;
+    EXPECT_NE(m.find("free"), std::string::npos) << m;
+    std::printf("start-up OOM message: %s\n", m.c_str());
+  }
+  if (hog) cudaFree(hog);
+}

@@ -1,0 +1,176 @@
+// The OpenAI endpoints over real HTTP: response shapes, streaming, usage, logprobs, stop tokens,
+// sampling reproducibility, and greedy decoding equal to the runtime's reference greedy loop.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "loom/runtime/generate.h"
+#include "server_harness.h"
+
+namespace loom::server::testing {
+namespace {
+
+using json = nlohmann::json;
+
+TEST(ServerApi, CompletionHasOpenAIShapeAndUsage) {
+  ServerHarness h;
+  auto r = post(h.port(), "/v1/completions", {{"model", kModelName}, {"prompt", "The capital of France is"},
+                                              {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = r.json();
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], kModelName);
+  EXPECT_EQ(j["id"].get<std::string>().rfind("cmpl-", 0), 0u);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_FALSE(j["choices"][0]["text"].get<std::string>().empty());
+  const auto prompt_ids = tokenizer::testing::qwen3().encode("The capital of France is");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], prompt_ids.size());
+  EXPECT_EQ(j["usage"]["completion_tokens"], 6);
+  EXPECT_EQ(j["usage"]["total_tokens"], prompt_ids.size() + 6);
+}
+
+TEST(ServerApi, StreamedChatMatchesNonStreamedAndEndsWithDone) {
+  ServerHarness h;
+  json body = {{"messages", {{{"role", "system"}, {"content", "You are terse."}}, {{"role", "user"}, {"content", "Hi!"}}}},
+               {"max_tokens", 10}, {"temperature", 0}, {"ignore_eos", true},
+               {"stream_options", {{"include_usage", true}}}};
+  auto full = post(h.port(), "/v1/chat/completions", body);
+  ASSERT_EQ(full.status, 200) << full.body;
+  auto j = full.json();
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+
+  Streamed s = stream(h.port(), "/v1/chat/completions", body);
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.body.substr(s.body.size() - 14), "data: [DONE]\n\n");
+  EXPECT_EQ(s.text, answer_text(j));
+  EXPECT_EQ(s.finish_reason, "length");
+  EXPECT_EQ(s.usage["completion_tokens"], 10);
+  EXPECT_EQ(s.usage["prompt_tokens"], j["usage"]["prompt_tokens"]);
+  // The first chunk carries the assistant role.
+  auto first = json::parse(sse_data(s.body).front());
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+}
+
+TEST(ServerApi, TemperatureZeroEqualsReferenceGreedyDecoding) {
+  const std::vector<int32_t> prompt = {785, 6722, 315, 9625, 374};
+  auto runner = tiny_runner(1024, 16);
+  const auto expected = runtime::generate_greedy(*runner, prompt, 12);
+
+  ServerHarness h;
+  for (json extra : {json{{"temperature", 0}}, json{{"temperature", 0}, {"top_k", 5}, {"top_p", 0.5}, {"seed", 3}}}) {
+    json body = {{"prompt", prompt}, {"max_tokens", 12}, {"ignore_eos", true}, {"logprobs", 0}};
+    body.update(extra);
+    auto r = post(h.port(), "/v1/completions", body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json j = r.json();
+    const auto& lp = j["choices"][0]["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), expected.size());
+    EXPECT_EQ(answer_text(r.json()), tokenizer::testing::qwen3().decode(expected, true)) << body.dump();
+  }
+}
+
+TEST(ServerApi, SeededSamplingIsReproducible) {
+  ServerHarness h;
+  auto sample = [&](int seed) {
+    auto r = post(h.port(), "/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 12}, {"temperature", 1.0},
+                                                {"seed", seed}, {"ignore_eos", true}, {"logprobs", 0}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.json()["choices"][0]["logprobs"]["tokens"].dump();
+  };
+  const std::string a = sample(7);
+  EXPECT_EQ(sample(7), a);
+  std::set<std::string> distinct = {a, sample(8), sample(9), sample(10)};
+  EXPECT_GT(distinct.size(), 1u) << "different seeds should draw different tokens";
+}
+
+TEST(ServerApi, LogprobsListTheTopTokensAndTheGreedyChoiceIsTheBest) {
+  ServerHarness h;
+  auto r = post(h.port(), "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Count to three."}}}},
+                                                   {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true},
+                                                   {"logprobs", true}, {"top_logprobs", 3}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.json();
+  const auto& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 4u);
+  for (const auto& t : content) {
+    ASSERT_EQ(t["top_logprobs"].size(), 3u);
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    EXPECT_EQ(t["logprob"], t["top_logprobs"][0]["logprob"]);
+    EXPECT_EQ(t["token"], t["top_logprobs"][0]["token"]);
+    EXPECT_GE(t["top_logprobs"][0]["logprob"].get<double>(), t["top_logprobs"][2]["logprob"].get<double>());
+  }
+}
+
+TEST(ServerApi, StopTokenIdEndsWithFinishReasonStop) {
+  ServerHarness h;
+  const std::vector<int32_t> prompt = {9707, 11, 1879, 0};
+  json body = {{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 0}};
+  auto free_run = post(h.port(), "/v1/completions", body).json();
+  ASSERT_EQ(free_run["usage"]["completion_tokens"], 8);
+  // Stop on the third generated token: the answer ends at its first occurrence, without it.
+  const auto ids = runtime::generate_greedy(*tiny_runner(256, 16), prompt, 8);
+  const int32_t stop_id = ids[2];
+  const auto first = std::find(ids.begin(), ids.end(), stop_id) - ids.begin();
+  body["stop_token_ids"] = {stop_id};
+  auto r = post(h.port(), "/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(r.json()["usage"]["completion_tokens"], first + 1);
+  EXPECT_EQ(answer_text(r.json()),
+            tokenizer::testing::qwen3().decode(std::vector<int32_t>(ids.begin(), ids.begin() + first), true));
+}
+
+TEST(ServerApi, StopStringIsCutFromTheText) {
+  ServerHarness h;
+  json body = {{"prompt", "Hello there"}, {"max_tokens", 10}, {"temperature", 0}, {"ignore_eos", true}};
+  const std::string text = answer_text(post(h.port(), "/v1/completions", body).json());
+  // A one-letter ASCII stop string past the start (multi-byte text must not be cut in half).
+  size_t at = 1;
+  while (at < text.size() && !std::isalpha(static_cast<unsigned char>(text[at]))) ++at;
+  ASSERT_LT(at, text.size()) << "no ASCII letter in " << text;
+  const std::string stop = text.substr(at, 1);
+  body["stop"] = stop;
+  auto r = post(h.port(), "/v1/completions", body).json();
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(answer_text(r), text.substr(0, text.find(stop)));
+}
+
+TEST(ServerApi, ModelsHealthAndMetrics) {
+  ServerHarness h;
+  auto models = http(h.port(), "GET", "/v1/models");
+  ASSERT_EQ(models.status, 200);
+  EXPECT_EQ(models.json()["data"][0]["id"], kModelName);
+  auto health = http(h.port(), "GET", "/health");
+  EXPECT_EQ(health.status, 200);
+  ASSERT_EQ(post(h.port(), "/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 3}}).status, 200);
+  auto metrics = http(h.port(), "GET", "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  for (const char* name : {"loom_num_requests_waiting", "loom_num_requests_running", "loom_kv_usage_ratio",
+                           "loom_time_to_first_token_seconds_bucket", "loom_inter_token_latency_seconds_count",
+                           "loom_prefix_cache_hit_tokens_total", "loom_generation_tokens_total"})
+    EXPECT_NE(metrics.body.find(name), std::string::npos) << name;
+  EXPECT_NE(metrics.body.find("loom_time_to_first_token_seconds_count{model_name=\"tiny-moe\"} 1"), std::string::npos)
+      << metrics.body;
+}
+
+TEST(ServerApi, ApiKeyIsRequiredEverywhereButHealth) {
+  HarnessOptions o;
+  o.api_key = "sekret";
+  ServerHarness h(o);
+  EXPECT_EQ(http(h.port(), "GET", "/health").status, 200);
+  for (const char* path : {"/v1/models", "/metrics"}) {
+    auto r = http(h.port(), "GET", path);
+    EXPECT_EQ(r.status, 401) << path;
+    EXPECT_EQ(r.json()["error"]["code"], "invalid_api_key");
+  }
+  const std::string body = json{{"prompt", "Hi"}, {"max_tokens", 2}}.dump();
+  EXPECT_EQ(http(h.port(), "POST", "/v1/completions", body, "Authorization: Bearer wrong\r\n").status, 401);
+  EXPECT_EQ(http(h.port(), "POST", "/v1/completions", body, "Authorization: Bearer sekret\r\n").status, 200);
+  EXPECT_EQ(http(h.port(), "GET", "/v1/models", "", "Authorization: Bearer sekret\r\n").status, 200);
+}
+
+}  // namespace
+}  // namespace loom::server::testing
