@@ -40,6 +40,8 @@ step generate 120 bash -c "./build-gpu/loom generate --model-path $fixture --pro
   ./build-gpu/loom generate --model-path $fixture --prompt-ids 1,2,3,4,5 --max-new-tokens 12 --device cuda --disable-cuda-graph; \
   ./build-gpu/loom generate --model-path $fixture --prompt-ids 1,2,3,4,5 --max-new-tokens 12"
 
+step serve 180 bash scripts/device_serve_check.sh build-gpu cuda
+
 TAIL_LINES=5 step bench 420 ./build-gpu/loom bench latency --model-path bench/models/qwen3-30b-a3b --load-format dummy \
   --batch-size ${LOOM_BENCH_BS:-1,32,128} --input-len 1024 --output-len 128 --prefill-len 2048,8192 \
   --cuda-graph-max-bs 128 --mem-fraction-static 0.88 --profile-ops
