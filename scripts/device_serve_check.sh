@@ -11,6 +11,12 @@ MODEL=tests/data/models/tiny-qwen3-moe-realvocab
 PORT=${LOOM_SERVE_PORT:-30123}
 LOG=$(mktemp)
 
+# Before the server: it sizes its KV pool from the GPU memory that is free when it starts.
+expected=$("$BUILD/loom" generate --model-path "$MODEL" --device "$DEVICE" --prompt-ids 1,2,3,4,5 --max-new-tokens 12 \
+  | python3 -c 'import json,sys; print(",".join(map(str, json.load(sys.stdin)["output_ids"])))')
+expected_text=$("$BUILD/loom" detokenize --tokenizer tests/data/tokenizers/qwen3 --ids "$expected" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
+
 "$BUILD/loom" serve --model-path "$MODEL" --tokenizer tests/data/tokenizers/qwen3 --device "$DEVICE" \
   --port "$PORT" --max-running-requests 8 2>"$LOG" &
 pid=$!
@@ -18,10 +24,6 @@ trap 'kill -9 $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do grep -q listening "$LOG" && break; kill -0 $pid || { cat "$LOG"; exit 1; }; sleep 0.2; done
 grep -q listening "$LOG" || { echo "server did not start"; cat "$LOG"; exit 1; }
 
-expected=$("$BUILD/loom" generate --model-path "$MODEL" --device "$DEVICE" --prompt-ids 1,2,3,4,5 --max-new-tokens 12 \
-  | python3 -c 'import json,sys; print(",".join(map(str, json.load(sys.stdin)["output_ids"])))')
-expected_text=$("$BUILD/loom" detokenize --tokenizer tests/data/tokenizers/qwen3 --ids "$expected" \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
 
 PORT=$PORT EXPECTED="$expected_text" python3 - <<'EOF'
 import concurrent.futures, json, os, urllib.request

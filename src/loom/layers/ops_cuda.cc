@@ -96,7 +96,6 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
-  OpScope scope("linear (cuBLAS)", x);
   check_bf16(x, "linear", "input");
   check_bf16(w, "linear", "weight");
   LOOM_CHECK(bias == nullptr, "linear: a bias is not supported on CUDA yet (", w.str(), ")");
@@ -106,6 +105,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   shape.back() = n;
   Tensor y = Tensor::empty(shape, DType::bf16, x.device());
   if (m == 0) return y;
+  // Decode-sized inputs stream the weight once through the GEMV kernel; cuBLAS reads small-M
+  // products at a fraction of the bandwidth.
+  if (kc::gemv_applies(m, k, x.data_ptr(), w.data_ptr())) {
+    OpScope scope("linear (GEMV)", x);
+    kc::gemv(x.data_ptr(), w.data_ptr(), y.data_ptr(), m, n, k, stream_for(x));
+    return y;
+  }
+  OpScope scope("linear (cuBLAS)", x);
   stream_for(x);
   const float alpha = 1.0f, beta = 0.0f;
   // Row-major y[m, n] = x[m, k] · w[n, k]ᵀ is column-major yᵀ = w · xᵀ (w read transposed).
@@ -240,6 +247,15 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
   if (t == 0) return out;
   cudaStream_t s = stream_for(x);
   const int64_t slots = t * k;
+  // Few tokens: two GEMV-style kernels straight from the routing (no sort, no grouped tiles).
+  if (kc::moe_decode_applies(t, k, hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr())) {
+    OpScope scope("moe decode (gate_up+silu, down+combine)", x);
+    Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
+    kc::moe_decode(x.data_ptr(), routing.ids.data<int32_t>(), routing.weights.data<float>(), t, k, expert_begin,
+                   experts, w_gate_up.data_ptr(), w_down.data_ptr(), hidden, inter, act.data_ptr(), out.data_ptr(),
+                   s);
+    return out;
+  }
   const int block_m = kc::moe_block_m(slots, experts);
   const int64_t max_tiles = kc::moe_max_tiles(slots, experts, block_m);
   Tensor offsets = Tensor::empty({experts + 1}, DType::i32, dev);

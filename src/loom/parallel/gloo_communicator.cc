@@ -148,6 +148,9 @@ GlooCommunicator::GlooCommunicator(std::string name, std::vector<int> ranks, int
     throw Error(loom::str(this->name(), ": gloo connect failed: ", e.what()));
   }
   ctx_ = std::move(ctx);
+  // connectFullMesh may return on one rank while a peer is still finishing its side of a pair;
+  // if the first rank then tore its device down, the peer would see "connection closed by peer".
+  do_barrier();
 }
 
 GlooCommunicator::~GlooCommunicator() = default;

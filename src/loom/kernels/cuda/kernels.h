@@ -66,6 +66,25 @@ void moe_grouped_gemm(const void* a, const int32_t* a_rows, const void* b, int64
 void moe_combine(const void* y, const int32_t* slot_pos, int64_t t, int64_t k, int64_t h, void* out,
                  cudaStream_t s);
 
+// ---- gemv.cu ----
+// Decode-sized products (at most kDecodeMaxRows rows): weight-streaming GEMV kernels. A row's
+// result is independent of how many rows share the launch. Keep kDecodeMaxRows a CUDA-graph
+// bucket size, so that a padded graph and an eager step of the same batch take the same path.
+constexpr int64_t kDecodeMaxRows = 8;
+// Whether gemv() takes x [m, k] against w [n, k]: 1 <= m <= kDecodeMaxRows, k % 8 == 0, 16-byte aligned.
+bool gemv_applies(int64_t m, int64_t k, const void* x, const void* w);
+// y[m, n] = x[m, k] · w[n, k]ᵀ (bf16, f32 accumulation).
+void gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k, cudaStream_t s);
+// Whether moe_decode() takes this shape (tokens <= kDecodeMaxRows, top_k <= 32, dims % 8 == 0, aligned).
+bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t inter, const void* x,
+                        const void* w_gate_up, const void* w_down);
+// The experts of a few tokens without the sort: out[t] = Σ_j weights[t, j] · down[e](silu(gate[e] x[t]) · up[e] x[t])
+// with e = ids[t, j] - expert_begin over local experts (others add 0). act: bf16 scratch [tokens * top_k, inter].
+// Each expert weight row is read once per routed slot (few tokens: few repeats).
+void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
+                int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
+                int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s);
+
 // ---- attention.cu ----
 // Paged KV: K/V [slots, hk, d] bf16; sequence s's position p lives in slot
 // page_table[s * max_pages + p / page_size] * page_size + p % page_size.
