@@ -54,13 +54,6 @@ std::vector<int64_t> Group::all_gather_values(const std::vector<int64_t>& mine) 
   return std::vector<int64_t>(out.data<int64_t>(), out.data<int64_t>() + size() * n);
 }
 
-std::vector<int64_t> Group::sum(const std::vector<int64_t>& mine) const {
-  const std::vector<int64_t> all = all_gather_values(mine);
-  std::vector<int64_t> s(mine.size(), 0);
-  for (size_t i = 0; i < all.size(); ++i) s[i % mine.size()] += all[i];
-  return s;
-}
-
 Range split_range(int64_t n, int parts, int part) {
   const int64_t b = n * part / parts, e = n * (part + 1) / parts;
   return {b, e - b};

@@ -32,8 +32,6 @@ class Group {
   Tensor all_to_all(const Tensor& x, const std::vector<int64_t>& send, const std::vector<int64_t>& recv) const;
   // Every member's `mine` (one value each), in member order.
   std::vector<int64_t> all_gather_values(const std::vector<int64_t>& mine) const;
-  // Sum over members of small integer vectors (every member gets the same answer).
-  std::vector<int64_t> sum(const std::vector<int64_t>& mine) const;
 
  private:
   std::shared_ptr<parallel::Communicator> comm_, cpu_;

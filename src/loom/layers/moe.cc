@@ -75,16 +75,20 @@ Tensor ParallelMoe::all_to_all(const Tensor& x, const ForwardContext& ctx) const
   std::vector<int64_t> recv(peers);
   for (int p = 0; p < peers; ++p) recv[p] = matrix[p * peers + me];
 
-  if (ps_->dispatch == MoeDispatch::automatic) {  // bytes this rank puts on the wire, both ways
+  if (ps_->dispatch == MoeDispatch::automatic) {
+    // Every rank holds the whole count matrix and every member's token count, so each computes
+    // the same totals over the group (bytes on the wire, both ways) and all choose alike.
     const int64_t row = h * static_cast<int64_t>(dtype_size(x.dtype())), routing = 2 * k * 4;
-    int64_t a2a = 0, total = 0;
+    std::vector<int64_t> tokens(peers);
+    int64_t total = 0;
+    for (int p = 0; p < peers; ++p) total += tokens[p] = ctx.rank_tokens.at(g.comm()->ranks()[p] % ps_->config.tp);
+    int64_t a2a = 0, gather = 0;
     for (int p = 0; p < peers; ++p) {
-      if (p != me) a2a += send[p] * (row + routing) + recv[p] * row;
-      total += ctx.rank_tokens.at(g.comm()->ranks()[p] % ps_->config.tp);
+      for (int q = 0; q < peers; ++q)
+        if (q != p) a2a += matrix[p * peers + q] * (row + routing) + matrix[q * peers + p] * row;
+      gather += tokens[p] * row * (peers - 1) + (total - tokens[p]) * row;
     }
-    const int64_t gather = n * row * (peers - 1) + (total - n) * row;
-    const std::vector<int64_t> sums = g.sum({a2a, gather});
-    if (sums[0] >= sums[1]) return Tensor();
+    if (a2a >= gather) return Tensor();
   }
 
   const int64_t sent = static_cast<int64_t>(send_rows.size());

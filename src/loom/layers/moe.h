@@ -9,8 +9,8 @@
 // owning one of its top-k experts: at most min(k, ep−1) remote copies per token (plus k ids and
 // weights) and the same volume back, against ep−1 copies for the all-gather and one share of the
 // sum for the reduce-scatter. Which is smaller depends on the routing, so with dispatch
-// `automatic` every step the ranks add up both byte counts (one tiny exchange) and all take the
-// smaller; `gather` / `all_to_all` force one (tests run both).
+// `automatic` every step the ranks add up both byte counts (from the per-peer counts the
+// all-to-all exchanges anyway) and all take the smaller; `gather` / `all_to_all` force one (tests run both).
 #pragma once
 #include "loom/layers/forward_context.h"
 #include "loom/layers/parallel_state.h"

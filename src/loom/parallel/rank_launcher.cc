@@ -11,6 +11,16 @@
 
 namespace loom::parallel {
 
+void rethrow_for_rank(int rank, std::exception_ptr error, const std::string& suffix) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(loom::str("rank ", rank, ": ", e.what(), suffix));
+  } catch (const std::exception& e) {
+    throw Error(loom::str("rank ", rank, ": ", e.what(), suffix));
+  }
+}
+
 void run_threads(int n, int first_rank, Store& store, const RankFn& fn) {
   std::mutex mu;
   int failed_rank = -1, failures = 0;
@@ -46,14 +56,8 @@ void run_threads(int n, int first_rank, Store& store, const RankFn& fn) {
   for (int i = 0; i < n; ++i) threads.emplace_back(body, i);
   for (auto& t : threads) t.join();
   if (!first_error) return;
-  const std::string others = failures > 1 ? loom::str(" (and ", failures - 1, " other rank(s) failed)") : "";
-  try {
-    std::rethrow_exception(first_error);
-  } catch (const InvalidArgument& e) {
-    throw InvalidArgument(loom::str("rank ", failed_rank, ": ", e.what(), others));
-  } catch (const std::exception& e) {
-    throw Error(loom::str("rank ", failed_rank, ": ", e.what(), others));
-  }
+  rethrow_for_rank(failed_rank, first_error,
+                   failures > 1 ? loom::str(" (and ", failures - 1, " other rank(s) failed)") : "");
 }
 
 void run_local(int world_size, std::chrono::milliseconds timeout, const RankFn& fn) {

@@ -2,7 +2,9 @@
 // store is aborted so the others stop waiting, and the error comes back with the rank number.
 #pragma once
 #include <chrono>
+#include <exception>
 #include <functional>
+#include <string>
 
 #include "loom/parallel/parallel_config.h"
 #include "loom/parallel/store.h"
@@ -11,6 +13,9 @@ namespace loom::parallel {
 
 // rank: global rank; local_rank: index of the thread on this node (the GPU it drives).
 using RankFn = std::function<void(int rank, int local_rank, Store& store)>;
+
+// Rethrows a rank's error as "rank R: <what><suffix>"; an InvalidArgument stays one (exit 2).
+[[noreturn]] void rethrow_for_rank(int rank, std::exception_ptr error, const std::string& suffix = "");
 
 // Runs ranks [first_rank, first_rank + n) as threads sharing `store`. Throws after every thread
 // ended: "rank R: <error>" for the first rank that failed (InvalidArgument stays InvalidArgument).

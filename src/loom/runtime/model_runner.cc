@@ -28,7 +28,7 @@ class SingleRankRunner final : public Runner {
     }
     const KvLayout layout = model_->kv_layout();
     int64_t tokens = o.max_total_tokens;
-    if (tokens <= 0) tokens = o.device.is_cpu() ? 65536 : 0;
+    if (tokens <= 0) tokens = o.device.is_cpu() ? kDefaultCpuKvTokens : 0;
     if (o.device.is_cuda()) {  // from free memory and --mem-fraction-static; a clear error if too small
       const cache::KvBudget budget = cache::device_kv_budget(layout, o.page_size, o.device,
                                                              o.mem_fraction_static, std::max<int64_t>(tokens, 1));

@@ -10,6 +10,9 @@
 
 namespace loom::runtime {
 
+// KV pool capacity on the CPU when --max-total-tokens is not given.
+inline constexpr int64_t kDefaultCpuKvTokens = 65536;
+
 struct RunnerOptions {
   std::string model_path;
   Device device = Device::cpu();

@@ -108,7 +108,7 @@ class ParallelRunner final : public Runner {
     model::LoadOptions lo;
     lo.parallel = rank.state;
     rank.model = model::load_causal_lm(config_, *weights, lo);
-    int64_t tokens = options_.max_total_tokens > 0 ? options_.max_total_tokens : 65536;
+    int64_t tokens = options_.max_total_tokens > 0 ? options_.max_total_tokens : kDefaultCpuKvTokens;
     const int64_t pages = (tokens + options_.page_size - 1) / options_.page_size;
     rank.pool = std::make_unique<cache::KvPool>(rank.model->kv_layout(), pages, options_.page_size, Device::cpu());
   }

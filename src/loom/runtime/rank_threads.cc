@@ -1,6 +1,6 @@
 #include "loom/runtime/rank_threads.h"
 
-#include "loom/tensor/error.h"
+#include "loom/parallel/rank_launcher.h"
 
 namespace loom::runtime {
 
@@ -48,16 +48,8 @@ void RankThreads::run(const std::function<void(int)>& job) {
   ++generation_;
   start_.notify_all();
   done_.wait(lock, [&] { return pending_ == 0; });
-  for (size_t r = 0; r < errors_.size(); ++r) {
-    if (!errors_[r]) continue;
-    try {
-      std::rethrow_exception(errors_[r]);
-    } catch (const InvalidArgument& e) {
-      throw InvalidArgument(str("rank ", r, ": ", e.what()));
-    } catch (const std::exception& e) {
-      throw Error(str("rank ", r, ": ", e.what()));
-    }
-  }
+  for (size_t r = 0; r < errors_.size(); ++r)
+    if (errors_[r]) parallel::rethrow_for_rank(static_cast<int>(r), errors_[r]);
 }
 
 }  // namespace loom::runtime

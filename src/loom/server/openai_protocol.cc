@@ -282,6 +282,12 @@ nlohmann::json usage_json(const Generation& g) {
           {"prompt_tokens_details", {{"cached_tokens", g.cached_tokens}}}};
 }
 
+// The fields every response and stream chunk share.
+static json envelope(const ParsedRequest& req, const std::string& id, int64_t created, bool chunk, json choices) {
+  const char* object = req.endpoint != Endpoint::chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion";
+  return {{"id", id}, {"object", object}, {"created", created}, {"model", req.model}, {"choices", std::move(choices)}};
+}
+
 nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& g,
                              const tokenizer::Tokenizer& tok) {
   json choice = {{"index", 0}, {"logprobs", logprobs_json(req, g, tok)}, {"finish_reason", finish_json(g.finish_reason)}};
@@ -290,12 +296,9 @@ nlohmann::json response_json(const ParsedRequest& req, const std::string& id, in
   } else {
     choice["text"] = g.text;
   }
-  return {{"id", id},
-          {"object", req.endpoint == Endpoint::chat ? "chat.completion" : "text_completion"},
-          {"created", created},
-          {"model", req.model},
-          {"choices", json::array({choice})},
-          {"usage", usage_json(g)}};
+  json out = envelope(req, id, created, /*chunk=*/false, json::array({choice}));
+  out["usage"] = usage_json(g);
+  return out;
 }
 
 nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& delta,
@@ -309,21 +312,14 @@ nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64
   } else {
     choice["text"] = delta.text;
   }
-  return {{"id", id},
-          {"object", req.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
-          {"created", created},
-          {"model", req.model},
-          {"choices", json::array({choice})}};
+  return envelope(req, id, created, /*chunk=*/true, json::array({choice}));
 }
 
 nlohmann::json usage_chunk_json(const ParsedRequest& req, const std::string& id, int64_t created,
                                 const Generation& total) {
-  return {{"id", id},
-          {"object", req.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
-          {"created", created},
-          {"model", req.model},
-          {"choices", json::array()},
-          {"usage", usage_json(total)}};
+  json out = envelope(req, id, created, /*chunk=*/true, json::array());
+  out["usage"] = usage_json(total);
+  return out;
 }
 
 }  // namespace loom::server
