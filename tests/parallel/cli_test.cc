@@ -1,41 +1,24 @@
 // `loom parallel-layout` through the real binary: JSON groups, and bad configurations end with one
 // line and exit code 2.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
+#include <algorithm>
 #include <nlohmann/json.hpp>
+
+#include "cli/run_command.h"
 
 namespace {
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
-
-CliResult run(const std::string& flags) {
-  const std::string err_file = ::testing::TempDir() + "loom_parallel_cli_err.txt";
-  const std::string cmd = std::string(LOOM_BINARY) + " parallel-layout " + flags + " 2>" + err_file;
-  CliResult r{};
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  FILE* e = fopen(err_file.c_str(), "r");
-  while (e && (n = fread(buf, 1, sizeof(buf), e)) > 0) r.err.append(buf, n);
-  if (e) fclose(e);
-  return r;
-}
+// Each call captures into its own files: ctest runs these tests as concurrent processes.
+loom::testing::CommandResult run(const std::string& flags) { return loom::testing::run_loom("parallel-layout " + flags); }
 
 using Groups = std::vector<std::vector<int>>;
 
 }  // namespace
 
 TEST(ParallelLayoutCli, JsonMatchesTheDesignExample) {
-  CliResult r = run("--tp 4 --attn-cp-size 2 --ep-size 2 --moe-dp-size 2 --format json");
-  ASSERT_EQ(r.code, 0) << r.err;
+  auto r = run("--tp 4 --attn-cp-size 2 --ep-size 2 --moe-dp-size 2 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["world_size"], 4);
   EXPECT_EQ(j["groups"]["attn_tp"].get<Groups>(), (Groups{{0, 1}, {2, 3}}));
@@ -52,14 +35,14 @@ TEST(ParallelLayoutCli, JsonMatchesTheDesignExample) {
 }
 
 TEST(ParallelLayoutCli, PipelineAndTextFormat) {
-  CliResult r = run("--tp-size 8 --attn-cp-size 2 --ep-size 2 --pp-size 2 --format json");
-  ASSERT_EQ(r.code, 0) << r.err;
+  auto r = run("--tp-size 8 --attn-cp-size 2 --ep-size 2 --pp-size 2 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["world_size"], 16);
   EXPECT_EQ(j["groups"]["pp"].size(), 8u);
   EXPECT_EQ(j["groups"]["pp"][3].get<std::vector<int>>(), (std::vector<int>{3, 11}));
-  CliResult t = run("--tp 8 --attn-cp-size 2 --ep-size 2");
-  ASSERT_EQ(t.code, 0) << t.err;
+  auto t = run("--tp 8 --attn-cp-size 2 --ep-size 2");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
   EXPECT_NE(t.out.find("attn_cp  [0, 4] [1, 5] [2, 6] [3, 7]"), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("MOE_DP is the ATTN_CP group"), std::string::npos) << t.out;
 }
@@ -78,8 +61,8 @@ TEST(ParallelLayoutCli, BadConfigurationsExit2WithOneLine) {
       {"--tp 4 --bogus 1", "unknown flag(s): --bogus"},
   };
   for (auto [flags, want] : cases) {
-    CliResult r = run(flags);
-    EXPECT_EQ(r.code, 2) << flags << ": " << r.err;
+    auto r = run(flags);
+    EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.err;
     EXPECT_NE(r.err.find(want), std::string::npos) << flags << ": " << r.err;
     EXPECT_EQ(r.err.rfind("loom parallel-layout: error: ", 0), 0u) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
