@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <thread>
 
 #include "loom/parallel/gloo_communicator.h"
 #include "loom/parallel/rank_launcher.h"
 #include "parallel/collective_suite.h"
+#include "parallel/error_of.h"
 
 using namespace loom::parallel;
 using namespace std::chrono_literals;
@@ -27,14 +29,7 @@ void run_suite_on_threads(int world) {
   });
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using loom::testing::error_of;
 
 }  // namespace
 
@@ -163,6 +158,40 @@ TEST(Gloo, ARankThatDiesEndsTheOthers) {
   EXPECT_NE(err.find("rank 1: boom"), std::string::npos) << err;
   EXPECT_NE(err.find("other rank(s) failed"), std::string::npos) << err;
   EXPECT_LT(secs, 20);
+}
+
+// The peers' errors ("connection closed") may come before the failing rank's own: the launcher
+// still names the rank that caused them.
+TEST(Gloo, TheCauseIsReportedEvenWhenThePeersFailFirst) {
+  auto dev = make_gloo_device("127.0.0.1");
+  std::string err = error_of([&] {
+    run_local(3, 30s, [&](int rank, int, Store& store) {
+      GlooCommunicator comm("tp", {0, 1, 2}, rank, store, "cause", dev, 30s);
+      loom::Tensor t = loom::Tensor::zeros({4}, loom::DType::f32);
+      if (rank == 1) {
+        comm.abort();  // the peers' all_reduce fails now...
+        std::this_thread::sleep_for(300ms);
+        throw loom::Error("boom");  // ...and this rank's own error comes well after theirs
+      }
+      comm.all_reduce_sum(t);
+    });
+  });
+  EXPECT_EQ(err.rfind("rank 1: boom", 0), 0u) << err;
+  EXPECT_NE(err.find("(and 2 other rank(s) failed)"), std::string::npos) << err;
+}
+
+TEST(RankFailures, ACauseOutranksEarlierPeerFailures) {
+  RankFailures f;
+  EXPECT_FALSE(f.any());
+  EXPECT_EQ(f.str(), "");
+  f.add(0, std::make_exception_ptr(PeerFailure("connection closed")));
+  EXPECT_EQ(f.str(), "rank 0 failed: connection closed");  // the best known so far
+  f.add(2, std::make_exception_ptr(loom::Error("out of memory")));
+  f.add(1, std::make_exception_ptr(loom::Error("later")));
+  f.add(3, std::make_exception_ptr(PeerFailure("timeout")));
+  EXPECT_EQ(f.count(), 4);
+  EXPECT_EQ(f.cause().first, 2);
+  EXPECT_EQ(f.str(), "rank 2 failed: out of memory");
 }
 
 TEST(Launcher, PropagatesTheRankAndKeepsInvalidArgument) {

@@ -4,20 +4,12 @@
 #include <thread>
 
 #include "loom/parallel/tcp_store.h"
+#include "parallel/error_of.h"
 
 using namespace loom::parallel;
 using namespace std::chrono_literals;
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using loom::testing::error_of;
 
 TEST(HashStore, SetGetWaitAcrossThreads) {
   HashStore s(5s);

@@ -3,6 +3,7 @@
 
 #include <regex>
 
+#include "loom/runtime/parallel_runner.h"
 #include "server_harness.h"
 
 namespace loom::server::testing {
@@ -173,6 +174,31 @@ TEST(ServerErrors, FullWaitingQueueIs503) {
   b.close();
   ASSERT_TRUE(h.engine().wait_idle(std::chrono::seconds(30)));
   expect_still_serving(h.port());
+}
+
+// A rank that fails mid-step: the request in that step fails at once (not after --dist-timeout),
+// and since the ranks' communicators are gone the server says so on /health and refuses new work
+// with 503 rather than hanging or answering from a broken runner.
+TEST(ServerErrors, RankFailureFailsTheStepAndHealthSaysSo) {
+  HarnessOptions o;
+  o.tp = 2;
+  o.before_serving = [](runtime::Runner& r) { runtime::inject_rank_failure(r, 1, "injected fault"); };
+  ServerHarness h(o);
+  EXPECT_EQ(http(h.port(), "GET", "/health").status, 200);
+  auto failed = post(h.port(), "/v1/completions", {{"prompt", "hello"}, {"max_tokens", 4}});
+  expect_error(failed, 500, "", "the failed step");
+  EXPECT_NE(failed.json()["error"]["message"].get<std::string>().find("rank 1: injected fault"), std::string::npos)
+      << failed.body;
+
+  auto health = http(h.port(), "GET", "/health");
+  expect_error(health, 503, "", "health after the failure");
+  EXPECT_EQ(health.json()["error"]["code"], "runner_stopped");
+  EXPECT_NE(health.json()["error"]["message"].get<std::string>().find("injected fault"), std::string::npos);
+
+  auto refused = post(h.port(), "/v1/chat/completions",
+                      {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}, {"stream", true}});
+  expect_error(refused, 503, "", "a request after the failure");
+  EXPECT_EQ(refused.json()["error"]["code"], "runner_stopped");
 }
 
 }  // namespace

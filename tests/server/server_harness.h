@@ -4,6 +4,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -27,13 +28,16 @@ struct HarnessOptions {
   int64_t max_queue = 1024;
   std::string api_key;
   size_t max_request_bytes = 1 << 20;
+  int tp = 1;  // > 1: a parallel runner of that many CPU ranks
+  std::function<void(runtime::Runner&)> before_serving;  // e.g. to inject a rank failure
 };
 
-inline std::unique_ptr<runtime::Runner> tiny_runner(int64_t max_total_tokens, int64_t page_size) {
+inline std::unique_ptr<runtime::Runner> tiny_runner(int64_t max_total_tokens, int64_t page_size, int tp = 1) {
   runtime::RunnerOptions ro;
   ro.model_path = tiny_model_dir();
   ro.max_total_tokens = max_total_tokens;
   ro.page_size = page_size;
+  ro.parallel.tp = tp;
   return runtime::create_runner(ro);
 }
 
@@ -45,8 +49,9 @@ class ServerHarness {
     eo.scheduler.chunked_prefill_size = o.chunked_prefill_size;
     eo.scheduler.disable_radix_cache = o.disable_radix_cache;
     eo.max_queue = o.max_queue;
-    engine_ = std::make_unique<engine::Engine>(tiny_runner(o.max_total_tokens, o.page_size),
-                                               tokenizer::testing::qwen3(), eo);
+    auto runner = tiny_runner(o.max_total_tokens, o.page_size, o.tp);
+    if (o.before_serving) o.before_serving(*runner);
+    engine_ = std::make_unique<engine::Engine>(std::move(runner), tokenizer::testing::qwen3(), eo);
     ServerOptions so;
     so.port = 0;
     so.served_model_name = kModelName;

@@ -30,6 +30,8 @@ uint64_t Engine::submit(Request request) {
   validate_request(request, limits_);
   std::lock_guard<std::mutex> g(mu_);
   if (!accepting_) throw ShuttingDown("the server is shutting down");
+  if (const std::string f = runner_->failure(); !f.empty())
+    throw RunnerStopped(str("the model runner has stopped (", f, "); restart the server"));
   if (queued_ + static_cast<int64_t>(inbox_.size()) >= options_.max_queue)
     throw QueueFull(str("the waiting queue is full (", options_.max_queue, " requests); retry later"));
   const uint64_t id = next_id_++;

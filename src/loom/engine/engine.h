@@ -32,7 +32,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Validates and queues; returns the request id. Throws RequestError (bad input), QueueFull,
-  // ShuttingDown.
+  // ShuttingDown, RunnerStopped.
   uint64_t submit(Request request);
   // Ends the request (finish_reason abort) and frees its KV on the next turn of the engine loop.
   void abort(uint64_t id);
@@ -48,6 +48,8 @@ class Engine {
   std::string idle_leak_report() const;
 
   bool accepting() const;  // false once shutdown() began
+  // Why the runner stopped for good ("" while it runs); every request then fails, so /health says so.
+  std::string runner_failure() const { return runner_->failure(); }
   // Stops taking requests; lets in-flight ones finish for at most `grace`, then aborts the rest.
   void shutdown(std::chrono::milliseconds grace);
 

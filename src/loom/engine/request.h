@@ -51,6 +51,12 @@ class ShuttingDown : public Error {
   using Error::Error;
 };
 
+// The runner cannot run steps any more (a rank failed mid-step); only a restart helps (503).
+class RunnerStopped : public Error {
+ public:
+  using Error::Error;
+};
+
 enum class FinishReason { none, stop, length, abort, error };
 const char* finish_reason_name(FinishReason r);
 

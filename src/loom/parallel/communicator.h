@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/parallel/peer_failure.h"
 #include "loom/tensor/tensor.h"
 
 namespace loom::parallel {
@@ -41,6 +42,11 @@ class Communicator {
                   const std::vector<int64_t>& out_counts);
   void broadcast(Tensor& t, int root);
   void barrier();
+
+  // Called by a rank that failed, once it stopped using this communicator: the peers' collectives
+  // with this rank, in flight or later, fail with an error instead of waiting --dist-timeout for
+  // it. The communicator is unusable afterwards. Backends that cannot abort leave this a no-op.
+  virtual void abort() {}
 
   // Payload bytes this rank put into each kind of collective (independent of the algorithm):
   // all_reduce: the tensor; all_gather: its input; reduce_scatter: its input; all_to_all: the rows

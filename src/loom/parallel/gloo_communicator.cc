@@ -12,6 +12,7 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <csignal>
+#include <exception>
 #include <cstring>
 
 #include "loom/parallel/layout.h"
@@ -114,17 +115,18 @@ void wait_for_group(Store& store, const std::string& key, const std::vector<int>
   for (size_t r = 0; r < ranks.size(); ++r) keys.push_back(key + "/arrived/" + std::to_string(r));
   try {
     store.wait(keys, timeout);
-  } catch (const Error& e) {
+  } catch (const Error&) {
+    const std::exception_ptr wait_error = std::current_exception();
     std::vector<int> missing;
     try {
       for (size_t r = 0; r < ranks.size(); ++r)
         if (!store.check(keys[r])) missing.push_back(ranks[r]);
     } catch (const Error&) {
-      throw e;  // the store itself is gone: its error says so
+      std::rethrow_exception(wait_error);  // the store itself is gone: its error says so
     }
     if (missing.empty()) throw;
-    throw Error(loom::str("group ", group_name, ": rank(s) ", ranks_str(missing), " did not arrive within ",
-                          timeout.count() / 1000.0, " s (--dist-timeout); did a rank fail to start or die?"));
+    throw PeerFailure(loom::str("group ", group_name, ": rank(s) ", ranks_str(missing), " did not arrive within ",
+                                timeout.count() / 1000.0, " s (--dist-timeout); did a rank fail to start or die?"));
   }
 }
 
@@ -145,7 +147,7 @@ GlooCommunicator::GlooCommunicator(std::string name, std::vector<int> ranks, int
   try {
     ctx->connectFullMesh(gs, dev_->dev);
   } catch (const gloo::Exception& e) {
-    throw Error(loom::str(this->name(), ": gloo connect failed: ", e.what()));
+    throw PeerFailure(loom::str(this->name(), ": gloo connect failed: ", e.what()));
   }
   ctx_ = std::move(ctx);
   // connectFullMesh may return on one rank while a peer is still finishing its side of a pair;
@@ -155,6 +157,17 @@ GlooCommunicator::GlooCommunicator(std::string name, std::vector<int> ranks, int
 
 GlooCommunicator::~GlooCommunicator() = default;
 
+void GlooCommunicator::abort() {
+  if (!ctx_) return;
+  // Closing our end of each pair makes the peer's end see the connection closed, which fails
+  // whatever the peer is waiting for on it (and everything it issues on it later).
+  for (int p = 0; p < size(); ++p) {
+    if (p == rank()) continue;
+    auto& pair = ctx_->getPair(p);
+    if (pair) pair->close();
+  }
+}
+
 // Gloo errors (a peer closed its connection, an operation timed out) become loom errors that name
 // the group and the operation.
 #define LOOM_GLOO_CALL(opname, ...)                                                                 \
@@ -162,8 +175,8 @@ GlooCommunicator::~GlooCommunicator() = default;
     try {                                                                                           \
       __VA_ARGS__;                                                                                  \
     } catch (const gloo::Exception& e_) {                                                          \
-      throw Error(loom::str(name(), ": ", opname, " failed: ", e_.what(),                           \
-                            " (a peer rank exited, or did not join within --dist-timeout)"));      \
+      throw PeerFailure(loom::str(name(), ": ", opname, " failed: ", e_.what(),                     \
+                                  " (a peer rank exited, or did not join within --dist-timeout)")); \
     }                                                                                               \
   } while (0)
 

@@ -26,6 +26,7 @@ class GlooCommunicator : public Communicator {
                    const std::shared_ptr<GlooDevice>& device, std::chrono::milliseconds timeout);
   ~GlooCommunicator() override;
   Device device() const override { return Device::cpu(); }
+  void abort() override;
 
  protected:
   void do_all_reduce_sum(Tensor& t) override;

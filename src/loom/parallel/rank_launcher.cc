@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "loom/parallel/communicator.h"
 #include "loom/parallel/tcp_store.h"
 #include "loom/tensor/error.h"
 
@@ -21,32 +22,71 @@ void rethrow_for_rank(int rank, std::exception_ptr error, const std::string& suf
   }
 }
 
+namespace {
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+  }
+  return "unknown error";
+}
+
+bool is_peer_failure(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const PeerFailure&) {
+    return true;
+  } catch (...) {
+  }
+  return false;
+}
+
+}  // namespace
+
+void RankFailures::add(int rank, std::exception_ptr error) {
+  const bool cause = !is_peer_failure(error);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++count_;
+  if (!error_ || (cause && !is_cause_)) {
+    rank_ = rank;
+    error_ = std::move(error);
+    is_cause_ = cause;
+  }
+}
+
+bool RankFailures::any() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_ != nullptr;
+}
+
+int RankFailures::count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return count_;
+}
+
+std::pair<int, std::exception_ptr> RankFailures::cause() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {rank_, error_};
+}
+
+std::string RankFailures::str() const {
+  const auto [rank, error] = cause();
+  return error ? loom::str("rank ", rank, " failed: ", what_of(error)) : "";
+}
+
 void run_threads(int n, int first_rank, Store& store, const RankFn& fn) {
-  std::mutex mu;
-  int failed_rank = -1, failures = 0;
-  std::exception_ptr first_error;
+  RankFailures failures;
   auto body = [&](int local) {
     const int rank = first_rank + local;
     try {
       fn(rank, local, store);
     } catch (...) {
-      std::string what = "unknown error";
+      failures.add(rank, std::current_exception());
       try {
-        throw;
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        ++failures;
-        if (!first_error) {
-          first_error = std::current_exception();
-          failed_rank = rank;
-        }
-      }
-      try {
-        store.abort(loom::str("rank ", rank, " failed: ", what));
+        store.abort(failures.str());
       } catch (...) {  // the store may be the thing that failed
       }
     }
@@ -55,9 +95,10 @@ void run_threads(int n, int first_rank, Store& store, const RankFn& fn) {
   threads.reserve(n);
   for (int i = 0; i < n; ++i) threads.emplace_back(body, i);
   for (auto& t : threads) t.join();
-  if (!first_error) return;
-  rethrow_for_rank(failed_rank, first_error,
-                   failures > 1 ? loom::str(" (and ", failures - 1, " other rank(s) failed)") : "");
+  if (!failures.any()) return;
+  const auto [rank, error] = failures.cause();
+  const int others = failures.count() - 1;
+  rethrow_for_rank(rank, error, others > 0 ? loom::str(" (and ", others, " other rank(s) failed)") : "");
 }
 
 void run_local(int world_size, std::chrono::milliseconds timeout, const RankFn& fn) {

@@ -1,6 +1,6 @@
 #include "loom/parallel/store.h"
 
-#include "loom/tensor/error.h"
+#include "loom/parallel/peer_failure.h"
 
 namespace loom::parallel {
 
@@ -36,8 +36,8 @@ void HashStore::wait(const std::vector<std::string>& keys, std::chrono::millisec
     return m;
   };
   bool ok = cv_.wait_for(lock, timeout, [&] { return !abort_reason_.empty() || missing().empty(); });
-  if (!abort_reason_.empty()) throw Error(loom::str("store: run aborted: ", abort_reason_));
-  if (!ok) throw Error(missing_keys_message(missing(), timeout));
+  if (!abort_reason_.empty()) throw PeerFailure(loom::str("store: run aborted: ", abort_reason_));
+  if (!ok) throw PeerFailure(missing_keys_message(missing(), timeout));
 }
 
 bool HashStore::check(const std::string& key) {

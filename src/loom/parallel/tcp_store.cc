@@ -11,7 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "loom/tensor/error.h"
+#include "loom/parallel/peer_failure.h"
 
 namespace loom::parallel {
 namespace {
@@ -224,8 +224,8 @@ int TcpStore::open_connection(std::chrono::milliseconds timeout) {
     }
     ::freeaddrinfo(res);
     if (std::chrono::steady_clock::now() >= deadline)
-      throw Error(loom::str("store: cannot reach node 0 at ", host_, ":", port_, " (--dist-init-addr) within ",
-                            timeout.count() / 1000.0, " s (--dist-timeout): ", last_error));
+      throw PeerFailure(loom::str("store: cannot reach node 0 at ", host_, ":", port_, " (--dist-init-addr) within ",
+                                  timeout.count() / 1000.0, " s (--dist-timeout): ", last_error));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
@@ -253,8 +253,8 @@ TcpStore::Reply TcpStore::request(uint8_t op, const std::vector<std::string>& ke
   bool ok = send_all(fd, msg.data(), msg.size()) && recv_all(fd, &r.status, 1) && read_blob(fd, r.data);
   if (!ok) {
     ::close(fd);
-    throw Error(loom::str("store: lost the connection to node 0 at ", host_, ":", port_,
-                          " (did node 0 exit?)"));
+    throw PeerFailure(loom::str("store: lost the connection to node 0 at ", host_, ":", port_,
+                                " (did node 0 exit?)"));
   }
   std::lock_guard<std::mutex> lock(pool_mu_);
   idle_.push_back(fd);
@@ -274,7 +274,7 @@ Bytes TcpStore::get(const std::string& key) {
 
 void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
   Reply r = request(kWait, keys, {}, static_cast<uint64_t>(timeout.count()), timeout);
-  if (r.status != kOk) throw Error(std::string(r.data.begin(), r.data.end()));
+  if (r.status != kOk) throw PeerFailure(std::string(r.data.begin(), r.data.end()));
 }
 
 bool TcpStore::check(const std::string& key) { return request(kCheck, {key}, {}, 0, timeout_).status == kOk; }

@@ -34,6 +34,9 @@ class Runner {
   virtual cache::KvPool& kv_pool() = 0;
   // Logits f32 [batch.num_logit_rows(), vocab] on the host, rows in batch order.
   virtual Tensor forward(const model::ForwardBatch& batch) = 0;
+  // Why the runner can no longer run steps ("" while it can). A parallel runner stops for good
+  // when a rank fails mid-step: its peers' collectives were aborted. Any thread may ask.
+  virtual std::string failure() const { return ""; }
 };
 
 // One rank, or the parallel runner when options.parallel has more than one rank.

@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
 
 #include "loom/parallel/gloo_communicator.h"
 #include "loom/parallel/layout.h"
 #include "loom/parallel/moe_token_plan.h"
 #include "loom/parallel/process_groups.h"
+#include "loom/parallel/rank_launcher.h"
 #include "loom/runtime/rank_threads.h"
 
 namespace loom::runtime {
@@ -72,11 +75,19 @@ class ParallelRunner final : public Runner {
   cache::KvPool& kv_pool() override { return *ranks_[0].pool; }
 
   Tensor forward(const model::ForwardBatch& batch) override {
-    threads_->run([&](int r) { ranks_[r].logits = ranks_[r].model->forward(batch, ranks_[r].pool->buffers()); });
+    const auto injected = std::exchange(injected_failure_, std::nullopt);
+    run_ranks([&](int r) {
+      if (injected && injected->first == r) throw Error(injected->second);
+      ranks_[r].logits = ranks_[r].model->forward(batch, ranks_[r].pool->buffers());
+    });
     Tensor out = ranks_[0].logits;
     for (auto& r : ranks_) r.logits = Tensor();
     return out;
   }
+
+  std::string failure() const override { return failures_.str(); }
+
+  void inject_failure(int rank, const std::string& what) { injected_failure_.emplace(rank, what); }
 
   std::vector<CommCount> counts() const {
     std::vector<CommCount> out;
@@ -111,6 +122,28 @@ class ParallelRunner final : public Runner {
     int64_t tokens = options_.max_total_tokens > 0 ? options_.max_total_tokens : kDefaultCpuKvTokens;
     const int64_t pages = (tokens + options_.page_size - 1) / options_.page_size;
     rank.pool = std::make_unique<cache::KvPool>(rank.model->kv_layout(), pages, options_.page_size, Device::cpu());
+  }
+
+  // Runs `job` on every rank. A rank that fails closes its communicators, so peers waiting for it
+  // in a collective fail at once instead of after --dist-timeout, and close theirs in turn. The
+  // communicators are then unusable: the runner refuses every later step and says why.
+  void run_ranks(const std::function<void(int)>& job) {
+    if (failures_.any()) throw Error(str("the parallel runner stopped earlier (", failures_.str(), "); restart loom"));
+    try {
+      threads_->run([&](int r) {
+        try {
+          job(r);
+        } catch (...) {
+          failures_.add(r, std::current_exception());
+          for (auto* comm : ranks_[r].communicators()) comm->abort();
+          throw;
+        }
+      });
+    } catch (...) {
+      // The rank that caused it, not a peer whose collective failed because of it.
+      const auto [rank, error] = failures_.cause();
+      parallel::rethrow_for_rank(rank, error, " (the other ranks were stopped; this runner cannot run further steps)");
+    }
   }
 
   layers::ParallelState make_state(Rank& rank, int r) {
@@ -163,6 +196,8 @@ class ParallelRunner final : public Runner {
   std::unique_ptr<parallel::HashStore> store_;
   std::shared_ptr<parallel::GlooDevice> gloo_;
   std::vector<Rank> ranks_;
+  parallel::RankFailures failures_;  // none while every rank is healthy
+  std::optional<std::pair<int, std::string>> injected_failure_;
   std::unique_ptr<RankThreads> threads_;  // last: its threads stop before the ranks go away
 };
 
@@ -179,6 +214,10 @@ std::vector<CommCount> comm_counts(Runner& runner) {
 
 void reset_comm_counts(Runner& runner) {
   if (auto* p = dynamic_cast<ParallelRunner*>(&runner)) p->reset_counts();
+}
+
+void inject_rank_failure(Runner& runner, int rank, const std::string& what) {
+  if (auto* p = dynamic_cast<ParallelRunner*>(&runner)) p->inject_failure(rank, what);
 }
 
 }  // namespace loom::runtime

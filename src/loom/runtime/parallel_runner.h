@@ -26,4 +26,8 @@ struct CommCount {
 std::vector<CommCount> comm_counts(Runner& runner);
 void reset_comm_counts(Runner& runner);
 
+// For tests: on the next forward, `rank` throws Error(what) as it starts, while its peers go on
+// into the step's first collective and wait for it. No-op for a single-rank runner.
+void inject_rank_failure(Runner& runner, int rank, const std::string& what);
+
 }  // namespace loom::runtime

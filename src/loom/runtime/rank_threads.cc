@@ -48,8 +48,12 @@ void RankThreads::run(const std::function<void(int)>& job) {
   ++generation_;
   start_.notify_all();
   done_.wait(lock, [&] { return pending_ == 0; });
+  parallel::RankFailures failures;  // added in rank order: the lowest rank that caused it wins
   for (size_t r = 0; r < errors_.size(); ++r)
-    if (errors_[r]) parallel::rethrow_for_rank(static_cast<int>(r), errors_[r]);
+    if (errors_[r]) failures.add(static_cast<int>(r), errors_[r]);
+  if (!failures.any()) return;
+  const auto [rank, error] = failures.cause();
+  parallel::rethrow_for_rank(rank, error);
 }
 
 }  // namespace loom::runtime

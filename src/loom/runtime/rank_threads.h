@@ -17,7 +17,8 @@ class RankThreads {
   RankThreads(const RankThreads&) = delete;
   RankThreads& operator=(const RankThreads&) = delete;
 
-  // Throws "rank R: <error>" for the lowest failing rank (InvalidArgument stays InvalidArgument).
+  // Throws "rank R: <error>" for the lowest failing rank whose error is not a PeerFailure (else the
+  // lowest failing rank); InvalidArgument stays InvalidArgument.
   void run(const std::function<void(int rank)>& job);
 
  private:

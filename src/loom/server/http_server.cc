@@ -133,7 +133,9 @@ void HttpServer::install_routes() {
   http_->set_logger([this](const httplib::Request&, const httplib::Response& res) { count_response(res.status); });
 
   http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    if (engine_.accepting()) {
+    if (const std::string f = engine_.runner_failure(); !f.empty()) {
+      send_error(res, ApiError(503, "server_error", str("the model runner has stopped: ", f), "", "runner_stopped"));
+    } else if (engine_.accepting()) {
       send_json(res, 200, {{"status", "ok"}});
     } else {
       send_error(res, ApiError(503, "server_error", "the server is shutting down", "", "shutting_down"));
@@ -180,6 +182,8 @@ void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req,
     return send_error(res, ApiError(503, "server_error", e.what(), "", "queue_full"));
   } catch (const engine::ShuttingDown& e) {
     return send_error(res, ApiError(503, "server_error", e.what(), "", "shutting_down"));
+  } catch (const engine::RunnerStopped& e) {
+    return send_error(res, ApiError(503, "server_error", e.what(), "", "runner_stopped"));
   } catch (const InvalidArgument& e) {
     return send_error(res, bad_request("", e.what()));
   }
