@@ -56,23 +56,8 @@ TEST_P(CudaReferenceTest, LogitsWithinBf16ToleranceAndGreedyTokensMatch) {
   for (const auto& c : ref["cases"]) {
     const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
     SCOPED_TRACE("prompt of " + std::to_string(prompt.size()) + " tokens");
-    const bool all = c.contains("all_logits");
-    const Tensor logits = runtime::prompt_logits(*gpu, prompt, all);
-    const int64_t v = logits.size(1);
-    const std::vector<float> flat = logits.to_float_vector();
-    const std::vector<float> last(flat.end() - v, flat.end());
-    const double err = loom::testing::reference_error(last, c);
-    worst = std::max(worst, err);
-    EXPECT_LT(err, kBf16Tolerance);
-    if (all) {
-      ASSERT_EQ(logits.size(0), static_cast<int64_t>(prompt.size()));
-      for (size_t p = 0; p < prompt.size(); ++p) {
-        const std::vector<float> row(flat.begin() + p * v, flat.begin() + (p + 1) * v);
-        const double e = loom::testing::scaled_error(row, c["all_logits"][p].get<std::vector<float>>());
-        worst = std::max(worst, e);
-        EXPECT_LT(e, kBf16Tolerance) << "position " << p;
-      }
-    }
+    const Tensor logits = runtime::prompt_logits(*gpu, prompt, c.contains("all_logits"));
+    worst = std::max(worst, loom::testing::expect_logits_match(logits, c, prompt.size(), kBf16Tolerance));
     const auto greedy = c["greedy_ids"].get<std::vector<int32_t>>();
     const auto ours = runtime::generate_greedy(*gpu, prompt, static_cast<int64_t>(greedy.size()));
     ASSERT_EQ(ours.size(), greedy.size());

@@ -1,5 +1,6 @@
 // Reads a fixture's reference.json (HF transformers outputs) and compares loom's logits to it.
 #pragma once
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <string>
@@ -56,6 +57,28 @@ inline double reference_error(const std::vector<float>& row, const nlohmann::jso
   std::vector<float> ours;
   for (int id : ids) ours.push_back(row.at(id));
   return scaled_error(ours, ref);
+}
+
+// Checks a prompt's logits ([1, V], or [prompt, V] when the case has all_logits) against the
+// case: the last row, and every position where given, within `tolerance` of scale. Returns the
+// worst error seen.
+inline double expect_logits_match(const Tensor& logits, const nlohmann::json& c, size_t prompt_len, double tolerance) {
+  const int64_t v = logits.size(1);
+  const std::vector<float> flat = logits.to_float_vector();
+  const std::vector<float> last(flat.end() - v, flat.end());
+  double worst = reference_error(last, c);
+  EXPECT_LT(worst, tolerance);
+  if (c.contains("all_logits")) {
+    EXPECT_EQ(logits.size(0), static_cast<int64_t>(prompt_len));
+    if (logits.size(0) != static_cast<int64_t>(prompt_len)) return worst;
+    for (size_t p = 0; p < prompt_len; ++p) {
+      const std::vector<float> row(flat.begin() + p * v, flat.begin() + (p + 1) * v);
+      const double e = scaled_error(row, c["all_logits"][p].get<std::vector<float>>());
+      worst = std::max(worst, e);
+      EXPECT_LT(e, tolerance) << "position " << p;
+    }
+  }
+  return worst;
 }
 
 }  // namespace loom::testing

@@ -25,20 +25,8 @@ TEST_P(ReferenceTest, LogitsAndGreedyTokensMatchTransformers) {
   for (const auto& c : ref["cases"]) {
     const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
     SCOPED_TRACE("prompt of " + std::to_string(prompt.size()) + " tokens");
-    const bool all = c.contains("all_logits");
-    const Tensor logits = runtime::prompt_logits(*runner, prompt, all);
-    const int64_t v = logits.size(1);
-    const std::vector<float> flat = logits.to_float_vector();
-    const std::vector<float> last(flat.end() - v, flat.end());
-    EXPECT_LT(loom::testing::reference_error(last, c), kTolerance);
-    if (all) {
-      ASSERT_EQ(logits.size(0), static_cast<int64_t>(prompt.size()));
-      for (size_t p = 0; p < prompt.size(); ++p) {
-        const std::vector<float> row(flat.begin() + p * v, flat.begin() + (p + 1) * v);
-        EXPECT_LT(loom::testing::scaled_error(row, c["all_logits"][p].get<std::vector<float>>()), kTolerance)
-            << "position " << p;
-      }
-    }
+    const Tensor logits = runtime::prompt_logits(*runner, prompt, c.contains("all_logits"));
+    loom::testing::expect_logits_match(logits, c, prompt.size(), kTolerance);
     const auto greedy = c["greedy_ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(runtime::generate_greedy(*runner, prompt, static_cast<int64_t>(greedy.size())), greedy);
   }
