@@ -1,7 +1,9 @@
 // Helpers of the CUDA tests: bf16-rounded random inputs shared by the CPU reference and the GPU,
 // poisoned device outputs, and the error metric. Speed is never asserted here.
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -57,6 +59,19 @@ inline double rel_error(const std::vector<float>& out, const std::vector<float>&
     den += static_cast<double>(ref[i]) * ref[i];
   }
   return std::sqrt(num / den);
+}
+
+// The gap between a logits row's two largest values, and the row's scale (max |value|): greedy
+// decoding in bf16 may pick either of two tokens whose gap is within the rounding error.
+struct Margin {
+  double margin, scale;
+};
+inline Margin top2_margin(const std::vector<float>& row) {
+  std::vector<float> r = row;
+  std::partial_sort(r.begin(), r.begin() + 2, r.end(), std::greater<float>());
+  double scale = 0;
+  for (float v : row) scale = std::max(scale, static_cast<double>(std::abs(v)));
+  return {static_cast<double>(r[0]) - r[1], scale};
 }
 
 // bf16 operands with f32 accumulation land between 1e-3 and 1e-2 of relative L2 error.

@@ -22,18 +22,6 @@ namespace {
 
 constexpr double kBf16Tolerance = 0.05;
 
-struct Margin {
-  double margin, scale;
-};
-
-Margin top2_margin(const std::vector<float>& row) {
-  std::vector<float> r = row;
-  std::partial_sort(r.begin(), r.begin() + 2, r.end(), std::greater<float>());
-  double scale = 0;
-  for (float v : row) scale = std::max(scale, static_cast<double>(std::abs(v)));
-  return {static_cast<double>(r[0]) - r[1], scale};
-}
-
 class CudaReferenceTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaReferenceTest, LogitsWithinBf16ToleranceAndGreedyTokensMatch) {
@@ -65,7 +53,7 @@ TEST_P(CudaReferenceTest, LogitsWithinBf16ToleranceAndGreedyTokensMatch) {
       if (ours[i] == greedy[i]) continue;
       std::vector<int32_t> prefix = prompt;
       prefix.insert(prefix.end(), greedy.begin(), greedy.begin() + i);
-      const Margin m = top2_margin(runtime::prompt_logits(*cpu, prefix, false).to_float_vector());
+      const loom::testing::Margin m = loom::testing::top2_margin(runtime::prompt_logits(*cpu, prefix, false).to_float_vector());
       EXPECT_LE(m.margin, 2 * kBf16Tolerance * m.scale)
           << "greedy step " << i << ": ours " << ours[i] << ", reference " << greedy[i] << " with top-2 margin "
           << m.margin << " (scale " << m.scale << ")";

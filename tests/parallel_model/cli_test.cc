@@ -23,7 +23,8 @@ TEST(ParallelCli, LogitsEqualOneRankForEveryFlag) {
   const auto one = run_loom("logits " + kMoe + kPrompt);
   ASSERT_EQ(one.exit_code, 0) << one.err;
   for (const std::string flags :
-       {"--tp 2", "--tp-size 4 --ep-size 2 --moe-dp-size 2", "--tp 4 --attn-cp-size 2 --enable-prefill-context-parallel",
+       {"--tp 2", "--tp-size 4 --ep-size 2 --moe-dp-size 2", "--tp-size 4 --ep-size 2 --moe-cp-size 2",
+        "--tp 4 --attn-cp-size 2 --enable-prefill-context-parallel",
         "--tp 4 --attn-cp-size 2 --ep-size 2 --moe-dp-size 2 --enable-prefill-context-parallel",
         "--tp 2 --enable-dp-attention --dp-size 2 --ep-size 2"}) {
     SCOPED_TRACE(flags);
@@ -78,6 +79,36 @@ TEST(ParallelCli, ImpossibleCombinationsFailAtStartWithOneLine) {
       EXPECT_TRUE(r.out.empty());
     }
   }
+}
+
+TEST(ParallelCli, BackendAndAliasMistakesFailWithOneLine) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"--tp 4 --ep-size 2 --moe-dp-size 2 --moe-cp-size 2", "--moe-cp-size is the older name of --moe-dp-size"},
+      {"--tp 2 --dist-backend mpi", "--dist-backend: unknown 'mpi' (allowed: auto, nccl, device-copy)"},
+      {"--tp 2 --dist-backend nccl", "--dist-backend nccl is for --device cuda"},
+  };
+  for (const auto& [flags, says] : cases) {
+    SCOPED_TRACE(flags);
+    const auto r = run_loom("logits " + kMoe + kPrompt + flags);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+    EXPECT_EQ(loom::testing::count_lines(r.err), 1) << r.err;
+  }
+  const auto serve = run_loom("serve " + kMoe + " --tp 2 --report-comm");
+  EXPECT_EQ(serve.exit_code, 2);
+  EXPECT_NE(serve.err.find("--report-comm is for loom logits/generate"), std::string::npos) << serve.err;
+}
+
+// More CUDA ranks than visible GPUs (CI has none) is one line naming both numbers and the way out.
+TEST(ParallelCli, MoreCudaRanksThanGpusFailsNamingBoth) {
+  const auto r = run_loom("generate " + kMoe + kPrompt + "--max-new-tokens 1 --device cuda --tp 4 --ep-size 4");
+  if (r.exit_code == 0) GTEST_SKIP() << "this machine has 4 GPUs";
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  if (r.err.find("built without the CUDA backend") != std::string::npos) GTEST_SKIP() << r.err;
+  EXPECT_NE(r.err.find("4 ranks on this node need 4 GPUs"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" are visible; --dist-backend device-copy runs every rank on one GPU"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(loom::testing::count_lines(r.err), 1) << r.err;
 }
 
 }  // namespace

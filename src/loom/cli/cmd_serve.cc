@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "loom/cli/model_flags.h"
+#include "loom/cli/parallel_flags.h"
 #include "loom/cli/tokenizer_flags.h"
 #include "loom/engine/engine.h"
 #include "loom/server/http_server.h"
@@ -35,6 +36,8 @@ std::string default_model_name(const std::string& model_path) {
 
 int cmd_serve(Args& args) {
   runtime::RunnerOptions runner_options = parse_runner_flags(args);
+  LOOM_CHECK_ARG(!parse_parallel_run_flags(args, runner_options),
+                 "--report-comm is for loom logits/generate (the server keeps no per-request counts)");
   const std::string tokenizer_dir = args.string("tokenizer", runner_options.model_path);
 
   server::ServerOptions so;

@@ -15,7 +15,10 @@ parallel::ParallelConfig parse_parallel_flags(Args& args) {
   c.tp = static_cast<int>(args.integer({"tp-size", "tp"}, 1, 1, kMaxRanks));
   c.pp = static_cast<int>(args.integer({"pp-size"}, 1, 1, kMaxRanks));
   c.ep = static_cast<int>(args.integer({"ep-size"}, 1, 1, kMaxRanks));
-  c.moe_dp = static_cast<int>(args.integer({"moe-dp-size"}, 1, 1, kMaxRanks));
+  // --moe-cp-size: the older name of --moe-dp-size (SGLang introduced it as that).
+  LOOM_CHECK_ARG(!(args.has("moe-dp-size") && args.has("moe-cp-size")),
+                 "--moe-cp-size is the older name of --moe-dp-size: give one of them");
+  c.moe_dp = static_cast<int>(args.integer({"moe-dp-size", "moe-cp-size"}, 1, 1, kMaxRanks));
   c.attn_cp = static_cast<int>(args.integer({"attn-cp-size"}, 1, 1, kMaxRanks));
   c.prefill_cp = args.flag("enable-prefill-context-parallel");
   const bool dp_attention = args.flag("enable-dp-attention");
@@ -34,6 +37,7 @@ parallel::ParallelConfig parse_parallel_flags(Args& args) {
 bool parse_parallel_run_flags(Args& args, runtime::RunnerOptions& o) {
   o.parallel = parse_parallel_flags(args);
   o.moe_dispatch = args.string("moe-dispatch", o.moe_dispatch);
+  o.dist_backend = args.string("dist-backend", o.dist_backend);
   return args.flag("report-comm");
 }
 

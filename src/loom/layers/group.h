@@ -22,6 +22,7 @@ class Group {
   int size() const { return comm_ ? comm_->size() : 1; }
   bool alone() const { return size() == 1; }
   parallel::Communicator* comm() const { return comm_.get(); }
+  const std::shared_ptr<parallel::Communicator>& shared_comm() const { return comm_; }
 
   void all_reduce(Tensor& t) const;
   // Concatenation over members of each member's `x` (counts[m] rows from member m).

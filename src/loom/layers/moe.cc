@@ -2,6 +2,7 @@
 
 #include "loom/layers/moe_tokens.h"
 #include "loom/layers/ops.h"
+#include "loom/parallel/graph_registry.h"
 
 namespace loom::layers {
 
@@ -41,8 +42,10 @@ Tensor ParallelMoe::forward(const Tensor& x, const ForwardContext& ctx) const {
 
 bool ParallelMoe::all_to_all_applies(const ForwardContext& ctx) const {
   const auto& ex = ps_->exchange(ctx.cp_split);
+  // Never inside a CUDA-graph capture: its row counts come from the routing, on the host.
   return ps_->dispatch != MoeDispatch::gather && ex.mode == parallel::TokenExchange::gather &&
-         ps_->config.moe_tp() == 1 && ex.group.size() == ps_->moe_block.size();
+         ps_->config.moe_tp() == 1 && ex.group.size() == ps_->moe_block.size() &&
+         !parallel::GraphCaptureGuard::active();
 }
 
 // The exchange group is then the MOE_EP group: member p owns experts split_experts(E, ep, p).
@@ -51,26 +54,9 @@ Tensor ParallelMoe::all_to_all(const Tensor& x, const ForwardContext& ctx) const
   const int peers = g.size(), me = g.rank();
   const int64_t n = x.size(0), k = shape_.top_k, h = shape_.hidden, E = shape_.experts;
   const ops::Routing r = ops::route_topk_softmax(ops::linear(x, router_), k, shape_.norm_topk_prob);
-  const Tensor ids = r.ids.to(Device::cpu()), weights = r.weights.to(Device::cpu());
-  const int32_t* id = ids.data<int32_t>();
-  const float* wt = weights.data<float>();
-
   // Rows to send, grouped by destination: token t once per EP rank owning one of its experts.
-  std::vector<int32_t> send_rows;
-  std::vector<int64_t> send(peers, 0);
-  std::vector<float> meta;  // per sent row: k expert ids (as floats, exact) then k weights
-  for (int p = 0; p < peers; ++p) {
-    const Range owned = split_range(E, peers, p);
-    for (int64_t t = 0; t < n; ++t) {
-      bool hit = false;
-      for (int64_t j = 0; j < k; ++j) hit = hit || (id[t * k + j] >= owned.begin && id[t * k + j] < owned.begin + owned.length);
-      if (!hit) continue;
-      send_rows.push_back(static_cast<int32_t>(t));
-      ++send[p];
-      for (int64_t j = 0; j < k; ++j) meta.push_back(static_cast<float>(id[t * k + j]));
-      for (int64_t j = 0; j < k; ++j) meta.push_back(wt[t * k + j]);
-    }
-  }
+  const ops::DispatchPlan plan = ops::moe_dispatch_plan(r, peers, E);
+  const std::vector<int64_t>& send = plan.send;
   const std::vector<int64_t> matrix = g.all_gather_values(send);  // [sender][receiver]
   std::vector<int64_t> recv(peers);
   for (int p = 0; p < peers; ++p) recv[p] = matrix[p * peers + me];
@@ -91,25 +77,12 @@ Tensor ParallelMoe::all_to_all(const Tensor& x, const ForwardContext& ctx) const
     if (a2a >= gather) return Tensor();
   }
 
-  const int64_t sent = static_cast<int64_t>(send_rows.size());
-  const Tensor rows = Tensor::from_ints(send_rows, {sent}).to(x.device());
-  const Tensor x_in = g.all_to_all(ops::gather_rows(x, rows), send, recv);
-  const Tensor meta_in = g.all_to_all(Tensor::from_floats(meta, {sent, 2 * k}), send, recv);
-  const int64_t got = x_in.size(0);
-  std::vector<int32_t> in_ids(got * k);
-  std::vector<float> in_weights(got * k);
-  const float* m = meta_in.data<float>();
-  for (int64_t i = 0; i < got; ++i)
-    for (int64_t j = 0; j < k; ++j) {
-      in_ids[i * k + j] = static_cast<int32_t>(m[i * 2 * k + j]);
-      in_weights[i * k + j] = m[i * 2 * k + k + j];
-    }
-  const ops::Routing in{Tensor::from_floats(in_weights, {got, k}).to(x.device()),
-                        Tensor::from_ints(in_ids, {got, k}).to(x.device())};
+  const Tensor x_in = g.all_to_all(ops::gather_rows(x, plan.rows), send, recv);
+  const ops::Routing in = ops::unpack_routing(g.all_to_all(plan.meta, send, recv), k);
   const Tensor y_in = ops::moe_experts(x_in, in, gate_up_, down_, experts_.begin);  // other ranks' experts add 0
   const Tensor y_back = g.all_to_all(y_in, recv, send);
   Tensor out = Tensor::zeros({n, h}, y_back.dtype(), y_back.device());
-  ops::index_add_rows(out, y_back, rows);
+  ops::index_add_rows(out, y_back, plan.rows);
   return out;
 }
 

@@ -66,14 +66,30 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
 // Rows `ctx.logit_rows` of x [T, H] -> [R, H].
 Tensor gather_rows(const Tensor& x, const Tensor& rows);
 
-// Ops of the parallel layers (CPU only so far; their CUDA branch throws "not implemented on CUDA").
+// Ops of the parallel layers.
 // Vocab-parallel lookup: table [V_local, H] holds ids [vocab_begin, vocab_begin + V_local); other
 // ids give zero rows (the ATTN_TP all-reduce then sums in the owner's row).
 Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin);
 // Writes K/V of ctx's tokens into layer `layer`'s pages without attending (context-parallel
 // prefill writes the gathered whole-sequence K/V). k [T, Hk, Dk], v [T, Hk, Dv].
 void write_kv(const Tensor& k, const Tensor& v, int64_t layer, const ForwardContext& ctx);
-// out[rows[i]] += src[i] for every row i of src (combining all-to-all MoE results).
+// out[rows[i]] += src[i] for every row i of src, in i order (combining all-to-all MoE results).
 void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows);
+
+// Expert-parallel dispatch: peer p of `peers` owns experts split_range(experts, peers, p). For each
+// peer in order, the tokens with at least one expert there, in token order: `rows` i32 [sent] their
+// indices, `meta` f32 [sent, 2k] their k expert ids (as floats, exact) then their k weights, and
+// `send` the rows per peer. Only `send` crosses to the host: the all-to-all needs the counts there.
+struct DispatchPlan {
+  Tensor rows, meta;
+  std::vector<int64_t> send;
+};
+DispatchPlan moe_dispatch_plan(const Routing& routing, int peers, int64_t experts);
+// meta [n, 2k] (the layout above) -> routing of n tokens.
+Routing unpack_routing(const Tensor& meta, int64_t k);
+
+// Vocab-parallel logits: shards [P·R, padded] (member p's R rows, then member p+1's) -> [R, vocab],
+// where member p's first split_range(vocab, P, p).length columns land at that range.
+Tensor concat_vocab_shards(const Tensor& shards, int parts, int64_t vocab);
 
 }  // namespace loom::layers::ops

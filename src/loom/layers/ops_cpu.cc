@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "loom/kernels/cpu/ops.h"
+#include "loom/layers/group.h"
 #include "loom/layers/ops.h"
 #include "loom/layers/ops_cuda.h"
 
@@ -181,14 +182,8 @@ Tensor gather_rows(const Tensor& x, const Tensor& rows) {
   return out;
 }
 
-namespace {
-void cpu_only(const Tensor& t, const char* op) {
-  LOOM_CHECK(t.device().is_cpu(), op, " is not implemented on CUDA yet (parallel layers run on the CPU backend)");
-}
-}  // namespace
-
 Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin) {
-  cpu_only(table, "embedding_slice");
+  if (table.device().is_cuda()) return cuda::embedding_slice(table, ids, vocab_begin);
   Tensor t = host_f32(table, "embedding_slice");
   const int64_t n = ids.numel(), rows = t.size(0), dim = t.size(1);
   const int32_t* id = ids.data<int32_t>();
@@ -201,7 +196,7 @@ Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_beg
 }
 
 void write_kv(const Tensor& kt, const Tensor& v, int64_t layer, const ForwardContext& ctx) {
-  cpu_only(kt, "write_kv");
+  if (kt.device().is_cuda()) return cuda::write_kv(kt, v, layer, ctx);
   const k::PagedKv kv = paged_kv(ctx, layer);
   Tensor kc = host_f32(kt, "write_kv"), vc = host_f32(v, "write_kv");
   for (int64_t s = 0; s < ctx.num_seqs; ++s) {
@@ -212,7 +207,7 @@ void write_kv(const Tensor& kt, const Tensor& v, int64_t layer, const ForwardCon
 }
 
 void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows) {
-  cpu_only(out, "index_add_rows");
+  if (out.device().is_cuda()) return cuda::index_add_rows(out, src, rows);
   Tensor sc = host_f32(src, "index_add_rows");
   LOOM_CHECK(out.is_contiguous() && out.dtype() == DType::f32 && sc.size(0) == rows.numel() &&
                  sc.numel() == rows.numel() * out.size(-1),
@@ -225,6 +220,61 @@ void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows) {
     const float* a = sc.data<float>() + i * dim;
     for (int64_t d = 0; d < dim; ++d) o[d] += a[d];
   }
+}
+
+DispatchPlan moe_dispatch_plan(const Routing& routing, int peers, int64_t experts) {
+  if (routing.ids.device().is_cuda()) return cuda::moe_dispatch_plan(routing, peers, experts);
+  const int64_t n = routing.ids.size(0), k = routing.ids.size(1);
+  const int32_t* id = routing.ids.data<int32_t>();
+  const float* wt = routing.weights.data<float>();
+  std::vector<int32_t> rows;
+  std::vector<float> meta;
+  DispatchPlan plan;
+  plan.send.assign(peers, 0);
+  for (int p = 0; p < peers; ++p) {
+    const Range owned = split_range(experts, peers, p);
+    for (int64_t t = 0; t < n; ++t) {
+      bool hit = false;
+      for (int64_t j = 0; j < k; ++j) hit = hit || (id[t * k + j] >= owned.begin && id[t * k + j] < owned.begin + owned.length);
+      if (!hit) continue;
+      rows.push_back(static_cast<int32_t>(t));
+      ++plan.send[p];
+      for (int64_t j = 0; j < k; ++j) meta.push_back(static_cast<float>(id[t * k + j]));
+      for (int64_t j = 0; j < k; ++j) meta.push_back(wt[t * k + j]);
+    }
+  }
+  const int64_t sent = static_cast<int64_t>(rows.size());
+  plan.rows = Tensor::from_ints(rows, {sent});
+  plan.meta = Tensor::from_floats(meta, {sent, 2 * k});
+  return plan;
+}
+
+Routing unpack_routing(const Tensor& meta, int64_t k) {
+  if (meta.device().is_cuda()) return cuda::unpack_routing(meta, k);
+  const int64_t n = meta.size(0);
+  LOOM_CHECK(meta.dim() == 2 && meta.size(1) == 2 * k && meta.dtype() == DType::f32, "unpack_routing: ", meta.str(),
+             " for top-", k);
+  std::vector<int32_t> ids(n * k);
+  std::vector<float> weights(n * k);
+  const float* m = meta.contiguous().data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      ids[i * k + j] = static_cast<int32_t>(m[i * 2 * k + j]);
+      weights[i * k + j] = m[i * 2 * k + k + j];
+    }
+  return {Tensor::from_floats(weights, {n, k}), Tensor::from_ints(ids, {n, k})};
+}
+
+Tensor concat_vocab_shards(const Tensor& shards, int parts, int64_t vocab) {
+  if (shards.device().is_cuda()) return cuda::concat_vocab_shards(shards, parts, vocab);
+  const int64_t rows = shards.size(0) / parts;
+  Tensor out = Tensor::empty({rows, vocab}, shards.dtype(), shards.device());
+  for (int p = 0; p < parts; ++p) {
+    const Range r = split_range(vocab, parts, p);
+    for (int64_t i = 0; i < rows; ++i)
+      out[i].narrow(0, r.begin, r.length).copy_from(shards[p * rows + i].narrow(0, 0, r.length));
+  }
+  return out;
 }
 
 }  // namespace loom::layers::ops

@@ -3,9 +3,11 @@
 // thread's current stream. Dense GEMMs go through cuBLAS (bf16 in, f32 accumulate).
 #include <algorithm>
 #include <map>
+#include <mutex>
 
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/layers/ops_cuda.h"
+#include "loom/layers/ops_cuda_util.h"
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/cuda_stream.h"
 
@@ -14,7 +16,17 @@ namespace kc = loom::kernels::cuda;
 
 namespace {
 
-// Sets the tensor's GPU current and returns the stream to launch on.
+// --profile-ops: events around each op on its stream, summed per op name by take_op_profile().
+struct ProfileRecord {
+  const char* op;
+  cudaEvent_t start, stop;
+};
+bool g_profiling = false;
+std::mutex g_records_mu;  // ranks that share a process record from their own threads
+std::vector<ProfileRecord> g_records;
+
+}  // namespace
+
 cudaStream_t stream_for(const Tensor& t) {
   CUDA_CHECK(cudaSetDevice(t.device().index));
   return loom::cuda::current_stream(t.device().index);
@@ -26,46 +38,31 @@ void check_bf16(const Tensor& t, const char* op, const char* what) {
   LOOM_CHECK(t.is_contiguous(), op, ": ", what, " ", t.str(), " must be contiguous");
 }
 
-// --profile-ops: events around each op on its stream, summed per op name by take_op_profile().
-struct ProfileRecord {
-  const char* op;
-  cudaEvent_t start, stop;
-};
-bool g_profiling = false;
-std::vector<ProfileRecord> g_records;
-
-class OpScope {
- public:
-  OpScope(const char* op, const Tensor& t) {
-    if (!g_profiling) return;
-    stream_ = stream_for(t);
-    rec_.op = op;
-    CUDA_CHECK(cudaEventCreate(&rec_.start));
-    CUDA_CHECK(cudaEventCreate(&rec_.stop));
-    CUDA_CHECK(cudaEventRecord(rec_.start, stream_));
-  }
-  ~OpScope() {
-    if (!rec_.op) return;
-    if (cudaEventRecord(rec_.stop, stream_) == cudaSuccess) g_records.push_back(rec_);
-  }
-  OpScope(const OpScope&) = delete;
-  OpScope& operator=(const OpScope&) = delete;
-
- private:
-  ProfileRecord rec_{nullptr, nullptr, nullptr};
-  cudaStream_t stream_ = nullptr;
-};
-
 void check_i32(const Tensor& t, const char* op, const char* what) {
   LOOM_CHECK(t.device().is_cuda() && t.dtype() == DType::i32 && t.is_contiguous(), op, ": ", what, " ", t.str(),
              " must be a contiguous i32 GPU tensor");
 }
 
-}  // namespace
+OpScope::OpScope(const char* op, const Tensor& t) {
+  if (!g_profiling) return;
+  stream_ = stream_for(t);
+  op_ = op;
+  CUDA_CHECK(cudaEventCreate(&start_));
+  CUDA_CHECK(cudaEventCreate(&stop_));
+  CUDA_CHECK(cudaEventRecord(start_, stream_));
+}
+
+OpScope::~OpScope() {
+  if (!op_) return;
+  if (cudaEventRecord(stop_, stream_) != cudaSuccess) return;
+  std::lock_guard<std::mutex> lock(g_records_mu);
+  g_records.push_back({op_, start_, stop_});
+}
 
 void set_op_profiling(bool on) { g_profiling = on; }
 
 std::vector<OpTime> take_op_profile() {
+  std::lock_guard<std::mutex> lock(g_records_mu);
   std::map<std::string, OpTime> by_op;
   for (const ProfileRecord& r : g_records) {
     CUDA_CHECK(cudaEventSynchronize(r.stop));

@@ -22,6 +22,13 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormal
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
                    const Tensor& w_down, int64_t expert_begin);
 Tensor gather_rows(const Tensor& x, const Tensor& rows);
+// The parallel layers' ops (ops_cuda_parallel.cc).
+Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin);
+void write_kv(const Tensor& k, const Tensor& v, int64_t layer, const ForwardContext& ctx);
+void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows);
+DispatchPlan moe_dispatch_plan(const Routing& routing, int peers, int64_t experts);
+Routing unpack_routing(const Tensor& meta, int64_t k);
+Tensor concat_vocab_shards(const Tensor& shards, int parts, int64_t vocab);
 
 // Device time per op, for `loom bench latency --profile-ops`: while on, every op above records
 // events around its work (never turn it on around a CUDA-graph capture). take_op_profile()

@@ -25,6 +25,12 @@ Tensor silu_and_mul(const Tensor&) { unavailable("silu_and_mul"); }
 Routing route_topk_softmax(const Tensor&, int64_t, bool) { unavailable("route_topk_softmax"); }
 Tensor moe_experts(const Tensor&, const Routing&, const Tensor&, const Tensor&, int64_t) { unavailable("moe_experts"); }
 Tensor gather_rows(const Tensor&, const Tensor&) { unavailable("gather_rows"); }
+Tensor embedding_slice(const Tensor&, const Tensor&, int64_t) { unavailable("embedding_slice"); }
+void write_kv(const Tensor&, const Tensor&, int64_t, const ForwardContext&) { unavailable("write_kv"); }
+void index_add_rows(Tensor&, const Tensor&, const Tensor&) { unavailable("index_add_rows"); }
+DispatchPlan moe_dispatch_plan(const Routing&, int, int64_t) { unavailable("moe_dispatch_plan"); }
+Routing unpack_routing(const Tensor&, int64_t) { unavailable("unpack_routing"); }
+Tensor concat_vocab_shards(const Tensor&, int, int64_t) { unavailable("concat_vocab_shards"); }
 void set_op_profiling(bool) { unavailable("set_op_profiling"); }
 std::vector<OpTime> take_op_profile() { unavailable("take_op_profile"); }
 

@@ -47,13 +47,7 @@ Tensor ParallelLMHead::forward(const Tensor& x, const ForwardContext& ctx) const
   if (tp.alone()) return local;
   const int64_t rows = h.size(0);
   const Tensor all = tp.all_gather(local, std::vector<int64_t>(tp.size(), rows));  // [P·R, padded]
-  Tensor out = Tensor::empty({rows, vocab_}, local.dtype(), local.device());
-  for (int p = 0; p < tp.size(); ++p) {
-    const Range r = split_range(vocab_, tp.size(), p);
-    for (int64_t i = 0; i < rows; ++i)
-      out[i].narrow(0, r.begin, r.length).copy_from(all[p * rows + i].narrow(0, 0, r.length));
-  }
-  return out;
+  return ops::concat_vocab_shards(all, tp.size(), vocab_);
 }
 
 }  // namespace loom::layers

@@ -8,6 +8,7 @@
 
 #include "loom/parallel/gloo_communicator.h"  // wait_for_group
 #include "loom/tensor/cuda_check.h"
+#include "loom/tensor/cuda_stream.h"
 
 #define NCCL_CHECK(call)                                                                       \
   do {                                                                                         \
@@ -60,24 +61,28 @@ NcclCommunicator::~NcclCommunicator() {
   if (scratch_) cudaFree(scratch_);
 }
 
+cudaStream_t NcclCommunicator::active_stream() const {
+  return stream_ ? stream_ : cuda::current_stream(cuda_device_);
+}
+
 void NcclCommunicator::do_all_reduce_sum(Tensor& t) {
   CUDA_CHECK(cudaSetDevice(cuda_device_));
   NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()),
-                           ncclSum, comm_, stream_));
+                           ncclSum, comm_, active_stream()));
 }
 
 void NcclCommunicator::do_all_gather(const Tensor& in, Tensor& out, const std::vector<int64_t>& rows) {
   CUDA_CHECK(cudaSetDevice(cuda_device_));
   const int64_t row_bytes = row_elems(in) * static_cast<int64_t>(dtype_size(in.dtype()));
   if (size() == 1) {
-    CUDA_CHECK(cudaMemcpyAsync(out.data_ptr(), in.data_ptr(), in.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(out.data_ptr(), in.data_ptr(), in.nbytes(), cudaMemcpyDeviceToDevice, active_stream()));
     return;
   }
   bool even = true;
   for (int64_t r : rows) even = even && r == rows[0];
   if (even) {
     if (rows[0] == 0) return;
-    NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, stream_));
+    NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, active_stream()));
     return;
   }
   // Uneven: one broadcast per source rank, fused in a group.
@@ -87,7 +92,7 @@ void NcclCommunicator::do_all_gather(const Tensor& in, Tensor& out, const std::v
     const size_t n = static_cast<size_t>(rows[r] * row_bytes);
     if (n > 0)
       NCCL_CHECK(ncclBroadcast(r == rank() ? in.data_ptr() : nullptr, bytes_at(out, offset), n, ncclUint8, r, comm_,
-                               stream_));
+                               active_stream()));
     offset += static_cast<int64_t>(n);
   }
   NCCL_CHECK(ncclGroupEnd());
@@ -98,7 +103,7 @@ void NcclCommunicator::do_reduce_scatter(const Tensor& in, Tensor& out, const st
   const int64_t elems = row_elems(in), esize = static_cast<int64_t>(dtype_size(in.dtype()));
   if (size() == 1) {
     if (in.numel() > 0)
-      CUDA_CHECK(cudaMemcpyAsync(out.data_ptr(), in.data_ptr(), in.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(out.data_ptr(), in.data_ptr(), in.nbytes(), cudaMemcpyDeviceToDevice, active_stream()));
     return;
   }
   bool even = true;
@@ -106,7 +111,7 @@ void NcclCommunicator::do_reduce_scatter(const Tensor& in, Tensor& out, const st
   if (even) {
     if (rows[0] == 0) return;
     NCCL_CHECK(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(rows[0] * elems),
-                                 nccl_type(in.dtype()), ncclSum, comm_, stream_));
+                                 nccl_type(in.dtype()), ncclSum, comm_, active_stream()));
     return;
   }
   // Uneven: one reduce per destination rank, fused in a group.
@@ -116,7 +121,7 @@ void NcclCommunicator::do_reduce_scatter(const Tensor& in, Tensor& out, const st
     const size_t n = static_cast<size_t>(rows[r] * elems);
     if (n > 0)
       NCCL_CHECK(ncclReduce(bytes_at(in, offset * esize), r == rank() ? out.data_ptr() : nullptr, n,
-                            nccl_type(in.dtype()), ncclSum, r, comm_, stream_));
+                            nccl_type(in.dtype()), ncclSum, r, comm_, active_stream()));
     offset += static_cast<int64_t>(n);
   }
   NCCL_CHECK(ncclGroupEnd());
@@ -134,27 +139,27 @@ void NcclCommunicator::do_all_to_all(const Tensor& in, const std::vector<int64_t
   const int me = rank();
   if (in_rows[me] > 0)
     CUDA_CHECK(cudaMemcpyAsync(bytes_at(out, out_off[me]), bytes_at(in, in_off[me]), in_rows[me] * row_bytes,
-                               cudaMemcpyDeviceToDevice, stream_));
+                               cudaMemcpyDeviceToDevice, active_stream()));
   if (size() == 1) return;
   NCCL_CHECK(ncclGroupStart());
   for (int p = 0; p < size(); ++p) {
     if (p == me) continue;
     if (in_rows[p] > 0)
-      NCCL_CHECK(ncclSend(bytes_at(in, in_off[p]), in_rows[p] * row_bytes, ncclUint8, p, comm_, stream_));
+      NCCL_CHECK(ncclSend(bytes_at(in, in_off[p]), in_rows[p] * row_bytes, ncclUint8, p, comm_, active_stream()));
     if (out_rows[p] > 0)
-      NCCL_CHECK(ncclRecv(bytes_at(out, out_off[p]), out_rows[p] * row_bytes, ncclUint8, p, comm_, stream_));
+      NCCL_CHECK(ncclRecv(bytes_at(out, out_off[p]), out_rows[p] * row_bytes, ncclUint8, p, comm_, active_stream()));
   }
   NCCL_CHECK(ncclGroupEnd());
 }
 
 void NcclCommunicator::do_broadcast(Tensor& t, int root) {
   CUDA_CHECK(cudaSetDevice(cuda_device_));
-  NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.nbytes(), ncclUint8, root, comm_, stream_));
+  NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.nbytes(), ncclUint8, root, comm_, active_stream()));
 }
 
 void NcclCommunicator::do_barrier() {
   CUDA_CHECK(cudaSetDevice(cuda_device_));
-  NCCL_CHECK(ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, stream_));
+  NCCL_CHECK(ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, active_stream()));
   synchronize();
 }
 
@@ -169,7 +174,7 @@ void NcclCommunicator::synchronize() {
   LOOM_CHECK(comm_ != nullptr, name(), ": the communicator was aborted after an earlier error");
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   for (;;) {
-    const cudaError_t e = cudaStreamQuery(stream_);
+    const cudaError_t e = cudaStreamQuery(active_stream());
     if (e == cudaSuccess) return;
     if (e != cudaErrorNotReady) CUDA_CHECK(e);
     ncclResult_t async = ncclSuccess;

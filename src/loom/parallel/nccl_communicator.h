@@ -23,7 +23,8 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override;
   Device device() const override { return Device::cuda(cuda_device_); }
 
-  // Collectives run on this stream (default: the legacy default stream 0). The caller synchronizes.
+  // Collectives run on this stream (default: the calling thread's current stream on the
+  // communicator's GPU, tensor/cuda_stream.h, so a capture records them). The caller synchronizes.
   void set_stream(cudaStream_t s) { stream_ = s; }
   cudaStream_t stream() const { return stream_; }
   // Waits for the stream's work while watching NCCL for errors. A collective that has not finished
@@ -42,6 +43,7 @@ class NcclCommunicator : public Communicator {
 
  private:
   [[noreturn]] void abort_with(const std::string& why);
+  cudaStream_t active_stream() const;
 
   int cuda_device_;
   std::chrono::milliseconds timeout_;

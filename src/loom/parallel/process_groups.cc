@@ -2,10 +2,30 @@
 
 #include "loom/parallel/graph_registry.h"
 #ifdef LOOM_HAVE_CUDA
+#include "loom/parallel/device_copy_communicator.h"
 #include "loom/parallel/nccl_communicator.h"
 #endif
 
 namespace loom::parallel {
+
+const char* backend_name(DeviceBackend b) { return b == DeviceBackend::nccl ? "nccl" : "device-copy"; }
+
+std::shared_ptr<Communicator> make_device_communicator(const std::string& name, const std::vector<int>& members,
+                                                       int index, Store& store, const std::string& key,
+                                                       const ProcessGroupOptions& opts,
+                                                       std::chrono::milliseconds timeout,
+                                                       std::shared_ptr<Communicator> cpu) {
+  if (opts.device.is_cpu()) return cpu;
+#ifdef LOOM_HAVE_CUDA
+  if (opts.backend == DeviceBackend::device_copy)
+    return std::make_shared<DeviceCopyCommunicator>(name + " (device-copy)", members, index, store, key + "/copy",
+                                                    opts.device.index, timeout);
+  return std::make_shared<NcclCommunicator>(name + " (nccl)", members, index, store, key + "/nccl", opts.device.index,
+                                            timeout);
+#else
+  throw Error(str("device ", opts.device.str(), " needs a build with CUDA (NCCL)"));
+#endif
+}
 
 static std::string join(const std::vector<int>& v) {
   std::string s;
@@ -40,14 +60,7 @@ ProcessGroups::ProcessGroups(const ParallelConfig& c, int rank, Store& store, co
       const std::string name = loom::str(family_name(f), " ", ranks_str(g.ranks));
       g.cpu = std::make_shared<GlooCommunicator>(name + " (gloo)", g.ranks, g.rank, store, key + "/cpu", gloo_dev,
                                                  timeout);
-      if (opts.device.is_cpu()) {
-        g.device = g.cpu;
-      } else {
-#ifdef LOOM_HAVE_CUDA
-        g.device = std::make_shared<NcclCommunicator>(name + " (nccl)", g.ranks, g.rank, store, key + "/nccl",
-                                                      opts.device.index, timeout);
-#endif
-      }
+      g.device = make_device_communicator(name, g.ranks, g.rank, store, key, opts, timeout, g.cpu);
       made[g.ranks] = {g.cpu, g.device};
     }
     groups_.push_back(std::move(g));

@@ -25,12 +25,26 @@ struct Group {
   std::shared_ptr<Communicator> cpu;
 };
 
+// How device tensors move between ranks on GPUs: NCCL (one GPU per rank, any number of nodes) or
+// device copies between ranks that share a process and a GPU (parallel/device_copy_communicator.h).
+enum class DeviceBackend { nccl, device_copy };
+const char* backend_name(DeviceBackend b);  // "nccl", "device-copy"
+
 struct ProcessGroupOptions {
-  Device device = Device::cpu();  // cuda:i gives NCCL device communicators on GPU i
+  Device device = Device::cpu();  // cuda:i gives device communicators on GPU i
+  DeviceBackend backend = DeviceBackend::nccl;
   std::chrono::milliseconds timeout{0};  // --dist-timeout; 0: the store's timeout
   std::shared_ptr<GlooDevice> gloo_device;  // shared by a node's ranks; null: one on store.local_address()
   std::string key_prefix = "pg";            // store namespace (distinct per ProcessGroups of a run)
 };
+
+// The device communicator of a group on `opts.device` (Gloo's `cpu` itself on the CPU). Collective
+// over `members`: each calls it with the same key.
+std::shared_ptr<Communicator> make_device_communicator(const std::string& name, const std::vector<int>& members,
+                                                       int index, Store& store, const std::string& key,
+                                                       const ProcessGroupOptions& opts,
+                                                       std::chrono::milliseconds timeout,
+                                                       std::shared_ptr<Communicator> cpu);
 
 class ProcessGroups {
  public:

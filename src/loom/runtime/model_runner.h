@@ -22,9 +22,12 @@ struct RunnerOptions {
   double mem_fraction_static = 0.85; // CUDA: fraction of GPU memory for weights + KV pool
   bool disable_cuda_graph = false;
   int64_t cuda_graph_max_bs = 160;
-  // More than one rank: ranks run as threads over Gloo (CPU); see runtime/parallel_runner.h.
+  // More than one rank: ranks run as threads of this process; see runtime/parallel_runner.h.
   parallel::ParallelConfig parallel;
   std::string moe_dispatch = "auto";  // auto | gather | all_to_all (layers/moe.h)
+  // CUDA ranks: nccl (one GPU per rank), device-copy (every rank on --device's GPU, collectives as
+  // device copies; no CUDA graphs), or auto (nccl when there are enough GPUs, else an error).
+  std::string dist_backend = "auto";
 };
 
 class Runner {

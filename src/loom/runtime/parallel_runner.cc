@@ -6,12 +6,19 @@
 #include <set>
 #include <utility>
 
+#include "loom/cache/device_kv_sizing.h"
 #include "loom/parallel/gloo_communicator.h"
+#include "loom/parallel/graph_registry.h"
 #include "loom/parallel/layout.h"
 #include "loom/parallel/moe_token_plan.h"
 #include "loom/parallel/process_groups.h"
 #include "loom/parallel/rank_launcher.h"
+#include "loom/runtime/cuda_graph_runner.h"
 #include "loom/runtime/rank_threads.h"
+#ifdef LOOM_HAVE_CUDA
+#include "loom/tensor/cuda_check.h"
+#include "loom/tensor/cuda_stream.h"
+#endif
 
 namespace loom::runtime {
 namespace {
@@ -25,17 +32,55 @@ layers::MoeDispatch parse_dispatch(const std::string& s) {
   throw InvalidArgument(str("--moe-dispatch: unknown '", s, "' (allowed: auto, gather, all_to_all)"));
 }
 
+int visible_gpus() {
+#ifdef LOOM_HAVE_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+// Which device communicator CUDA ranks use, and the GPU of each local rank.
+parallel::DeviceBackend choose_backend(const RunnerOptions& o, const parallel::ParallelConfig& pc) {
+  const std::string& b = o.dist_backend;
+  LOOM_CHECK_ARG(b == "auto" || b == "nccl" || b == "device-copy", "--dist-backend: unknown '", b,
+                 "' (allowed: auto, nccl, device-copy)");
+  if (o.device.is_cpu()) {
+    LOOM_CHECK_ARG(b == "auto", "--dist-backend ", b, " is for --device cuda (CPU ranks use Gloo)");
+    return parallel::DeviceBackend::nccl;  // unused: CPU groups are Gloo
+  }
+  const int visible = visible_gpus();
+  if (b == "device-copy") {
+    LOOM_CHECK_ARG(o.device.index < visible, "--dist-backend device-copy runs every rank on ", o.device.str(),
+                   " but ", visible, " GPUs are visible");
+    return parallel::DeviceBackend::device_copy;
+  }
+  const int need = o.device.index + pc.ranks_per_node();
+  LOOM_CHECK_ARG(need <= visible, pc.str(), ": ", pc.ranks_per_node(), " ranks on this node need ", need,
+                 " GPUs (one per rank from ", o.device.str(), ") but ", visible,
+                 " are visible; --dist-backend device-copy runs every rank on one GPU (for testing)");
+  return parallel::DeviceBackend::nccl;
+}
+
 struct Rank {
   std::unique_ptr<parallel::ProcessGroups> groups;
   std::map<std::vector<int>, layers::Group> extra;  // groups that are no family's
   std::shared_ptr<layers::ParallelState> state;
   std::unique_ptr<model::CausalLM> model;
   std::unique_ptr<cache::KvPool> pool;
+  Device device = Device::cpu();
+  int64_t kv_tokens = 0;  // what this rank's memory allows (CUDA)
+  int64_t kv_room = 0, free_bytes = 0;  // bytes: its share within --mem-fraction-static, free on its GPU
+  parallel::GraphRegistry registry;  // every communicator the forward can touch
+#ifdef LOOM_HAVE_CUDA
+  std::unique_ptr<CudaGraphRunner> graphs;  // decode steps (CUDA, NCCL, no attention DP)
+#endif
   Tensor logits;
 
   // Every distinct communicator of this rank.
   std::vector<parallel::Communicator*> communicators() const {
     std::set<parallel::Communicator*> all;
+    if (!groups) return {};  // failed before its groups existed
     for (Family f : parallel::kAllFamilies) {
       all.insert(&groups->device(f));
       all.insert(&groups->cpu(f));
@@ -50,25 +95,41 @@ class ParallelRunner final : public Runner {
  public:
   explicit ParallelRunner(const RunnerOptions& o)
       : options_(o), config_(io::ModelConfig::load(o.model_path)), pc_(o.parallel), ranks_(pc_.world_size()) {
-    LOOM_CHECK_ARG(o.device.is_cpu(), "parallel runs (", pc_.str(), ") need --device cpu for now, got ",
+    LOOM_CHECK_ARG(o.device.is_cpu() || o.device.is_cuda(), "parallel runs need --device cpu or cuda, got ",
                    o.device.str());
     LOOM_CHECK_ARG(o.load_format == "auto" || o.load_format == "dummy", "--load-format: unknown '", o.load_format,
                    "' (allowed: auto, dummy)");
     pc_.validate(0);
-    LOOM_CHECK_ARG(pc_.nnodes == 1, "--nnodes ", pc_.nnodes, ": the CPU parallel runner runs on one node");
+    LOOM_CHECK_ARG(pc_.nnodes == 1, "--nnodes ", pc_.nnodes, ": the parallel runner runs on one node");
     model::check_parallel_fit(config_, pc_);
     dispatch_ = parse_dispatch(o.moe_dispatch);
+    backend_ = choose_backend(o, pc_);
     store_ = std::make_unique<parallel::HashStore>(std::chrono::seconds(pc_.dist_timeout_s));
     gloo_ = parallel::make_gloo_device("127.0.0.1");
     threads_ = std::make_unique<RankThreads>(pc_.world_size());
-    threads_->run([this](int r) {
-      try {
-        start_rank(r);
-      } catch (const std::exception& e) {  // the other ranks stop waiting for this one at once
-        store_->abort(str("rank ", r, " failed to start: ", e.what()));
-        throw;
-      }
+    start([this](int r) { start_rank(r); });
+    if (o.device.is_cuda())  // once every rank's weights are in: ranks sharing a GPU see the same
+      start([this](int r) { measure_kv_room(ranks_[r]); });
+    const int64_t tokens = kv_tokens();
+    const int64_t pages = (tokens + o.page_size - 1) / o.page_size;
+    start([&](int r) {
+      ranks_[r].pool = std::make_unique<cache::KvPool>(ranks_[r].model->kv_layout(), pages, o.page_size,
+                                                       ranks_[r].device);
     });
+    if (graphs_apply()) {
+      const int64_t context = std::min<int64_t>(config_.max_position_embeddings, pages * o.page_size);
+      start([&](int r) { capture_graphs(r, (context + o.page_size - 1) / o.page_size); });
+    }
+  }
+
+  // Why decode steps of this run replay no CUDA graph ("" when they do).
+  std::string graphs_off_reason() const {
+    if (options_.device.is_cpu()) return "CPU ranks";
+    if (options_.disable_cuda_graph) return "--disable-cuda-graph";
+    if (backend_ == parallel::DeviceBackend::device_copy)
+      return "--dist-backend device-copy meets on host barriers, which graphs cannot capture";
+    if (pc_.attn_dp > 1) return "attention DP (--enable-dp-attention) steps run eagerly for now";
+    return "";
   }
 
   const io::ModelConfig& config() const override { return config_; }
@@ -78,7 +139,15 @@ class ParallelRunner final : public Runner {
     const auto injected = std::exchange(injected_failure_, std::nullopt);
     run_ranks([&](int r) {
       if (injected && injected->first == r) throw Error(injected->second);
-      ranks_[r].logits = ranks_[r].model->forward(batch, ranks_[r].pool->buffers());
+      Rank& rank = ranks_[r];
+#ifdef LOOM_HAVE_CUDA
+      if (rank.graphs && rank.graphs->can_run(batch)) {  // every rank decides alike: same batch
+        const Tensor logits = rank.graphs->replay(batch);
+        if (r == 0) rank.logits = logits.to(Device::cpu()).to(DType::f32);
+        return;
+      }
+#endif
+      rank.logits = rank.model->forward(batch, rank.pool->buffers());
     });
     Tensor out = ranks_[0].logits;
     for (auto& r : ranks_) r.logits = Tensor();
@@ -109,19 +178,99 @@ class ParallelRunner final : public Runner {
   }
 
  private:
+  // Runs a start-up phase on every rank; a rank that fails ends the others' waits at once.
+  void start(const std::function<void(int)>& phase) {
+    threads_->run([&](int r) {
+      try {
+#ifdef LOOM_HAVE_CUDA
+        if (ranks_[r].device.is_cuda()) CUDA_CHECK(cudaSetDevice(ranks_[r].device.index));
+#endif
+        phase(r);
+      } catch (const std::exception& e) {
+        store_->abort(str("rank ", r, " failed to start: ", e.what()));
+        for (auto* comm : ranks_[r].communicators()) comm->abort();
+        throw;
+      }
+    });
+  }
+
   void start_rank(int r) {
     Rank& rank = ranks_[r];
+    if (options_.device.is_cuda()) {  // NCCL: one GPU per local rank; device-copy: all on one
+      const int index = options_.device.index + (backend_ == parallel::DeviceBackend::nccl ? r : 0);
+      rank.device = Device::cuda(index);
+#ifdef LOOM_HAVE_CUDA
+      CUDA_CHECK(cudaSetDevice(index));
+#endif
+    }
     parallel::ProcessGroupOptions pgo;
     pgo.gloo_device = gloo_;
+    pgo.device = rank.device;
+    pgo.backend = backend_;
     rank.groups = std::make_unique<parallel::ProcessGroups>(pc_, r, *store_, pgo);
     rank.state = std::make_shared<layers::ParallelState>(make_state(rank, r));
     auto weights = options_.load_format == "dummy" ? io::dummy_weights(0) : io::open_checkpoint(options_.model_path);
     model::LoadOptions lo;
     lo.parallel = rank.state;
-    rank.model = model::load_causal_lm(config_, *weights, lo);
-    int64_t tokens = options_.max_total_tokens > 0 ? options_.max_total_tokens : kDefaultCpuKvTokens;
-    const int64_t pages = (tokens + options_.page_size - 1) / options_.page_size;
-    rank.pool = std::make_unique<cache::KvPool>(rank.model->kv_layout(), pages, options_.page_size, Device::cpu());
+    lo.device = rank.device;
+    lo.dtype = rank.device.is_cuda() ? DType::bf16 : DType::f32;
+    try {
+      rank.model = model::load_causal_lm(config_, *weights, lo);
+    } catch (const Error& e) {
+      if (rank.device.is_cpu()) throw;
+      throw Error(str("loading its share of ", options_.model_path, " onto ", rank.device.str(), ": ", e.what()));
+    }
+    // The device communicators a decode step can touch: every family's and the MoE groups'.
+    rank.groups->register_all(rank.registry);
+    for (const auto& [members, g] : rank.extra)
+      if (g.comm()) rank.registry.add(g.comm()->name(), g.shared_comm());
+  }
+
+  // The KV pool's tokens, equal on every rank (page ids are shared): --max-total-tokens, else
+  // what the tightest GPU allows. On a shared GPU each rank gets its share of what is left.
+  int64_t kv_tokens() {
+    const int64_t asked = options_.max_total_tokens;
+    if (options_.device.is_cpu()) return asked > 0 ? asked : kDefaultCpuKvTokens;
+    int64_t tokens = asked;
+    for (int r = 0; r < static_cast<int>(ranks_.size()); ++r) {
+      const Rank& k = ranks_[r];
+      const int64_t need = std::max<int64_t>(asked, 1);
+      if (k.kv_tokens < need)
+        throw Error(str("rank ", r, " on ", k.device.str(), ": out of GPU memory for the KV cache: ", need,
+                        " tokens need ", (need / options_.page_size + 2) * options_.page_size *
+                                             k.model->kv_layout().bytes_per_token(),
+                        " bytes, ", k.free_bytes, " bytes are free and its share within --mem-fraction-static ",
+                        options_.mem_fraction_static, " is ", k.kv_room,
+                        " (does not fit: lower --max-total-tokens or raise --mem-fraction-static)"));
+      if (asked <= 0) tokens = tokens > 0 ? std::min(tokens, k.kv_tokens) : k.kv_tokens;
+    }
+    return tokens;
+  }
+
+  void measure_kv_room(Rank& rank) const {
+#ifdef LOOM_HAVE_CUDA
+    const int sharing = backend_ == parallel::DeviceBackend::device_copy ? pc_.world_size() : 1;
+    const cuda::MemInfo m = cuda::mem_info(rank.device);
+    const double room = static_cast<double>(m.total) * options_.mem_fraction_static - static_cast<double>(m.total - m.free);
+    rank.free_bytes = static_cast<int64_t>(m.free);
+    rank.kv_room = static_cast<int64_t>(std::max(0.0, room) / sharing);  // ranks sharing a GPU split it
+    rank.kv_tokens = std::max<int64_t>(0, cache::KvPool::pages_that_fit(rank.model->kv_layout(), options_.page_size,
+                                                                        rank.kv_room)) * options_.page_size;
+#else
+    (void)rank;
+#endif
+  }
+
+  bool graphs_apply() const { return graphs_off_reason().empty(); }
+
+  void capture_graphs(int r, int64_t max_pages) {
+#ifdef LOOM_HAVE_CUDA
+    Rank& rank = ranks_[r];
+    rank.graphs = std::make_unique<CudaGraphRunner>(*rank.model, rank.pool->buffers(), options_.cuda_graph_max_bs,
+                                                    max_pages, &rank.registry);
+#else
+    (void)r, (void)max_pages;
+#endif
   }
 
   // Runs `job` on every rank. A rank that fails closes its communicators, so peers waiting for it
@@ -174,7 +323,8 @@ class ParallelRunner final : public Runner {
     return g.ranks.size() == 1 ? layers::Group() : layers::Group(g.device, g.cpu);
   }
 
-  // A family's communicator when one has these members, else a new Gloo group.
+  // A family's communicators when one has these members, else a new group (Gloo for host values,
+  // and on GPUs a device communicator of the run's backend beside it).
   layers::Group group_of(const Rank& rank, const std::vector<int>& members) {
     if (members.size() == 1) return layers::Group();
     for (Family f : parallel::kAllFamilies)
@@ -183,16 +333,22 @@ class ParallelRunner final : public Runner {
     const int index = static_cast<int>(std::find(members.begin(), members.end(), me) - members.begin());
     std::string key = "extra";
     for (int m : members) key.append("/").append(std::to_string(m));
-    auto comm = std::make_shared<parallel::GlooCommunicator>(str("moe ", parallel::ranks_str(members), " (gloo)"),
-                                                             members, index, *store_, key, gloo_,
-                                                             std::chrono::seconds(pc_.dist_timeout_s));
-    return layers::Group(comm);
+    const auto timeout = std::chrono::seconds(pc_.dist_timeout_s);
+    const std::string name = str("moe ", parallel::ranks_str(members));
+    std::shared_ptr<parallel::Communicator> cpu = std::make_shared<parallel::GlooCommunicator>(
+        name + " (gloo)", members, index, *store_, key + "/cpu", gloo_, timeout);
+    parallel::ProcessGroupOptions pgo;
+    pgo.device = rank.device;
+    pgo.backend = backend_;
+    return layers::Group(parallel::make_device_communicator(name, members, index, *store_, key, pgo, timeout, cpu),
+                         cpu);
   }
 
   RunnerOptions options_;
   io::ModelConfig config_;
   parallel::ParallelConfig pc_;
   layers::MoeDispatch dispatch_ = layers::MoeDispatch::automatic;
+  parallel::DeviceBackend backend_ = parallel::DeviceBackend::nccl;
   std::unique_ptr<parallel::HashStore> store_;
   std::shared_ptr<parallel::GlooDevice> gloo_;
   std::vector<Rank> ranks_;

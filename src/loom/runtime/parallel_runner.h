@@ -1,8 +1,13 @@
-// A parallel run on the CPU: one thread per rank (rank_threads.h), each with the Gloo
-// communicators of every group family (parallel/process_groups.h) plus the MoE block and token
-// exchange groups, its share of the weights and its own KV pool (its K/V heads; page ids are
-// handed out by rank 0's pool and used by every rank). Every rank runs every step; rank 0's
-// logits are returned. Implements the same Runner interface as one rank.
+// A parallel run on one node: one thread per rank (rank_threads.h), each with the communicators of
+// every group family (parallel/process_groups.h) plus the MoE block and token exchange groups, its
+// share of the weights and its own KV pool (its K/V heads; page ids are handed out by rank 0's pool
+// and used by every rank). Every rank runs every step; rank 0's logits are returned. Implements
+// the same Runner interface as one rank.
+// CPU ranks talk over Gloo. CUDA ranks (--device cuda) move tensors over NCCL, one GPU per rank
+// from --device's index on, with a Gloo group beside each for host values; or, with
+// --dist-backend device-copy, all on --device's GPU through device copies (testing a layout on
+// one GPU). Decode steps replay a CUDA graph per rank with the collectives inside, except with
+// device-copy, attention DP or --disable-cuda-graph.
 #pragma once
 #include <string>
 #include <vector>

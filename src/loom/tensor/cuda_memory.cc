@@ -27,6 +27,9 @@ thread_local std::shared_ptr<GraphMemoryPool> t_graph_pool;
 
 // Frees are kept in size buckets and handed out again; memory returns to the driver only in
 // empty_cache(). Sizes round up to 512 bytes (small) or 2 MiB (large) so blocks are reusable.
+// A freed block is reused only by the stream it was allocated on: work queued on that stream may
+// still read it, and stream order is what makes the reuse safe. Ranks that share a GPU each have
+// their own stream (runtime/parallel_runner), so one rank never gets a block another still uses.
 class CudaCachingAllocator final : public Allocator {
  public:
   explicit CudaCachingAllocator(int device) : device_(device) {}
@@ -36,13 +39,14 @@ class CudaCachingAllocator final : public Allocator {
     const size_t size = round(nbytes);
     std::lock_guard<std::mutex> lock(mu_);
     GraphMemoryPool* pool = t_graph_pool.get();
-    auto& free_list = pool ? pool->free : free_;
+    const cudaStream_t stream = cuda::current_stream(device_);
+    auto& free_list = pool ? pool->free : free_[stream];
     auto it = free_list.lower_bound(size);
     if (it != free_list.end() && it->first <= size * 2) {
       void* p = it->second;
       const size_t got = it->first;
       free_list.erase(it);
-      live_[p] = Block{got, pool ? t_graph_pool : nullptr};
+      live_[p] = Block{got, pool ? t_graph_pool : nullptr, stream};
       return p;
     }
     CUDA_CHECK(cudaSetDevice(device_));
@@ -67,7 +71,7 @@ class CudaCachingAllocator final : public Allocator {
                         " free of ", total_b));
       throw Error(str("cudaMalloc of ", size, " bytes on cuda:", device_, " failed: ", cudaGetErrorString(err)));
     }
-    live_[p] = Block{size, pool ? t_graph_pool : nullptr};
+    live_[p] = Block{size, pool ? t_graph_pool : nullptr, stream};
     return p;
   }
 
@@ -83,7 +87,7 @@ class CudaCachingAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = live_.find(p);
     if (it == live_.end()) return;
-    auto& free_list = it->second.pool ? it->second.pool->free : free_;
+    auto& free_list = it->second.pool ? it->second.pool->free : free_[it->second.stream];
     free_list.emplace(it->second.size, p);
     live_.erase(it);
   }
@@ -94,16 +98,18 @@ class CudaCachingAllocator final : public Allocator {
     return (n + q - 1) / q * q;
   }
   void release_cached() {
-    for (auto& [size, p] : free_) cudaFree(p);
+    for (auto& [stream, blocks] : free_)
+      for (auto& [size, p] : blocks) cudaFree(p);
     free_.clear();
   }
 
   int device_;
   std::mutex mu_;
-  std::multimap<size_t, void*> free_;
+  std::map<cudaStream_t, std::multimap<size_t, void*>> free_;  // by the stream that allocated
   struct Block {
     size_t size;
     std::shared_ptr<GraphMemoryPool> pool;  // null: the general cache
+    cudaStream_t stream;
   };
   std::map<void*, Block> live_;
 };

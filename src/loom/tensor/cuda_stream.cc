@@ -68,6 +68,15 @@ cublasHandle_t cublas_handle() {
   return h.h;
 }
 
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
 MemInfo mem_info(const Device& d) {
   CUDA_CHECK(cudaSetDevice(d.index));
   MemInfo m;

@@ -59,6 +59,9 @@ class Event {
 // fixed workspace (so calls need no allocation and can be captured).
 cublasHandle_t cublas_handle();
 
+// GPUs visible to this process (0 when the driver reports none or fails).
+int device_count();
+
 // Free and total bytes of the current device.
 struct MemInfo {
   size_t free = 0, total = 0;

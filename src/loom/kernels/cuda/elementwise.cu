@@ -7,9 +7,10 @@ namespace loom::kernels::cuda {
 namespace {
 
 // One block per output row; 16-byte copies when the row allows it.
-__global__ void copy_rows_kernel(const bf16* src, const int32_t* rows, bf16* out, int64_t dim, int64_t limit) {
+__global__ void copy_rows_kernel(const bf16* src, const int32_t* rows, bf16* out, int64_t dim, int64_t limit,
+                                 int64_t first = 0) {
   const int64_t i = blockIdx.x;
-  const int32_t r = rows[i];
+  const int64_t r = rows[i] - first;
   bf16* dst = out + i * dim;
   const bool valid = r >= 0 && r < limit;
   if (dim % 8 == 0) {
@@ -156,6 +157,14 @@ void embedding(const void* table, const int32_t* ids, void* out, int64_t n, int6
   copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const bf16*>(table), ids,
                                                              static_cast<bf16*>(out), dim, vocab);
   CUDA_CHECK_LAUNCH("embedding");
+}
+
+void embedding_slice(const void* table, const int32_t* ids, void* out, int64_t n, int64_t dim, int64_t first,
+                     int64_t rows, cudaStream_t s) {
+  if (n == 0) return;
+  copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const bf16*>(table), ids,
+                                                             static_cast<bf16*>(out), dim, rows, first);
+  CUDA_CHECK_LAUNCH("embedding_slice");
 }
 
 void gather_rows(const void* x, const int32_t* rows, void* out, int64_t n, int64_t dim, cudaStream_t s) {

@@ -12,6 +12,9 @@ namespace loom::kernels::cuda {
 // out[i] = table[ids[i]] (rows of `dim`); an id outside [0, vocab) gives a zero row.
 void embedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t dim, int64_t vocab,
                cudaStream_t s);
+// Vocab-parallel lookup: table holds ids [first, first + rows); other ids give a zero row.
+void embedding_slice(const void* table, const int32_t* ids, void* out, int64_t n, int64_t dim, int64_t first,
+                     int64_t rows, cudaStream_t s);
 // out[i] = x[rows[i]].
 void gather_rows(const void* x, const int32_t* rows, void* out, int64_t n, int64_t dim, cudaStream_t s);
 // With residual: residual += x (rounded to bf16), out = rmsnorm(residual) * w. Without: out = rmsnorm(x) * w.
