@@ -3,6 +3,7 @@
 # a greedy completion over HTTP must equal `loom generate` on the same device, a streamed chat must
 # end in [DONE], 16 concurrent requests must equal the same prompt run alone, and SIGTERM must exit 0.
 #   bash scripts/device_serve_check.sh [BUILD_DIR] [DEVICE]
+# LOOM_SERVE_FLAGS adds runner flags to both (e.g. "--tp 2 --dist-backend device-copy").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-gpu}
@@ -10,14 +11,15 @@ DEVICE=${2:-cuda}
 MODEL=tests/data/models/tiny-qwen3-moe-realvocab
 PORT=${LOOM_SERVE_PORT:-30123}
 LOG=$(mktemp)
+FLAGS=${LOOM_SERVE_FLAGS:-}
 
 # Before the server: it sizes its KV pool from the GPU memory that is free when it starts.
-expected=$("$BUILD/loom" generate --model-path "$MODEL" --device "$DEVICE" --prompt-ids 1,2,3,4,5 --max-new-tokens 12 \
+expected=$("$BUILD/loom" generate --model-path "$MODEL" --device "$DEVICE" $FLAGS --prompt-ids 1,2,3,4,5 --max-new-tokens 12 \
   | python3 -c 'import json,sys; print(",".join(map(str, json.load(sys.stdin)["output_ids"])))')
 expected_text=$("$BUILD/loom" detokenize --tokenizer tests/data/tokenizers/qwen3 --ids "$expected" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
 
-"$BUILD/loom" serve --model-path "$MODEL" --tokenizer tests/data/tokenizers/qwen3 --device "$DEVICE" \
+"$BUILD/loom" serve --model-path "$MODEL" --tokenizer tests/data/tokenizers/qwen3 --device "$DEVICE" $FLAGS \
   --port "$PORT" --max-running-requests 8 2>"$LOG" &
 pid=$!
 trap 'kill -9 $pid 2>/dev/null || true' EXIT
@@ -53,4 +55,4 @@ EOF
 
 kill -TERM $pid
 wait $pid
-echo "serve on $DEVICE: SIGTERM exit $?"
+echo "serve on $DEVICE $FLAGS: SIGTERM exit $?"
