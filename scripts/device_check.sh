@@ -51,6 +51,9 @@ step serve_tp2 180 env LOOM_SERVE_FLAGS="--tp 2 --ep-size 2 --dist-backend devic
 [ "${LOOM_SKIP_BENCH:-0}" = 1 ] || TAIL_LINES=5 step bench 420 ./build-gpu/loom bench latency --model-path bench/models/qwen3-30b-a3b --load-format dummy \
   --batch-size ${LOOM_BENCH_BS:-1,32,128} --input-len 1024 --output-len 128 --prefill-len 2048,8192 \
   --cuda-graph-max-bs 128 --mem-fraction-static 0.88 --profile-ops
+# The benchmark through the parallel runner (function, not speed: ranks share this GPU).
+TAIL_LINES=6 step bench_tp2 120 ./build-gpu/loom bench latency --model-path tests/data/models/tiny-qwen3-moe \
+  --batch-size 1,4 --input-len 64 --output-len 8 --prefill-len 256 --tp 2 --ep-size 2 --dist-backend device-copy
 if [ "${LOOM_SKIP_HF:-0}" != 1 ]; then
   PYTHONUNBUFFERED=1 TAIL_LINES=12 step hf_baseline 400 python3 scripts/hf_baseline_qwen3_moe.py
 fi

@@ -13,15 +13,14 @@
 #include <random>
 
 #include "loom/cli/model_flags.h"
+#include "loom/cli/parallel_flags.h"
 #include "loom/tensor/error.h"
 
 #ifdef LOOM_HAVE_CUDA
-#include "loom/cache/device_kv_sizing.h"
 #include "loom/cache/kv_pool.h"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/layers/ops_cuda.h"
-#include "loom/model/context.h"
-#include "loom/runtime/cuda_graph_runner.h"
+#include "loom/runtime/model_runner.h"
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/cuda_stream.h"
 #endif
@@ -80,26 +79,19 @@ double decode_step_bytes(const io::ModelConfig& c, int64_t bs, double context, c
 struct Bench {
   runtime::RunnerOptions opt;
   io::ModelConfig config;
-  std::unique_ptr<model::CausalLM> model;
-  std::unique_ptr<cache::KvPool> pool;
-  std::unique_ptr<runtime::CudaGraphRunner> graphs;
+  std::unique_ptr<runtime::Runner> runner;  // one rank, or the parallel runner (rank 0 answers)
+  cache::KvPool* pool = nullptr;
   std::mt19937 rng{1234};
 
   // Runs the batch and returns the greedy token of each logits row (host).
   std::vector<int32_t> step(const model::ForwardBatch& batch, bool allow_graph = true) {
-    Tensor logits;
-    layers::ForwardContext ctx;
-    if (allow_graph && graphs && graphs->can_run(batch)) {
-      logits = graphs->replay(batch);
-    } else {
-      ctx = model::make_context(batch, pool->buffers(), model->device());
-      const Tensor ids = Tensor::from_ints(model::all_tokens(batch), {ctx.num_tokens}).to(model->device());
-      logits = model->forward_device(ids, ctx);
-    }
+    const Tensor logits = runner->forward_device_logits(batch, allow_graph);
     const int64_t rows = logits.size(0);
-    Tensor next = Tensor::empty({rows}, DType::i32, model->device());
+    const Device dev = logits.device();
+    CUDA_CHECK(cudaSetDevice(dev.index));
+    Tensor next = Tensor::empty({rows}, DType::i32, dev);
     kernels::cuda::select_tokens(logits.data_ptr(), rows, logits.size(1), 0.0f, 0, 0, next.data<int32_t>(),
-                                 cuda::current_stream(model->device().index));
+                                 cuda::current_stream(dev.index));
     const Tensor host = next.to(Device::cpu());  // synchronous: the step is complete
     return std::vector<int32_t>(host.data<int32_t>(), host.data<int32_t>() + rows);
   }
@@ -177,6 +169,7 @@ int cmd_bench(Args& args) {
   Bench B;
   const bool device_given = args.has("device");
   B.opt = parse_runner_flags(args);
+  LOOM_CHECK_ARG(!parse_parallel_run_flags(args, B.opt), "--report-comm is for loom logits/generate");
   if (!device_given) B.opt.device = Device::cuda(0);  // a GPU benchmark unless told otherwise
   std::vector<int64_t> batch_sizes = args.has("batch-size") ? args.int_list("batch-size") : std::vector<int64_t>{1};
   const int64_t input_len = args.integer({"input-len"}, 1024, 1, 1 << 20);
@@ -189,37 +182,27 @@ int cmd_bench(Args& args) {
   const Device dev = B.opt.device;
   CUDA_CHECK(cudaSetDevice(dev.index));
 
-  const auto t_load = Clock::now();
-  B.config = io::ModelConfig::load(B.opt.model_path);
-  auto weights = B.opt.load_format == "dummy" ? io::dummy_weights(0) : io::open_checkpoint(B.opt.model_path);
-  model::LoadOptions lo{dev, DType::bf16};
-  try {
-    B.model = model::load_causal_lm(B.config, *weights, lo);
-  } catch (const Error& e) {
-    throw Error(str("loading the weights of ", B.opt.model_path, " onto ", dev.str(), ": ", e.what()));
-  }
-  const double load_s = seconds_since(t_load);
-  const double bandwidth = measure_bandwidth(dev);
-
   const int64_t max_bs = *std::max_element(batch_sizes.begin(), batch_sizes.end());
   int64_t need = max_bs * (input_len + output_len);
   for (int64_t p : prefill_lens) need = std::max(need, p);
-  const KvLayout layout = B.model->kv_layout();
   const int64_t ps = B.opt.page_size;
-  // Only what the runs need (plus slack for paging), so activations keep the rest.
-  cache::KvBudget budget = cache::device_kv_budget(layout, ps, dev, B.opt.mem_fraction_static, need + max_bs * ps);
-  const int64_t pages = std::min(budget.tokens / ps, (need + max_bs * ps) / ps + 1);
-  B.pool = std::make_unique<cache::KvPool>(layout, pages, ps, dev);
-  const int64_t max_pages = (std::max(input_len + output_len, need / max_bs) + ps - 1) / ps + 1;
-  const auto t_graph = Clock::now();
-  if (!B.opt.disable_cuda_graph)
-    B.graphs = std::make_unique<runtime::CudaGraphRunner>(*B.model, B.pool->buffers(),
-                                                          std::min(B.opt.cuda_graph_max_bs, max_bs), max_pages, nullptr);
-  const double graph_s = seconds_since(t_graph);
-  std::printf("model %s (%s weights), load %.1f s, CUDA graphs %s (%.1f s to capture), KV pool %lld tokens, "
+  // Only the KV the runs need (plus slack for paging), so activations keep the rest; graphs up to
+  // the largest batch.
+  if (B.opt.max_total_tokens <= 0) B.opt.max_total_tokens = need + 2 * max_bs * ps;
+  B.opt.cuda_graph_max_bs = std::min(B.opt.cuda_graph_max_bs, max_bs);
+  const auto t_load = Clock::now();
+  B.runner = runtime::create_runner(B.opt);  // loads (each rank its share) and captures the graphs
+  const double start_s = seconds_since(t_load);
+  B.config = B.runner->config();
+  B.pool = &B.runner->kv_pool();
+  const int world = B.opt.parallel.world_size();
+  const double bandwidth = measure_bandwidth(dev);
+  const KvLayout layout = B.pool->layout();
+  std::printf("model %s (%s weights), %s, start %.1f s (load + CUDA graphs%s), KV pool %lld tokens, "
               "copy bandwidth %.0f GB/s\n",
-              B.opt.model_path.c_str(), B.opt.load_format.c_str(), load_s, B.graphs ? "on" : "off", graph_s,
-              static_cast<long long>(pages * ps), bandwidth / 1e9);
+              B.opt.model_path.c_str(), B.opt.load_format.c_str(), world > 1 ? B.opt.parallel.str().c_str() : "one GPU",
+              start_s, B.opt.disable_cuda_graph ? " off" : "", static_cast<long long>(B.pool->num_pages() * ps),
+              bandwidth / 1e9);
   std::fflush(stdout);
 
   const int64_t prefill_chunk = 16384;
@@ -270,16 +253,20 @@ int cmd_bench(Args& args) {
     std::fflush(stdout);
   }
 
-  std::printf("\nloom bench latency: input %lld, output %lld, %s\n", static_cast<long long>(input_len),
-              static_cast<long long>(output_len), B.graphs ? "CUDA graphs" : "no CUDA graphs");
+  std::printf("\nloom bench latency: input %lld, output %lld, %s%s\n", static_cast<long long>(input_len),
+              static_cast<long long>(output_len), B.opt.disable_cuda_graph ? "no CUDA graphs" : "CUDA graphs",
+              world > 1 ? " (step bytes and roofline are one GPU's figures: not shown for parallel runs)" : "");
   std::printf("%6s %12s %16s %14s %14s %16s %12s\n", "bs", "prefill ms", "decode step ms", "out tok/s",
               "decode tok/s", "step bytes (GB)", "HBM roofline");
   for (const Row& r : rows) {
     const double out_tps = r.bs * output_len / r.total_s;
     const double roofline = r.median_step_s > 0 ? (r.step_bytes / bandwidth) / r.median_step_s : 0;
-    std::printf("%6lld %12.1f %16.3f %14.0f %14.0f %16.2f %11.0f%%\n", static_cast<long long>(r.bs),
-                r.prefill_s * 1e3, r.median_step_s * 1e3, out_tps, r.median_step_s > 0 ? r.bs / r.median_step_s : 0,
-                r.step_bytes / 1e9, roofline * 100);
+    std::printf("%6lld %12.1f %16.3f %14.0f %14.0f", static_cast<long long>(r.bs), r.prefill_s * 1e3,
+                r.median_step_s * 1e3, out_tps, r.median_step_s > 0 ? r.bs / r.median_step_s : 0);
+    if (world == 1)
+      std::printf(" %16.2f %11.0f%%\n", r.step_bytes / 1e9, roofline * 100);
+    else
+      std::printf(" %16s %12s\n", "-", "-");
   }
   for (int64_t len : prefill_lens) try {
     auto p = B.pool->allocate(B.pool->pages_for_tokens(len));

@@ -34,6 +34,8 @@ class CausalLM {
   // on the host, rows in batch order. In a parallel run every rank calls it with the same batch
   // and runs its share (model/rank_context.h); every rank returns the whole batch's logits.
   Tensor forward(const ForwardBatch& batch, const KvBuffers& kv);
+  // The same, leaving the logits on the device in the model's dtype (no host copy).
+  Tensor forward_on_device(const ForwardBatch& batch, const KvBuffers& kv);
 
  protected:
   virtual const layers::ParallelState* parallel_state() const { return nullptr; }

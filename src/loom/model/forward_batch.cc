@@ -55,15 +55,19 @@ layers::ForwardContext make_context(const ForwardBatch& batch, const KvBuffers& 
 }
 
 Tensor CausalLM::forward(const ForwardBatch& batch, const KvBuffers& kv) {
+  return forward_on_device(batch, kv).to(Device::cpu()).to(DType::f32);
+}
+
+Tensor CausalLM::forward_on_device(const ForwardBatch& batch, const KvBuffers& kv) {
   if (const layers::ParallelState* ps = parallel_state(); ps && !ps->single()) {
     std::vector<int32_t> mine;
     const layers::ForwardContext ctx = make_rank_context(batch, kv, device(), ps->config, ps->tp_rank, mine);
     const Tensor ids = Tensor::from_ints(mine, {static_cast<int64_t>(mine.size())}).to(device());
-    return forward_device(ids, ctx).to(Device::cpu()).to(DType::f32);
+    return forward_device(ids, ctx);
   }
   const layers::ForwardContext ctx = make_context(batch, kv, device());
   const Tensor ids = Tensor::from_ints(all_tokens(batch), {ctx.num_tokens}).to(device());
-  return forward_device(ids, ctx).to(Device::cpu()).to(DType::f32);
+  return forward_device(ids, ctx);
 }
 
 std::vector<int32_t> all_tokens(const ForwardBatch& batch) {

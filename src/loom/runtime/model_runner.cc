@@ -8,6 +8,9 @@
 #include "loom/runtime/cuda_graph_runner.h"
 
 namespace loom::runtime {
+
+Tensor to_host_f32(const Tensor& logits) { return logits.to(Device::cpu()).to(DType::f32); }
+
 namespace {
 
 class SingleRankRunner final : public Runner {
@@ -49,10 +52,13 @@ class SingleRankRunner final : public Runner {
   const io::ModelConfig& config() const override { return config_; }
   cache::KvPool& kv_pool() override { return *pool_; }
   Tensor forward(const model::ForwardBatch& batch) override {
+    return to_host_f32(forward_device_logits(batch, true));
+  }
+  Tensor forward_device_logits(const model::ForwardBatch& batch, bool allow_graph) override {
 #ifdef LOOM_HAVE_CUDA
-    if (graphs_ && graphs_->can_run(batch)) return graphs_->replay(batch).to(Device::cpu()).to(DType::f32);
+    if (allow_graph && graphs_ && graphs_->can_run(batch)) return graphs_->replay(batch);
 #endif
-    return model_->forward(batch, pool_->buffers());
+    return model_->forward_on_device(batch, pool_->buffers());
   }
 
  private:

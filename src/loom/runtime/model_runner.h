@@ -37,10 +37,20 @@ class Runner {
   virtual cache::KvPool& kv_pool() = 0;
   // Logits f32 [batch.num_logit_rows(), vocab] on the host, rows in batch order.
   virtual Tensor forward(const model::ForwardBatch& batch) = 0;
+  // The same step with rank 0's logits left on its device, in the model's dtype, valid until the
+  // next step (benchmarks: no host copy). A decode step replays a CUDA graph unless !allow_graph.
+  // Runners without a device answer with forward()'s host logits.
+  virtual Tensor forward_device_logits(const model::ForwardBatch& batch, bool allow_graph = true) {
+    (void)allow_graph;
+    return forward(batch);
+  }
   // Why the runner can no longer run steps ("" while it can). A parallel runner stops for good
   // when a rank fails mid-step: its peers' collectives were aborted. Any thread may ask.
   virtual std::string failure() const { return ""; }
 };
+
+// Device logits (any dtype) as host f32, the form Runner::forward returns.
+Tensor to_host_f32(const Tensor& logits);
 
 // One rank, or the parallel runner when options.parallel has more than one rank.
 std::unique_ptr<Runner> create_runner(const RunnerOptions& options);

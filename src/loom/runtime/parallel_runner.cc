@@ -1,6 +1,7 @@
 #include "loom/runtime/parallel_runner.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -119,6 +120,9 @@ class ParallelRunner final : public Runner {
     if (graphs_apply()) {
       const int64_t context = std::min<int64_t>(config_.max_position_embeddings, pages * o.page_size);
       start([&](int r) { capture_graphs(r, (context + o.page_size - 1) / o.page_size); });
+    } else if (o.device.is_cuda() && !o.disable_cuda_graph) {
+      std::fprintf(stderr, "loom: %s: decode steps run without CUDA graphs (%s)\n", pc_.str().c_str(),
+                   graphs_off_reason().c_str());
     }
   }
 
@@ -135,23 +139,23 @@ class ParallelRunner final : public Runner {
   const io::ModelConfig& config() const override { return config_; }
   cache::KvPool& kv_pool() override { return *ranks_[0].pool; }
 
-  Tensor forward(const model::ForwardBatch& batch) override {
+  Tensor forward(const model::ForwardBatch& batch) override { return to_host_f32(forward_device_logits(batch, true)); }
+
+  Tensor forward_device_logits(const model::ForwardBatch& batch, bool allow_graph) override {
     const auto injected = std::exchange(injected_failure_, std::nullopt);
     run_ranks([&](int r) {
       if (injected && injected->first == r) throw Error(injected->second);
       Rank& rank = ranks_[r];
+      Tensor logits;
 #ifdef LOOM_HAVE_CUDA
-      if (rank.graphs && rank.graphs->can_run(batch)) {  // every rank decides alike: same batch
-        const Tensor logits = rank.graphs->replay(batch);
-        if (r == 0) rank.logits = logits.to(Device::cpu()).to(DType::f32);
-        return;
-      }
+      if (allow_graph && rank.graphs && rank.graphs->can_run(batch))  // every rank decides alike
+        logits = rank.graphs->replay(batch);
+      else
 #endif
-      rank.logits = rank.model->forward(batch, rank.pool->buffers());
+        logits = rank.model->forward_on_device(batch, rank.pool->buffers());
+      if (r == 0) rank.logits = logits;  // the others' are the same rows
     });
-    Tensor out = ranks_[0].logits;
-    for (auto& r : ranks_) r.logits = Tensor();
-    return out;
+    return std::exchange(ranks_[0].logits, Tensor());
   }
 
   std::string failure() const override { return failures_.str(); }
