@@ -25,6 +25,7 @@
 #include "loom/runtime/parallel_runner.h"
 #include "model/reference.h"
 #include "parallel/collective_suite.h"
+#include "parallel/error_of.h"
 #include "parallel_model/matrix.h"
 
 using namespace loom;
@@ -366,6 +367,28 @@ TEST(ParallelCuda, MoreRanksThanGpusFailsWithBothNumbers) {
     EXPECT_NE(what.find("--dist-backend device-copy"), std::string::npos) << what;
     EXPECT_EQ(what.find('\n'), std::string::npos) << what;
   }
+}
+
+// As on CPU ranks (tests/parallel_model/rank_failure_test.cc): the failing rank aborts its
+// device-copy groups, so its peers leave their collectives at once, not after --dist-timeout.
+TEST(ParallelCuda, ARankThatFailsMidStepStopsThePeersAtOnce) {
+  SKIP_WITHOUT_GPU();
+  runtime::RunnerOptions o = gpu_options(model_dir("tiny-qwen3-moe"));
+  o.parallel.tp = 4, o.parallel.attn_cp = 2, o.parallel.prefill_cp = true, o.parallel.ep = 2, o.parallel.moe_dp = 2;
+  o.parallel.dist_timeout_s = 600;
+  o.dist_backend = "device-copy";
+  auto runner = runtime::create_runner(o);
+  auto pages = *runner->kv_pool().allocate(runner->kv_pool().pages_for_tokens(32));
+  model::ForwardBatch batch;
+  batch.seqs = {{{1, 2, 3, 4, 5, 6, 7, 8, 9}, 0, pages, false}};
+  ASSERT_FALSE(runner->forward(batch).to_float_vector().empty());
+  runtime::inject_rank_failure(*runner, 3, "injected fault");
+  const auto start = std::chrono::steady_clock::now();
+  const std::string first = loom::testing::error_of([&] { runner->forward(batch); });
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 60.0);
+  EXPECT_NE(first.find("rank 3: injected fault"), std::string::npos) << first;
+  const std::string later = loom::testing::error_of([&] { runner->forward(batch); });
+  EXPECT_NE(later.find("stopped earlier"), std::string::npos) << later;
 }
 
 TEST(ParallelCuda, UnknownDistBackendIsRejected) {
