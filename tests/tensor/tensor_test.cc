@@ -1,3 +1,5 @@
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "loom/tensor/tensor.h"
@@ -44,4 +46,26 @@ TEST(Tensor, DeviceParsing) {
   EXPECT_EQ(parse_device("cuda:1").index, 1);
   EXPECT_THROW(parse_device("tpu"), InvalidArgument);
   EXPECT_THROW(parse_device("cuda:x"), InvalidArgument);
+}
+
+// The contiguous bf16 <-> f32 fast path gives what the element-wise conversions give (rounding to
+// nearest even, NaN and infinities kept), and a strided copy still goes the generic way.
+TEST(Tensor, DtypeConversionFastPathMatchesTheElementwiseOne) {
+  const std::vector<float> values = {0.0f, -0.0f, 1.0f, -2.5f, 1.00390625f, 1.01171875f, 3.4e38f,
+                                     1e-40f, INFINITY, -INFINITY, NAN, 65504.0f, 0.1f};
+  Tensor f = Tensor::from_floats(values, {static_cast<int64_t>(values.size())});
+  Tensor b = f.to(DType::bf16);
+  Tensor back = b.to(DType::f32);
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint16_t want = f32_to_bf16(values[i]);
+    EXPECT_EQ(b.data<uint16_t>()[i], want) << values[i];
+    const float w = bf16_to_f32(want), got = back.data<float>()[i];
+    if (std::isnan(w))
+      EXPECT_TRUE(std::isnan(got)) << i;
+    else
+      EXPECT_EQ(got, w) << i;
+  }
+  Tensor m = Tensor::from_floats({1, 2, 3, 4, 5, 6}, {2, 3}).to(DType::bf16);
+  Tensor col = m.narrow(1, 1, 1).to(DType::f32);  // strided source
+  EXPECT_EQ(col.to_float_vector(), (std::vector<float>{2, 5}));
 }
