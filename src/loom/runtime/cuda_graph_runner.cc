@@ -114,7 +114,9 @@ void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
   cudaGraph_t graph = nullptr;
   {
     parallel::GraphCaptureGuard capturing;
-    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+    // Thread-local: the ranks of a parallel run capture at once, each on its own thread, and one
+    // rank's capture must not forbid the others' CUDA calls (global mode would).
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
       g.logits = model_.forward_device(ids, ctx);
     } catch (...) {

@@ -50,7 +50,7 @@ class CudaCachingAllocator final : public Allocator {
       return p;
     }
     CUDA_CHECK(cudaSetDevice(device_));
-    // A CUDA-graph capture (global mode) forbids cudaMalloc on this thread; allocating a graph
+    // A CUDA-graph capture (thread-local mode) forbids cudaMalloc on this thread; allocating a graph
     // pool's block is safe, so relax the mode for this call only (what PyTorch's allocator does).
     cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
     CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
