@@ -22,27 +22,30 @@ std::vector<int64_t> cuda_graph_buckets(int64_t max_bs) {
 namespace {
 // Offsets (in i32 elements) of the fields in the metadata buffer.
 struct MetaLayout {
-  int64_t ids, positions, token_starts, start_pos, logit_rows, page_table, total;
-  MetaLayout(int64_t max_bs, int64_t max_pages) {
+  int64_t ids, positions, token_starts, start_pos, logit_rows, page_table, logit_order, total;
+  MetaLayout(int64_t max_bs, int64_t max_pages, int dp) {
     ids = 0;
     positions = ids + max_bs;
     token_starts = positions + max_bs;
     start_pos = token_starts + max_bs + 1;
     logit_rows = start_pos + max_bs;
     page_table = logit_rows + max_bs;
-    total = page_table + max_bs * max_pages;
+    logit_order = page_table + max_bs * max_pages;
+    total = logit_order + (dp > 1 ? dp * max_bs : 0);
   }
 };
 }  // namespace
 
 CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
-                                 parallel::GraphRegistry* registry)
-    : model_(model), kv_(kv), max_bs_(max_bs), max_pages_(max_pages), buckets_(cuda_graph_buckets(max_bs)) {
+                                 parallel::GraphRegistry* registry, DataParallelDecode dp)
+    : model_(model), kv_(kv), max_bs_(max_bs), max_pages_(max_pages), dp_(dp), buckets_(cuda_graph_buckets(max_bs)) {
+  LOOM_CHECK(dp.dp >= 1 && dp.replica >= 0 && dp.replica < dp.dp && dp.tp >= dp.dp, "CUDA graphs: replica ",
+             dp.replica, " of ", dp.dp, " in a TP group of ", dp.tp);
   LOOM_CHECK(model.device().is_cuda(), "CUDA graphs need a model on a GPU, not ", model.device().str());
   LOOM_CHECK(max_bs >= 1 && max_pages >= 1, "CUDA graphs: max batch ", max_bs, ", max pages ", max_pages);
   CUDA_CHECK(cudaSetDevice(model.device().index));
   stream_ = cuda::current_stream(model.device().index);  // eager steps use it too: one order
-  const MetaLayout m(max_bs_, max_pages_);
+  const MetaLayout m(max_bs_, max_pages_, dp_.dp);
   meta_len_ = m.total;
   meta_ = Tensor::zeros({meta_len_}, DType::i32, model.device());
   CUDA_CHECK(cudaMallocHost(&host_meta_, meta_len_ * sizeof(int32_t)));
@@ -59,7 +62,7 @@ CudaGraphRunner::~CudaGraphRunner() {
 }
 
 layers::ForwardContext CudaGraphRunner::context(int64_t bs) const {
-  const MetaLayout m(max_bs_, max_pages_);
+  const MetaLayout m(max_bs_, max_pages_, dp_.dp);
   layers::ForwardContext c;
   c.num_seqs = bs;
   c.num_tokens = bs;
@@ -79,11 +82,16 @@ layers::ForwardContext CudaGraphRunner::context(int64_t bs) const {
   c.start_pos = meta_.narrow(0, m.start_pos, bs);
   c.logit_rows = meta_.narrow(0, m.logit_rows, bs);
   c.page_table = meta_.narrow(0, m.page_table, bs * max_pages_).view({bs, max_pages_});
+  if (dp_.dp > 1) {  // every replica brings bs rows (model/rank_context.cc's fields, fixed)
+    c.rank_tokens.assign(dp_.tp, bs);
+    c.rank_logit_rows.assign(dp_.tp, bs);
+    c.logit_order = meta_.narrow(0, m.logit_order, dp_.dp * bs);
+  }
   return c;
 }
 
 void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs) {
-  const MetaLayout m(max_bs_, max_pages_);
+  const MetaLayout m(max_bs_, max_pages_, dp_.dp);
   // The previous replay's upload must have left the staging buffer before it is rewritten.
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   std::fill(host_meta_, host_meta_ + meta_len_, 0);  // padding: token 0 at position 0 on page 0
@@ -91,11 +99,15 @@ void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs) 
   for (int64_t i = 0; i <= bs; ++i) host_meta_[m.token_starts + i] = static_cast<int32_t>(i);
   for (int64_t i = 0; i < bs; ++i) host_meta_[m.logit_rows + i] = static_cast<int32_t>(i);
   for (int64_t i = 0; i < n; ++i) {
+    // Batch row i is replica i % dp's local sequence i / dp, gathered at row (i % dp)·bs + i / dp.
+    const int64_t replica = i % dp_.dp, local = i / dp_.dp;
+    if (dp_.dp > 1) host_meta_[m.logit_order + i] = static_cast<int32_t>(replica * bs + local);
+    if (replica != dp_.replica) continue;
     const auto& s = batch.seqs[i];
-    host_meta_[m.ids + i] = s.tokens[0];
-    host_meta_[m.positions + i] = s.start_pos;
-    host_meta_[m.start_pos + i] = s.start_pos;
-    std::copy(s.page_table.begin(), s.page_table.end(), host_meta_ + m.page_table + i * max_pages_);
+    host_meta_[m.ids + local] = s.tokens[0];
+    host_meta_[m.positions + local] = s.start_pos;
+    host_meta_[m.start_pos + local] = s.start_pos;
+    std::copy(s.page_table.begin(), s.page_table.end(), host_meta_ + m.page_table + local * max_pages_);
   }
   CUDA_CHECK(cudaMemcpyAsync(meta_.data_ptr(), host_meta_, meta_len_ * sizeof(int32_t), cudaMemcpyHostToDevice,
                              stream_));
@@ -135,7 +147,7 @@ void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
 
 bool CudaGraphRunner::can_run(const model::ForwardBatch& batch) const {
   const int64_t n = static_cast<int64_t>(batch.seqs.size());
-  if (n == 0 || n > max_bs_) return false;
+  if (n == 0 || n > max_bs_ * dp_.dp) return false;
   for (const auto& s : batch.seqs)
     if (s.tokens.size() != 1 || s.all_logits || static_cast<int64_t>(s.page_table.size()) > max_pages_) return false;
   return true;
@@ -144,7 +156,8 @@ bool CudaGraphRunner::can_run(const model::ForwardBatch& batch) const {
 Tensor CudaGraphRunner::replay(const model::ForwardBatch& batch) {
   LOOM_CHECK(can_run(batch), "CudaGraphRunner::replay: batch is not a decode step within the captured sizes");
   const int64_t n = static_cast<int64_t>(batch.seqs.size());
-  const int64_t bs = *std::lower_bound(buckets_.begin(), buckets_.end(), n);
+  const int64_t per_replica = (n + dp_.dp - 1) / dp_.dp;  // the busiest replica's share
+  const int64_t bs = *std::lower_bound(buckets_.begin(), buckets_.end(), per_replica);
   fill_inputs(batch, bs);
   Graph& g = graphs_.at(bs);
   CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));

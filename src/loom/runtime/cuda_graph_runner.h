@@ -22,12 +22,23 @@ namespace loom::runtime {
 // 1, 2, 4, 8, then every 8 up to max_bs (max_bs itself always included).
 std::vector<int64_t> cuda_graph_buckets(int64_t max_bs);
 
+// A rank of an attention-DP run (--enable-dp-attention): its replica runs sequences
+// replica, replica + dp, ... of each batch (model/rank_context.cc's split). Every replica pads its
+// share to the same bucket, so the collectives see equal counts and one graph per bucket serves
+// any batch; the gathered logits rows are put back in batch order by a static index.
+struct DataParallelDecode {
+  int dp = 1;       // attention-DP replicas (1: every rank runs the whole batch)
+  int replica = 0;  // this rank's
+  int tp = 1;       // ranks of the TP group (the length of the per-rank count vectors)
+};
+
 #ifdef LOOM_HAVE_CUDA
 class CudaGraphRunner {
  public:
   // max_pages: the widest page table a step may bring (the graphs' static page-table width).
+  // max_bs counts one replica's sequences (a batch may then have up to dp x max_bs).
   CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
-                  parallel::GraphRegistry* registry);
+                  parallel::GraphRegistry* registry, DataParallelDecode dp = {});
   ~CudaGraphRunner();
   CudaGraphRunner(const CudaGraphRunner&) = delete;
   CudaGraphRunner& operator=(const CudaGraphRunner&) = delete;
@@ -53,9 +64,11 @@ class CudaGraphRunner {
   model::CausalLM& model_;
   const KvBuffers& kv_;
   int64_t max_bs_, max_pages_;
+  DataParallelDecode dp_;
   std::vector<int64_t> buckets_;
   cudaStream_t stream_ = nullptr;  // the thread's current stream at construction
-  // One i32 buffer: ids | positions | token_starts | start_pos | logit_rows | page_table.
+  // One i32 buffer: ids | positions | token_starts | start_pos | logit_rows | page_table |
+  // logit_order (attention DP).
   Tensor meta_;
   int32_t* host_meta_ = nullptr;  // pinned staging of the same layout
   int64_t meta_len_ = 0;

@@ -132,7 +132,6 @@ class ParallelRunner final : public Runner {
     if (options_.disable_cuda_graph) return "--disable-cuda-graph";
     if (backend_ == parallel::DeviceBackend::device_copy)
       return "--dist-backend device-copy meets on host barriers, which graphs cannot capture";
-    if (pc_.attn_dp > 1) return "attention DP (--enable-dp-attention) steps run eagerly for now";
     return "";
   }
 
@@ -270,8 +269,11 @@ class ParallelRunner final : public Runner {
   void capture_graphs(int r, int64_t max_pages) {
 #ifdef LOOM_HAVE_CUDA
     Rank& rank = ranks_[r];
-    rank.graphs = std::make_unique<CudaGraphRunner>(*rank.model, rank.pool->buffers(), options_.cuda_graph_max_bs,
-                                                    max_pages, &rank.registry);
+    // With attention DP each replica captures for its share of --cuda-graph-max-bs.
+    DataParallelDecode dp{pc_.attn_dp, rank.state->tp_rank / (pc_.attn_tp() * pc_.attn_cp), pc_.tp};
+    const int64_t per_replica = (options_.cuda_graph_max_bs + dp.dp - 1) / dp.dp;
+    rank.graphs = std::make_unique<CudaGraphRunner>(*rank.model, rank.pool->buffers(), per_replica, max_pages,
+                                                    &rank.registry, dp);
 #else
     (void)r, (void)max_pages;
 #endif

@@ -6,8 +6,8 @@
 // CPU ranks talk over Gloo. CUDA ranks (--device cuda) move tensors over NCCL, one GPU per rank
 // from --device's index on, with a Gloo group beside each for host values; or, with
 // --dist-backend device-copy, all on --device's GPU through device copies (testing a layout on
-// one GPU). Decode steps replay a CUDA graph per rank with the collectives inside, except with
-// device-copy, attention DP or --disable-cuda-graph.
+// one GPU). Decode steps replay a CUDA graph per rank with the collectives inside (attention-DP
+// replicas pad their shares to one bucket), except with device-copy or --disable-cuda-graph.
 #pragma once
 #include <string>
 #include <vector>
