@@ -27,6 +27,8 @@
 
 namespace loom::cli {
 
+int cmd_bench_serving(Args& args);  // cmd_bench_serving.cc
+
 #ifdef LOOM_HAVE_CUDA
 namespace {
 
@@ -165,7 +167,9 @@ struct Row {
 
 int cmd_bench(Args& args) {
   const auto sub = args.take_positional();
-  LOOM_CHECK_ARG(sub && *sub == "latency", "usage: loom bench latency --model-path DIR ...");
+  LOOM_CHECK_ARG(sub && (*sub == "latency" || *sub == "serving"),
+                 "usage: loom bench latency --model-path DIR ... | loom bench serving --base-url URL ...");
+  if (*sub == "serving") return cmd_bench_serving(args);
   Bench B;
   const bool device_given = args.has("device");
   B.opt = parse_runner_flags(args);
@@ -292,7 +296,8 @@ int cmd_bench(Args& args) {
 #else
 
 int cmd_bench(Args& args) {
-  (void)args;
+  const auto sub = args.take_positional();
+  if (sub && *sub == "serving") return cmd_bench_serving(args);
   throw Error("loom bench latency needs the CUDA backend; this loom was built without it");
 }
 

@@ -34,7 +34,7 @@ const Command kCommands[] = {
     {"detokenize", "token ids to text (JSON)", loom::cli::cmd_detokenize},
     {"chat-template", "render a chat template and its ids (JSON)", loom::cli::cmd_chat_template},
     {"serve", "serve the model over an OpenAI-compatible HTTP API", loom::cli::cmd_serve},
-    {"bench", "bench latency: prefill / decode timings of a static batch (GPU)", loom::cli::cmd_bench},
+    {"bench", "bench latency: prefill / decode timings of a static batch (GPU); bench serving: load on an OpenAI server", loom::cli::cmd_bench},
 };
 
 void usage() {
