@@ -90,7 +90,7 @@ TEST(ModelCommandErrors, UnsupportedArchitectureNamesTheSupportedOnes) {
   cfg["architectures"] = {"FalconForCausalLM"};
   std::ofstream(dir + "/config.json") << cfg.dump();
   expect_one_line_error(run_loom("logits --model-path " + dir + " --prompt-ids 1"), 2,
-                        {"FalconForCausalLM", "Qwen3MoeForCausalLM", "Qwen3ForCausalLM"});
+                        {"FalconForCausalLM", "Qwen3MoeForCausalLM", "Qwen3ForCausalLM", "MixtralForCausalLM"});
 }
 
 TEST(ModelCommandErrors, TruncatedSafetensorsNamesTheFile) {

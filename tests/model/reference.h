@@ -25,6 +25,17 @@ inline const std::vector<std::string>& qwen3_checkpoints() {
   return names;
 }
 
+// The checkpoints of every architecture the CPU tests cover: Qwen3's and Mixtral's. (The CUDA tests
+// take qwen3_checkpoints() until Mixtral has run on a GPU.)
+inline const std::vector<std::string>& decoder_checkpoints() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n = qwen3_checkpoints();
+    n.push_back("tiny-mixtral");
+    return n;
+  }();
+  return names;
+}
+
 // A gtest parameter name for a checkpoint ("variants/qwen3-moe-mha-e6" -> "variants_qwen3_moe_mha_e6").
 inline std::string checkpoint_test_name(std::string name) {
   for (auto& ch : name)

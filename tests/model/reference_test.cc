@@ -1,4 +1,4 @@
-// Every Qwen3 / Qwen3-MoE checkpoint in the test data against HF transformers' fp32 outputs:
+// Every Qwen3 / Qwen3-MoE / Mixtral checkpoint in the test data against HF transformers' fp32 outputs:
 // last-position (and all-position) logits within 1e-4 of the logits' scale, 12 greedy tokens equal.
 #include <gtest/gtest.h>
 
@@ -33,7 +33,7 @@ TEST_P(ReferenceTest, LogitsAndGreedyTokensMatchTransformers) {
   EXPECT_EQ(runner->kv_pool().num_free(), runner->kv_pool().num_pages()) << "pages leaked";
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest, ::testing::ValuesIn(loom::testing::qwen3_checkpoints()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest, ::testing::ValuesIn(loom::testing::decoder_checkpoints()),
                          [](const auto& info) { return loom::testing::checkpoint_test_name(info.param); });
 
 }  // namespace

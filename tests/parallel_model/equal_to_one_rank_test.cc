@@ -1,4 +1,4 @@
-// Every parallel configuration of the matrix on every Qwen3 / Qwen3-MoE checkpoint: logits within
+// Every parallel configuration of the matrix on every Qwen3 / Qwen3-MoE / Mixtral checkpoint: logits within
 // 1e-4 (relative to their scale) of the single-rank run at every position and of transformers
 // where reference.json has the prompt, and 12 greedy tokens identical.
 // Where the checkpoint makes a configuration impossible, starting it must fail with one clear line.
@@ -138,7 +138,7 @@ std::string param_name(const ::testing::TestParamInfo<Param>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Matrix, EqualToOneRank,
                          ::testing::Combine(::testing::ValuesIn(loom::testing::parallel_cases()),
-                                            ::testing::ValuesIn(loom::testing::qwen3_checkpoints())),
+                                            ::testing::ValuesIn(loom::testing::decoder_checkpoints())),
                          param_name);
 
 }  // namespace

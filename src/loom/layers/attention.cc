@@ -27,8 +27,10 @@ ParallelAttention::ParallelAttention(const ShardLoader& w, const std::string& p,
   k_proj_ = w.rows(p + "k_proj.weight", {s.kv_heads * d, h}, kv);
   v_proj_ = w.rows(p + "v_proj.weight", {s.kv_heads * d, h}, kv);
   o_proj_ = w.cols(p + "o_proj.weight", {h, s.heads * d}, q);
-  q_norm_ = w.full(p + "q_norm.weight", {d});
-  k_norm_ = w.full(p + "k_norm.weight", {d});
+  if (s.qk_norm) {
+    q_norm_ = w.full(p + "q_norm.weight", {d});
+    k_norm_ = w.full(p + "k_norm.weight", {d});
+  }
 }
 
 Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rope& rope,
@@ -38,7 +40,8 @@ Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rop
   Tensor q = ops::linear(x, q_proj_).view({t, -1, d});
   Tensor k = ops::linear(x, k_proj_).view({t, -1, d});
   Tensor v = ops::linear(x, v_proj_).view({t, -1, d});
-  ops::qk_norm_rope(q, k, &q_norm_, &k_norm_, shape_.rms_norm_eps, rope, ctx);
+  ops::qk_norm_rope(q, k, shape_.qk_norm ? &q_norm_ : nullptr, shape_.qk_norm ? &k_norm_ : nullptr,
+                    shape_.rms_norm_eps, rope, ctx);
   if (ctx.cp_split) {  // the whole sequence's K/V, in token order, into this rank's cache
     const auto whole = [&](const Tensor& mine) {
       const Tensor rows = ps_->attn_cp.all_gather(mine.view({t, -1}), ctx.cp_counts);
@@ -48,6 +51,7 @@ Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rop
   }
   ops::AttentionParams params;
   params.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  params.sliding_window = shape_.sliding_window;
   Tensor o = ops::linear(ops::attention(q, k, v, layer, params, ctx).view({t, -1}), o_proj_);
   ps_->attn_tp.all_reduce(o);
   return o;

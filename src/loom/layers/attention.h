@@ -1,5 +1,5 @@
-// Qwen3-style attention (GQA, per-head q/k RMSNorm, RoPE) with tensor parallelism over heads and
-// context-parallel prefill.
+// GQA attention with RoPE (Qwen3's per-head q/k RMSNorm when the shape asks for it; a sliding
+// window when set), tensor parallelism over heads and context-parallel prefill.
 //   TP: ATTN_TP rank r owns query heads [r·Hq/tp, +Hq/tp) and the K/V heads they read; when attn_tp
 //       exceeds the K/V heads, each K/V head is replicated on the tp/Hk ranks whose queries use it.
 //       q/k/v are column-parallel (head slices), o_proj row-parallel (all-reduce over ATTN_TP).
@@ -17,6 +17,8 @@ namespace loom::layers {
 struct AttentionShape {
   int64_t hidden = 0, heads = 0, kv_heads = 0, head_dim = 0;
   float rms_norm_eps = 1e-6f;
+  bool qk_norm = true;         // Qwen3: RMSNorm of each q and k head before RoPE
+  int64_t sliding_window = 0;  // 0: full causal attention
 };
 
 // This rank's heads: throws InvalidArgument when the model's heads cannot be split over attn_tp.

@@ -15,13 +15,13 @@ ParallelMoe::ParallelMoe(const ShardLoader& w, const std::string& p, const MoeSh
     : experts_(split_experts(s.experts, ps.config.ep, ps.moe_ep_rank)), shape_(s), ps_(&ps) {
   const int64_t h = s.hidden, inter = s.intermediate;
   const Range r = split_range(inter, ps.config.moe_tp(), ps.moe_tp_rank);
-  router_ = w.full(p + "gate.weight", {s.experts, h});
+  router_ = w.full(p + s.names.router + ".weight", {s.experts, h});
   gate_up_ = Tensor::empty({experts_.length, 2 * r.length, h}, w.dtype, w.device);
   down_ = Tensor::empty({experts_.length, h, r.length}, w.dtype, w.device);
   for (int64_t e = 0; e < experts_.length; ++e) {
     const std::string q = p + "experts." + std::to_string(experts_.begin + e) + ".";
-    w.rows_into(gate_up_[e], {q + "gate_proj.weight", q + "up_proj.weight"}, {inter, h}, r);
-    down_[e].copy_from(w.source.load(q + "down_proj.weight", {h, inter}, w.dtype, io::Slice{1, r.begin, r.length}));
+    w.rows_into(gate_up_[e], {q + s.names.gate + ".weight", q + s.names.up + ".weight"}, {inter, h}, r);
+    down_[e].copy_from(w.source.load(q + s.names.down + ".weight", {h, inter}, w.dtype, io::Slice{1, r.begin, r.length}));
   }
 }
 

@@ -12,15 +12,23 @@
 // `automatic` every step the ranks add up both byte counts (from the per-peer counts the
 // all-to-all exchanges anyway) and all take the smaller; `gather` / `all_to_all` force one (tests run both).
 #pragma once
+#include <string>
+
 #include "loom/layers/forward_context.h"
 #include "loom/layers/parallel_state.h"
 #include "loom/layers/shard_loader.h"
 
 namespace loom::layers {
 
+// Checkpoint names of the router and of each expert's projections, under the layer's prefix.
+struct ExpertNames {
+  std::string router = "gate", gate = "gate_proj", up = "up_proj", down = "down_proj";  // Qwen3-MoE
+};
+
 struct MoeShape {
   int64_t hidden = 0, experts = 0, top_k = 0, intermediate = 0;
-  bool norm_topk_prob = false;
+  bool norm_topk_prob = false;  // renormalise the top-k weights to sum 1
+  ExpertNames names;
 };
 
 // This rank's experts; throws InvalidArgument when ep does not divide the model's experts.
@@ -29,7 +37,7 @@ Range split_experts(int64_t experts, int ep, int rank);
 class ParallelMoe {
  public:
   ParallelMoe() = default;
-  // `prefix`: "model.layers.N.mlp."
+  // `prefix`: "model.layers.N.mlp." (Mixtral: "model.layers.N.block_sparse_moe.")
   ParallelMoe(const ShardLoader& w, const std::string& prefix, const MoeShape& shape, const ParallelState& ps);
   Tensor forward(const Tensor& x, const ForwardContext& ctx) const;
 

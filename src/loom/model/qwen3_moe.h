@@ -3,5 +3,4 @@
 
 namespace loom::model {
 std::unique_ptr<CausalLM> load_qwen3_moe(const io::ModelConfig& c, const io::WeightSource& w, const LoadOptions& o);
-void check_qwen3_parallel(const io::ModelConfig& c, const parallel::ParallelConfig& p);
 }  // namespace loom::model

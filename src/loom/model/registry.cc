@@ -3,6 +3,8 @@
 #include <map>
 
 #include "loom/model/causal_lm.h"
+#include "loom/model/mixtral.h"
+#include "loom/model/moe_decoder.h"
 #include "loom/model/qwen3_moe.h"
 
 namespace loom::model {
@@ -15,6 +17,7 @@ const std::map<std::string, Loader>& loaders() {
   static const std::map<std::string, Loader> m = {
       {"Qwen3ForCausalLM", load_qwen3_moe},
       {"Qwen3MoeForCausalLM", load_qwen3_moe},
+      {"MixtralForCausalLM", load_mixtral},
   };
   return m;
 }
@@ -29,8 +32,7 @@ std::string supported_architectures() {
 
 void check_parallel_fit(const io::ModelConfig& config, const parallel::ParallelConfig& parallel) {
   if (parallel.world_size() == 1) return;
-  if (config.architecture == "Qwen3ForCausalLM" || config.architecture == "Qwen3MoeForCausalLM")
-    return check_qwen3_parallel(config, parallel);
+  if (loaders().count(config.architecture)) return check_moe_decoder_parallel(config, parallel);
   throw InvalidArgument(str("architecture '", config.architecture, "' runs on one rank only (", parallel.str(), ")"));
 }
 
