@@ -65,6 +65,28 @@ TEST(ServerErrors, WrongTypesNameTheField) {
   expect_still_serving(h.port());
 }
 
+// Limits a hostile body cannot exceed: nesting depth, message count, stop strings.
+TEST(ServerErrors, HostileSizesAre400) {
+  ServerHarness h;
+  const std::string deep = "{\"prompt\": \"hi\", \"x\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  const auto r = http(h.port(), "POST", "/v1/completions", deep);
+  expect_error(r, 400, "", "100000 nested arrays");
+  EXPECT_NE(r.body.find("deeper than 64 levels"), std::string::npos) << r.body.substr(0, 300);
+  const std::string ok_depth = "{\"prompt\": \"hi\", \"max_tokens\": 1, \"x\": " + std::string(60, '[') +
+                               std::string(60, ']') + "}";
+  EXPECT_EQ(http(h.port(), "POST", "/v1/completions", ok_depth).status, 200);  // unknown fields are ignored
+
+  json many = json::array();
+  for (int i = 0; i < 4097; ++i) many.push_back({{"role", "user"}, {"content", "x"}});
+  expect_error(post(h.port(), "/v1/chat/completions", {{"messages", many}}), 400, "messages", "4097 messages");
+  json stops = json::array();
+  for (int i = 0; i < 17; ++i) stops.push_back("s" + std::to_string(i));
+  expect_error(post(h.port(), "/v1/completions", {{"prompt", "hi"}, {"stop", stops}}), 400, "stop", "17 stops");
+  expect_error(post(h.port(), "/v1/completions", {{"prompt", "hi"}, {"stop", std::string(257, 'a')}}), 400, "stop",
+               "a 257-byte stop string");
+  expect_still_serving(h.port());
+}
+
 TEST(ServerErrors, UnknownModelIs404) {
   ServerHarness h;
   auto r = post(h.port(), "/v1/completions", {{"model", "gpt-4"}, {"prompt", "hi"}});

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <random>
@@ -97,9 +98,21 @@ void HttpServer::stop() {
   http_->stop();
 }
 
+namespace {
+// Equal strings, in a time that depends on their lengths only (no early exit at the first
+// difference a client could time to guess the key byte by byte).
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i)
+    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+}  // namespace
+
 bool HttpServer::authorized(const httplib::Request& req) const {
   return options_.api_key.empty() || req.path == "/health" ||
-         req.get_header_value("Authorization") == "Bearer " + options_.api_key;
+         constant_time_equal(req.get_header_value("Authorization"), "Bearer " + options_.api_key);
 }
 
 void HttpServer::count_response(int status) {

@@ -8,6 +8,12 @@ namespace loom::server {
 namespace {
 
 using ojson = nlohmann::ordered_json;
+
+// What one request may hold at most (a 400 beyond): hostile bodies must not cost unbounded work.
+constexpr int kMaxJsonDepth = 64;         // arrays/objects inside each other
+constexpr size_t kMaxMessages = 4096;     // chat messages
+constexpr size_t kMaxStopStrings = 16;
+constexpr size_t kMaxStopStringBytes = 256;
 using json = nlohmann::json;
 
 // A present, non-null field, or null.
@@ -79,6 +85,8 @@ ojson template_messages(const ojson& body) {
   if (!m) throw bad_request("messages", "'messages' is required");
   if (!m->is_array()) throw wrong_type("messages", "an array", *m);
   if (m->empty()) throw bad_request("messages", "'messages' must not be empty");
+  if (m->size() > kMaxMessages)
+    throw bad_request("messages", str("at most ", kMaxMessages, " messages, got ", m->size()));
   ojson out = ojson::array();
   for (const auto& msg : *m) {
     if (!msg.is_object()) throw wrong_type("messages", "an array of objects", msg);
@@ -133,6 +141,8 @@ void parse_stop(const ojson& body, engine::SamplingParams& p) {
     if (s->is_string()) {
       p.stop.push_back(s->get<std::string>());
     } else if (s->is_array()) {
+      if (s->size() > kMaxStopStrings)
+        throw bad_request("stop", str("at most ", kMaxStopStrings, " stop strings, got ", s->size()));
       for (const auto& v : *s) {
         if (!v.is_string()) throw wrong_type("stop", "a string or an array of strings", v);
         p.stop.push_back(v.get<std::string>());
@@ -140,6 +150,10 @@ void parse_stop(const ojson& body, engine::SamplingParams& p) {
     } else {
       throw wrong_type("stop", "a string or an array of strings", *s);
     }
+    for (const auto& stop : p.stop)
+      if (stop.size() > kMaxStopStringBytes)
+        throw bad_request("stop", str("a stop string may have at most ", kMaxStopStringBytes, " bytes, got ",
+                                      stop.size()));
   }
   if (const ojson* ids = field(body, "stop_token_ids")) {
     if (!ids->is_array()) throw wrong_type("stop_token_ids", "an array of token ids", *ids);
@@ -211,7 +225,12 @@ json finish_json(engine::FinishReason r) {
 ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, const ProtocolContext& ctx) {
   ojson body;
   try {
-    body = ojson::parse(body_text);
+    // The depth check runs while parsing, so a deeply nested body is refused before it is built.
+    body = ojson::parse(body_text, [](int depth, ojson::parse_event_t, ojson&) {
+      if (depth > kMaxJsonDepth)
+        throw bad_request("", str("the request body nests arrays and objects deeper than ", kMaxJsonDepth, " levels"));
+      return true;
+    });
   } catch (const ojson::parse_error& e) {
     throw bad_request("", str("the request body is not valid JSON: ", e.what()));
   }
