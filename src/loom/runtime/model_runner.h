@@ -38,7 +38,8 @@ class Runner {
   // Logits f32 [batch.num_logit_rows(), vocab] on the host, rows in batch order.
   virtual Tensor forward(const model::ForwardBatch& batch) = 0;
   // The same step with rank 0's logits left on its device, in the model's dtype, valid until the
-  // next step (benchmarks: no host copy). A decode step replays a CUDA graph unless !allow_graph.
+  // next step (benchmarks: no host copy), and readable from the calling thread's stream (a
+  // parallel runner waits for rank 0's stream). A decode step replays a CUDA graph unless !allow_graph.
   // Runners without a device answer with forward()'s host logits.
   virtual Tensor forward_device_logits(const model::ForwardBatch& batch, bool allow_graph = true) {
     (void)allow_graph;

@@ -138,23 +138,10 @@ class ParallelRunner final : public Runner {
   const io::ModelConfig& config() const override { return config_; }
   cache::KvPool& kv_pool() override { return *ranks_[0].pool; }
 
-  Tensor forward(const model::ForwardBatch& batch) override { return to_host_f32(forward_device_logits(batch, true)); }
+  Tensor forward(const model::ForwardBatch& batch) override { return step(batch, true, true); }
 
   Tensor forward_device_logits(const model::ForwardBatch& batch, bool allow_graph) override {
-    const auto injected = std::exchange(injected_failure_, std::nullopt);
-    run_ranks([&](int r) {
-      if (injected && injected->first == r) throw Error(injected->second);
-      Rank& rank = ranks_[r];
-      Tensor logits;
-#ifdef LOOM_HAVE_CUDA
-      if (allow_graph && rank.graphs && rank.graphs->can_run(batch))  // every rank decides alike
-        logits = rank.graphs->replay(batch);
-      else
-#endif
-        logits = rank.model->forward_on_device(batch, rank.pool->buffers());
-      if (r == 0) rank.logits = logits;  // the others' are the same rows
-    });
-    return std::exchange(ranks_[0].logits, Tensor());
+    return step(batch, allow_graph, false);
   }
 
   std::string failure() const override { return failures_.str(); }
@@ -181,6 +168,30 @@ class ParallelRunner final : public Runner {
   }
 
  private:
+  // One step on every rank; rank 0's logits, on the host as f32 when `to_host` (copied by rank 0's
+  // thread, whose current GPU is the one the logits are on), else on its GPU.
+  Tensor step(const model::ForwardBatch& batch, bool allow_graph, bool to_host) {
+    const auto injected = std::exchange(injected_failure_, std::nullopt);
+    run_ranks([&](int r) {
+      if (injected && injected->first == r) throw Error(injected->second);
+      Rank& rank = ranks_[r];
+      Tensor logits;
+#ifdef LOOM_HAVE_CUDA
+      if (allow_graph && rank.graphs && rank.graphs->can_run(batch))  // every rank decides alike
+        logits = rank.graphs->replay(batch);
+      else
+#endif
+        logits = rank.model->forward_on_device(batch, rank.pool->buffers());
+      if (r != 0) return;  // the others' are the same rows
+      rank.logits = to_host ? to_host_f32(logits) : logits;
+#ifdef LOOM_HAVE_CUDA
+      // The caller reads them on its own stream, which nothing orders after this rank's.
+      if (!to_host && logits.device().is_cuda()) CUDA_CHECK(cudaStreamSynchronize(cuda::current_stream(logits.device().index)));
+#endif
+    });
+    return std::exchange(ranks_[0].logits, Tensor());
+  }
+
   // Runs a start-up phase on every rank; a rank that fails ends the others' waits at once.
   void start(const std::function<void(int)>& phase) {
     threads_->run([&](int r) {
