@@ -104,6 +104,36 @@ TEST(ServerApi, LogprobsListTheTopTokensAndTheGreedyChoiceIsTheBest) {
   }
 }
 
+// logit_bias shifts the token's logit before selection: +100 makes greedy decoding pick it every
+// step; -100 on the greedy token makes it pick another.
+TEST(ServerApi, LogitBiasSteersTheChoice) {
+  ServerHarness h;
+  const std::vector<int32_t> prompt = {9707, 11, 1879, 0};
+  const auto greedy = runtime::generate_greedy(*tiny_runner(256, 16), prompt, 4);
+  json body = {{"prompt", prompt}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 0}};
+  const auto ids_of = [](const json& j) {
+    std::vector<std::string> t;
+    for (const auto& s : j["choices"][0]["logprobs"]["tokens"]) t.push_back(s.get<std::string>());
+    return t;
+  };
+  body["logit_bias"] = {{"42", 100}};
+  auto forced = post(h.port(), "/v1/completions", body);
+  ASSERT_EQ(forced.status, 200) << forced.body;
+  const std::string tok42 = tokenizer::testing::qwen3().decode({42}, false);
+  for (const auto& t : ids_of(forced.json())) EXPECT_EQ(t, tok42);
+  body["logit_bias"] = {{std::to_string(greedy[0]), -100}};
+  auto avoided = post(h.port(), "/v1/completions", body);
+  ASSERT_EQ(avoided.status, 200) << avoided.body;
+  EXPECT_NE(ids_of(avoided.json())[0], tokenizer::testing::qwen3().decode({greedy[0]}, false));
+  for (const json& bad : {json{{"x", 1}}, json{{"5", 101}}, json{{"-1", 1}}, json{{"999999999", 1}}, json{{"5", "up"}},
+                          json::array({1})}) {
+    body["logit_bias"] = bad;
+    auto r = post(h.port(), "/v1/completions", body);
+    EXPECT_EQ(r.status, 400) << bad.dump() << " " << r.body;
+    EXPECT_EQ(r.json()["error"]["param"], "logit_bias") << r.body;
+  }
+}
+
 TEST(ServerApi, StopTokenIdEndsWithFinishReasonStop) {
   ServerHarness h;
   const std::vector<int32_t> prompt = {9707, 11, 1879, 0};

@@ -26,6 +26,8 @@ struct SamplingParams {
   bool ignore_eos = false;
   bool skip_special_tokens = true;
   int64_t logprobs = -1;                   // -1: none; k >= 0: the chosen token's logprob + top k
+  // OpenAI's logit_bias: added to the token's logit before any penalty or selection, [-100, 100].
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // Bad request input: the server answers 400 with `param` naming the offending field.

@@ -28,10 +28,11 @@ void Sampler::observe(int32_t token) {
 }
 
 int32_t Sampler::sample(const float* logits, int64_t vocab, TokenLogprob* logprob) {
-  const bool penalized = !seen_.empty() || !counts_.empty();
+  const bool penalized = !seen_.empty() || !counts_.empty() || !params_.logit_bias.empty();
   const float* row = logits;
   if (penalized) {
     work_.assign(logits, logits + vocab);
+    for (auto [t, b] : params_.logit_bias) work_[t] += b;
     const float rp = static_cast<float>(params_.repetition_penalty);
     for (int32_t t : seen_) work_[t] = work_[t] > 0 ? work_[t] / rp : work_[t] * rp;
     for (auto [t, c] : counts_)

@@ -44,6 +44,11 @@ void validate_request(const Request& r, const ModelLimits& limits) {
   for (int32_t id : p.stop_token_ids)
     if (id < 0 || id >= limits.vocab_size)
       throw RequestError("stop_token_ids", str("stop token id ", id, " is outside the vocabulary [0, ", limits.vocab_size, ")"));
+  for (auto [id, bias] : p.logit_bias) {
+    if (id < 0 || id >= limits.vocab_size)
+      throw RequestError("logit_bias", str("logit_bias token id ", id, " is outside the vocabulary [0, ", limits.vocab_size, ")"));
+    check_range("logit_bias", bias, -100, 100, false);
+  }
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
   if (limits.context_length > 0 && prompt + p.max_tokens > limits.context_length)
     throw RequestError("max_tokens", str("the prompt (", prompt, " tokens) plus max_tokens (", p.max_tokens,

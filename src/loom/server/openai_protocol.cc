@@ -1,5 +1,6 @@
 #include "loom/server/openai_protocol.h"
 
+#include <cstdlib>
 #include <limits>
 
 #include "loom/server/api_error.h"
@@ -14,6 +15,7 @@ constexpr int kMaxJsonDepth = 64;         // arrays/objects inside each other
 constexpr size_t kMaxMessages = 4096;     // chat messages
 constexpr size_t kMaxStopStrings = 16;
 constexpr size_t kMaxStopStringBytes = 256;
+constexpr size_t kMaxLogitBias = 1024;    // logit_bias entries (OpenAI allows 300)
 using json = nlohmann::json;
 
 // A present, non-null field, or null.
@@ -251,6 +253,19 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
   if (get_bool(body, "echo", false)) throw bad_request("echo", "'echo' is not supported");
 
   auto& p = out.request.params;
+  if (const ojson* lb = field(body, "logit_bias")) {  // {"token id": bias}
+    if (!lb->is_object()) throw wrong_type("logit_bias", "an object mapping token ids to biases", *lb);
+    if (lb->size() > kMaxLogitBias)
+      throw bad_request("logit_bias", str("at most ", kMaxLogitBias, " logit_bias entries, got ", lb->size()));
+    for (const auto& [key, value] : lb->items()) {
+      char* end = nullptr;
+      const long id = std::strtol(key.c_str(), &end, 10);
+      if (key.empty() || *end != '\0' || id < 0 || id > std::numeric_limits<int32_t>::max())
+        throw bad_request("logit_bias", str("logit_bias keys must be token ids, got '", key, "'"));
+      if (!value.is_number()) throw wrong_type("logit_bias", "an object whose values are numbers", value);
+      p.logit_bias.emplace_back(static_cast<int32_t>(id), value.get<float>());
+    }
+  }
   p.temperature = get_number(body, "temperature", 1.0);
   p.top_p = get_number(body, "top_p", 1.0);
   p.top_k = get_int(body, "top_k").value_or(-1);
