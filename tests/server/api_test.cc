@@ -134,6 +134,28 @@ TEST(ServerApi, LogitBiasSteersTheChoice) {
   }
 }
 
+// echo: the prompt's text leads the completion, streamed or not; chat and echo with logprobs are 400s.
+TEST(ServerApi, EchoLeadsWithThePrompt) {
+  ServerHarness h;
+  json body = {{"prompt", "The capital of France is"}, {"max_tokens", 5}, {"temperature", 0}, {"ignore_eos", true}};
+  const std::string plain = answer_text(post(h.port(), "/v1/completions", body).json());
+  body["echo"] = true;
+  auto echoed = post(h.port(), "/v1/completions", body);
+  ASSERT_EQ(echoed.status, 200) << echoed.body;
+  EXPECT_EQ(answer_text(echoed.json()), "The capital of France is" + plain);
+  EXPECT_EQ(echoed.json()["usage"]["completion_tokens"], 5);
+  const Streamed streamed = stream(h.port(), "/v1/completions", body);
+  EXPECT_EQ(streamed.text, "The capital of France is" + plain);
+  body["logprobs"] = 1;
+  auto with_logprobs = post(h.port(), "/v1/completions", body);
+  EXPECT_EQ(with_logprobs.status, 400);
+  EXPECT_EQ(with_logprobs.json()["error"]["param"], "echo");
+  auto chat = post(h.port(), "/v1/chat/completions",
+                   {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"echo", true}});
+  EXPECT_EQ(chat.status, 400);
+  EXPECT_EQ(chat.json()["error"]["param"], "echo");
+}
+
 TEST(ServerApi, StopTokenIdEndsWithFinishReasonStop) {
   ServerHarness h;
   const std::vector<int32_t> prompt = {9707, 11, 1879, 0};

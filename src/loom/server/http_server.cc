@@ -230,6 +230,7 @@ void HttpServer::stream(const ParsedRequest& parsed, uint64_t engine_id, std::sh
   st->parsed.include_usage = parsed.include_usage;
   st->parsed.want_logprobs = parsed.want_logprobs;
   st->parsed.model = parsed.model;
+  st->parsed.echo_text = parsed.echo_text;
   st->id = new_response_id(parsed.endpoint);
   st->created = unix_time();
   ++open_streams_;

@@ -250,7 +250,8 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
                      "model", "model_not_found");
   }
   if (auto n = get_int(body, "n"); n && *n != 1) throw bad_request("n", str("only n = 1 is supported, got ", *n));
-  if (get_bool(body, "echo", false)) throw bad_request("echo", "'echo' is not supported");
+  const bool echo = get_bool(body, "echo", false);
+  if (echo && endpoint == Endpoint::chat) throw bad_request("echo", "'echo' is for /v1/completions");
 
   auto& p = out.request.params;
   if (const ojson* lb = field(body, "logit_bias")) {  // {"token id": bias}
@@ -285,6 +286,10 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
   }
 
   out.request.prompt = endpoint == Endpoint::chat ? chat_prompt(body, *ctx.tokenizer) : completion_prompt(body, *ctx.tokenizer);
+  if (echo) {  // the prompt's text leads the answer (prompt logprobs would need every position's logits)
+    if (out.want_logprobs) throw bad_request("echo", "'echo' with 'logprobs' is not supported");
+    out.echo_text = ctx.tokenizer->decode(out.request.prompt);
+  }
   auto max_tokens = get_int(body, "max_tokens");
   if (endpoint == Endpoint::chat)
     if (auto mct = get_int(body, "max_completion_tokens")) max_tokens = mct;
@@ -328,7 +333,7 @@ nlohmann::json response_json(const ParsedRequest& req, const std::string& id, in
   if (req.endpoint == Endpoint::chat) {
     choice["message"] = {{"role", "assistant"}, {"content", g.text}};
   } else {
-    choice["text"] = g.text;
+    choice["text"] = req.echo_text + g.text;
   }
   json out = envelope(req, id, created, /*chunk=*/false, json::array({choice}));
   out["usage"] = usage_json(g);
@@ -344,7 +349,7 @@ nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64
     if (!delta.text.empty() || !first) d["content"] = delta.text;
     choice["delta"] = d;
   } else {
-    choice["text"] = delta.text;
+    choice["text"] = first ? req.echo_text + delta.text : delta.text;
   }
   return envelope(req, id, created, /*chunk=*/true, json::array({choice}));
 }

@@ -22,6 +22,7 @@ struct ParsedRequest {
   bool include_usage = false;  // stream_options.include_usage
   bool want_logprobs = false;
   std::string model;
+  std::string echo_text;  // completions with echo: the prompt's text, which leads the answer
 };
 
 struct ProtocolContext {
