@@ -64,6 +64,12 @@ TEST_F(BenchServing, RandomIdsOverCompletionsCountEveryToken) {
   }
   EXPECT_GE(j["e2e_latency_ms"]["mean"].get<double>(), j["ttft_ms"]["mean"].get<double>());
   EXPECT_NEAR(j["output_throughput"].get<double>(), 72 / j["duration_s"].get<double>(), 1e-6);
+  ASSERT_EQ(j["requests"].size(), 12u);
+  for (const auto& q : j["requests"]) {
+    EXPECT_TRUE(q["ok"].get<bool>());
+    EXPECT_EQ(q["output_tokens"], 6);
+    EXPECT_LE(q["ttft_ms"].get<double>(), q["e2e_ms"].get<double>());
+  }
 }
 
 TEST_F(BenchServing, ChatTextAtAPoissonRate) {
@@ -99,6 +105,7 @@ TEST_F(BenchServing, RefusedRequestsAreCountedWithTheServersMessage) {
   EXPECT_EQ(j["completed"], 0);
   EXPECT_EQ(j["failed"], 3);
   EXPECT_NE(j["first_error"].get<std::string>().find("HTTP 400"), std::string::npos) << j["first_error"];
+  for (const auto& q : j["requests"]) EXPECT_NE(q["error"].get<std::string>().find("outside the vocabulary"), std::string::npos) << q;
   EXPECT_NE(err.find("every request failed"), std::string::npos) << err;
 }
 

@@ -187,6 +187,14 @@ int cmd_bench_serving(Args& args) {
     j["num_prompts"] = n;
     j["max_concurrency"] = max_concurrency;
     j["request_rate"] = std::isfinite(rate) ? nlohmann::json(rate) : nlohmann::json("inf");
+    nlohmann::json per_request = nlohmann::json::array();  // in the order the prompts were sent
+    for (const RequestResult& r : results) {
+      nlohmann::json q = {{"ok", r.ok}, {"prompt_tokens", r.prompt_tokens}, {"output_tokens", r.output_tokens},
+                          {"ttft_ms", r.ttft_s * 1e3}, {"e2e_ms", r.e2e_s * 1e3}};
+      if (!r.ok) q["error"] = r.error;
+      per_request.push_back(std::move(q));
+    }
+    j["requests"] = std::move(per_request);
     if (dataset == "random") {
       j["random_input_len"] = ro.input_len;
       j["random_output_len"] = ro.output_len;
