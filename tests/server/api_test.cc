@@ -156,6 +156,54 @@ TEST(ServerApi, EchoLeadsWithThePrompt) {
   EXPECT_EQ(chat.json()["error"]["param"], "echo");
 }
 
+// n choices: each its own request (seed + i when seeded), returned as choices[i] with index i; the
+// prompt counts once in the usage. Streamed, every chunk names its choice and one [DONE] ends all.
+TEST(ServerApi, NChoicesEachWithItsOwnSeed) {
+  ServerHarness h;
+  json body = {{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 1.0}, {"seed", 5},
+               {"ignore_eos", true}};
+  std::vector<std::string> single;
+  for (int i = 0; i < 3; ++i) {
+    json one = body;
+    one["seed"] = 5 + i;
+    single.push_back(answer_text(post(h.port(), "/v1/completions", one).json()));
+  }
+  body["n"] = 3;
+  auto r = post(h.port(), "/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.json();
+  ASSERT_EQ(j["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_EQ(j["choices"][i]["text"], single[i]) << "choice " << i;
+    EXPECT_EQ(j["choices"][i]["finish_reason"], "length");
+  }
+  EXPECT_EQ(j["usage"]["completion_tokens"], 18);
+  const int64_t prompt_tokens = j["usage"]["prompt_tokens"];
+  EXPECT_EQ(j["usage"]["total_tokens"], prompt_tokens + 18);
+
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  const HttpResponse streamed = post(h.port(), "/v1/completions", body);
+  ASSERT_EQ(streamed.status, 200);
+  std::vector<std::string> texts(3);
+  int done = 0;
+  json usage;
+  for (const auto& data : sse_data(streamed.body)) {
+    if (data == "[DONE]") {
+      ++done;
+      continue;
+    }
+    const json c = json::parse(data);
+    if (c.contains("usage") && !c["usage"].is_null()) usage = c["usage"];
+    for (const auto& ch : c["choices"]) texts[ch["index"].get<int>()] += ch["text"].get<std::string>();
+  }
+  EXPECT_EQ(done, 1);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(texts[i], single[i]) << "streamed choice " << i;
+  EXPECT_EQ(usage["completion_tokens"], 18);
+  EXPECT_EQ(usage["prompt_tokens"], prompt_tokens);
+}
+
 TEST(ServerApi, StopTokenIdEndsWithFinishReasonStop) {
   ServerHarness h;
   const std::vector<int32_t> prompt = {9707, 11, 1879, 0};

@@ -161,6 +161,25 @@ TEST(ServerConcurrency, ClientThatDisconnectsMidStreamIsAbortedAndItsPagesFreed)
   EXPECT_EQ(stats.kv_pages_free + stats.kv_pages_cached, stats.kv_pages_total);
 }
 
+// With n choices, the client leaving aborts every choice.
+TEST(ServerConcurrency, ClientThatDisconnectsAbortsEveryChoice) {
+  ServerHarness h;
+  HttpConnection c(h.port());
+  c.send_request("POST", "/v1/completions",
+                 json{{"prompt", "a very long answer please"}, {"max_tokens", 4000}, {"ignore_eos", true}, {"stream", true},
+                      {"n", 3}}
+                     .dump());
+  int events = 0;
+  c.read_response([&](const std::string& body) { return (events = static_cast<int>(sse_data(body).size())) < 4; });
+  ASSERT_GE(events, 4);
+  c.close();
+  ASSERT_TRUE(h.engine().wait_idle(std::chrono::seconds(30)));
+  const auto stats = h.engine().stats();
+  EXPECT_EQ(stats.requests_finished_abort, 3u);
+  EXPECT_LT(stats.generation_tokens, 3 * 3990u) << "the choices ran to the end instead of being aborted";
+  EXPECT_EQ(stats.kv_pages_free + stats.kv_pages_cached, stats.kv_pages_total);
+}
+
 TEST(ServerConcurrency, AbortStormLeavesNoLeakNoStuckRequestAndAServingServer) {
   HarnessOptions o;
   o.max_running_requests = 3;

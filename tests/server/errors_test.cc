@@ -124,7 +124,8 @@ TEST(ServerErrors, OutOfRangeSamplingValues) {
       {{{"top_k", 10000000}}, "top_k"},              {{{"frequency_penalty", 2.5}}, "frequency_penalty"},
       {{{"presence_penalty", -3}}, "presence_penalty"}, {{{"repetition_penalty", 0}}, "repetition_penalty"},
       {{{"max_tokens", 0}}, "max_tokens"},           {{{"max_tokens", -4}}, "max_tokens"},
-      {{{"logprobs", 21}}, "logprobs"},              {{{"n", 2}}, "n"},
+      {{{"logprobs", 21}}, "logprobs"},              {{{"n", 17}}, "n"},
+      {{{"n", 0}}, "n"},                             {{{"n", 2}, {"best_of", 3}}, "best_of"},
   };
   for (const auto& [extra, param] : cases) {
     json body = {{"prompt", "hi"}};

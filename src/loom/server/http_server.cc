@@ -181,49 +181,67 @@ void HttpServer::install_routes() {
 
 void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
   ParsedRequest parsed;
-  auto channel = std::make_shared<RequestChannel>();
-  uint64_t engine_id = 0;
+  std::shared_ptr<RequestChannel> channel;
+  std::vector<uint64_t> engine_ids;  // one per choice
   try {
     parsed = parse_request(endpoint, req.body, protocol_);
-    parsed.request.on_output = [channel](const engine::RequestOutput& out) { channel->push(out); };
-    engine_id = engine_.submit(std::move(parsed.request));
-  } catch (const ApiError& e) {
-    return send_error(res, e);
-  } catch (const engine::RequestError& e) {
-    return send_error(res, bad_request(e.param(), e.what()));
-  } catch (const engine::QueueFull& e) {
-    return send_error(res, ApiError(503, "server_error", e.what(), "", "queue_full"));
-  } catch (const engine::ShuttingDown& e) {
-    return send_error(res, ApiError(503, "server_error", e.what(), "", "shutting_down"));
-  } catch (const engine::RunnerStopped& e) {
-    return send_error(res, ApiError(503, "server_error", e.what(), "", "runner_stopped"));
-  } catch (const InvalidArgument& e) {
-    return send_error(res, bad_request("", e.what()));
+    channel = std::make_shared<RequestChannel>(parsed.n);
+    for (int i = 0; i < parsed.n; ++i) {  // n choices: the same request n times, each its own seed
+      engine::Request r = parsed.request;
+      if (r.params.seed && i > 0) r.params.seed = *r.params.seed + static_cast<uint64_t>(i);
+      r.on_output = [channel, i](const engine::RequestOutput& out) { channel->push(i, out); };
+      engine_ids.push_back(engine_.submit(std::move(r)));
+    }
+  } catch (...) {
+    for (uint64_t id : engine_ids) engine_.abort(id);  // the choices submitted before one was refused
+    try {
+      throw;
+    } catch (const ApiError& e) {
+      return send_error(res, e);
+    } catch (const engine::RequestError& e) {
+      return send_error(res, bad_request(e.param(), e.what()));
+    } catch (const engine::QueueFull& e) {
+      return send_error(res, ApiError(503, "server_error", e.what(), "", "queue_full"));
+    } catch (const engine::ShuttingDown& e) {
+      return send_error(res, ApiError(503, "server_error", e.what(), "", "shutting_down"));
+    } catch (const engine::RunnerStopped& e) {
+      return send_error(res, ApiError(503, "server_error", e.what(), "", "runner_stopped"));
+    } catch (const InvalidArgument& e) {
+      return send_error(res, bad_request("", e.what()));
+    }
   }
 
-  if (parsed.stream) return stream(parsed, engine_id, channel, res);
+  if (parsed.stream) return stream(parsed, engine_ids, channel, res);
 
-  Generation g;
-  while (g.finish_reason == engine::FinishReason::none)
-    for (const auto& out : channel->take(std::chrono::seconds(1))) {
-      g.add(out);
-      if (out.finish_reason == engine::FinishReason::error)
+  std::vector<Generation> choices(parsed.n);
+  const auto all_finished = [&] {
+    for (const auto& g : choices)
+      if (g.finish_reason == engine::FinishReason::none) return false;
+    return true;
+  };
+  while (!all_finished())
+    for (const auto& [i, out] : channel->take(std::chrono::seconds(1))) {
+      choices[i].add(out);
+      if (out.finish_reason == engine::FinishReason::error) {
+        for (uint64_t id : engine_ids) engine_.abort(id);
         return send_error(res, ApiError(500, "server_error", str("generation failed: ", out.error)));
+      }
     }
-  send_json(res, 200, response_json(parsed, new_response_id(endpoint), unix_time(), g, engine_.tokenizer()));
+  send_json(res, 200, response_json(parsed, new_response_id(endpoint), unix_time(), choices, engine_.tokenizer()));
 }
 
 // Server-sent events: one chunk per engine output that carries text (or logprobs, or the finish
 // reason), the usage chunk when asked for, then `data: [DONE]`. A failed write means the client
 // is gone: the request is aborted, which frees its KV on the engine's next turn.
-void HttpServer::stream(const ParsedRequest& parsed, uint64_t engine_id, std::shared_ptr<RequestChannel> channel,
-                        httplib::Response& res) {
+void HttpServer::stream(const ParsedRequest& parsed, const std::vector<uint64_t>& engine_ids,
+                        std::shared_ptr<RequestChannel> channel, httplib::Response& res) {
   struct State {
     ParsedRequest parsed;
     std::string id;
     int64_t created;
-    Generation total;
-    bool first = true;
+    std::vector<Generation> totals;  // per choice
+    std::vector<bool> first;         // per choice: no chunk sent yet
+    int unfinished = 0;
   };
   auto st = std::make_shared<State>();
   st->parsed.endpoint = parsed.endpoint;
@@ -233,6 +251,9 @@ void HttpServer::stream(const ParsedRequest& parsed, uint64_t engine_id, std::sh
   st->parsed.echo_text = parsed.echo_text;
   st->id = new_response_id(parsed.endpoint);
   st->created = unix_time();
+  st->totals.resize(parsed.n);
+  st->first.assign(parsed.n, true);
+  st->unfinished = parsed.n;
   ++open_streams_;
   res.set_header("Cache-Control", "no-cache");
   const tokenizer::Tokenizer& tok = engine_.tokenizer();
@@ -241,7 +262,7 @@ void HttpServer::stream(const ParsedRequest& parsed, uint64_t engine_id, std::sh
       [st, channel, &tok](size_t, httplib::DataSink& sink) {
         const auto outputs = channel->take(kHeartbeat);
         if (outputs.empty()) return sink.write(":\n\n", 3);  // an SSE comment: finds departed clients
-        for (const auto& out : outputs) {
+        for (const auto& [i, out] : outputs) {
           if (out.finish_reason == engine::FinishReason::error) {
             const std::string err = sse_event(error_body("server_error", str("generation failed: ", out.error), "", ""));
             sink.write(err.data(), err.size());
@@ -251,15 +272,16 @@ void HttpServer::stream(const ParsedRequest& parsed, uint64_t engine_id, std::sh
           }
           Generation delta;
           delta.add(out);
-          st->total.add(out);
-          if (st->first || out.finished || !delta.text.empty() || !delta.logprobs.empty()) {
-            const std::string ev = sse_event(chunk_json(st->parsed, st->id, st->created, delta, st->first, tok));
-            st->first = false;
+          st->totals[i].add(out);
+          if (st->first[i] || out.finished || !delta.text.empty() || !delta.logprobs.empty()) {
+            const std::string ev = sse_event(chunk_json(st->parsed, st->id, st->created, delta, st->first[i], tok, i));
+            st->first[i] = false;
             if (!sink.write(ev.data(), ev.size())) return false;
           }
-          if (out.finished) {
+          if (out.finished && --st->unfinished == 0) {  // the last choice ended
             if (st->parsed.include_usage) {
-              const std::string ev = sse_event(usage_chunk_json(st->parsed, st->id, st->created, st->total));
+              const std::string ev =
+                  sse_event(usage_chunk_json(st->parsed, st->id, st->created, combined_usage(st->totals)));
               if (!sink.write(ev.data(), ev.size())) return false;
             }
             if (!sink.write("data: [DONE]\n\n", 14)) return false;
@@ -269,8 +291,9 @@ void HttpServer::stream(const ParsedRequest& parsed, uint64_t engine_id, std::sh
         }
         return true;
       },
-      [this, channel, engine_id](bool) {
-        if (!channel->finished()) engine_.abort(engine_id);
+      [this, channel, engine_ids](bool) {
+        if (!channel->finished())  // the client left (or a choice failed): stop every choice
+          for (uint64_t id : engine_ids) engine_.abort(id);
         --open_streams_;
       });
 }

@@ -50,7 +50,8 @@ class HttpServer {
  private:
   void install_routes();
   void handle_generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
-  void stream(const ParsedRequest& parsed, uint64_t engine_id, std::shared_ptr<class RequestChannel> channel,
+  void stream(const ParsedRequest& parsed, const std::vector<uint64_t>& engine_ids,
+              std::shared_ptr<class RequestChannel> channel,
               httplib::Response& res);
   bool authorized(const httplib::Request& req) const;
   void count_response(int status);

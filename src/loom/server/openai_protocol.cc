@@ -16,6 +16,7 @@ constexpr size_t kMaxMessages = 4096;     // chat messages
 constexpr size_t kMaxStopStrings = 16;
 constexpr size_t kMaxStopStringBytes = 256;
 constexpr size_t kMaxLogitBias = 1024;    // logit_bias entries (OpenAI allows 300)
+constexpr size_t kMaxChoices = 16;        // n
 using json = nlohmann::json;
 
 // A present, non-null field, or null.
@@ -249,7 +250,13 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
                          ctx.served_model_name, "')"),
                      "model", "model_not_found");
   }
-  if (auto n = get_int(body, "n"); n && *n != 1) throw bad_request("n", str("only n = 1 is supported, got ", *n));
+  if (auto n = get_int(body, "n")) {
+    if (*n < 1 || *n > static_cast<int64_t>(kMaxChoices))
+      throw bad_request("n", str("'n' must be in [1, ", kMaxChoices, "], got ", *n));
+    out.n = static_cast<int>(*n);
+  }
+  if (auto best_of = get_int(body, "best_of"); best_of && *best_of != out.n)
+    throw bad_request("best_of", str("'best_of' must equal 'n' (", out.n, "): every generated choice is returned"));
   const bool echo = get_bool(body, "echo", false);
   if (echo && endpoint == Endpoint::chat) throw bad_request("echo", "'echo' is for /v1/completions");
 
@@ -327,22 +334,36 @@ static json envelope(const ParsedRequest& req, const std::string& id, int64_t cr
   return {{"id", id}, {"object", object}, {"created", created}, {"model", req.model}, {"choices", std::move(choices)}};
 }
 
-nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& g,
-                             const tokenizer::Tokenizer& tok) {
-  json choice = {{"index", 0}, {"logprobs", logprobs_json(req, g, tok)}, {"finish_reason", finish_json(g.finish_reason)}};
-  if (req.endpoint == Endpoint::chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", g.text}};
-  } else {
-    choice["text"] = req.echo_text + g.text;
+Generation combined_usage(const std::vector<Generation>& choices) {
+  Generation u;
+  if (choices.empty()) return u;
+  u.prompt_tokens = choices[0].prompt_tokens;
+  u.cached_tokens = choices[0].cached_tokens;
+  for (const Generation& g : choices) u.completion_tokens += g.completion_tokens;
+  return u;
+}
+
+nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created,
+                             const std::vector<Generation>& choices, const tokenizer::Tokenizer& tok) {
+  json list = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Generation& g = choices[i];
+    json choice = {{"index", i}, {"logprobs", logprobs_json(req, g, tok)}, {"finish_reason", finish_json(g.finish_reason)}};
+    if (req.endpoint == Endpoint::chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", g.text}};
+    } else {
+      choice["text"] = req.echo_text + g.text;
+    }
+    list.push_back(std::move(choice));
   }
-  json out = envelope(req, id, created, /*chunk=*/false, json::array({choice}));
-  out["usage"] = usage_json(g);
+  json out = envelope(req, id, created, /*chunk=*/false, std::move(list));
+  out["usage"] = usage_json(combined_usage(choices));
   return out;
 }
 
 nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& delta,
-                          bool first, const tokenizer::Tokenizer& tok) {
-  json choice = {{"index", 0}, {"logprobs", logprobs_json(req, delta, tok)}, {"finish_reason", finish_json(delta.finish_reason)}};
+                          bool first, const tokenizer::Tokenizer& tok, int index) {
+  json choice = {{"index", index}, {"logprobs", logprobs_json(req, delta, tok)}, {"finish_reason", finish_json(delta.finish_reason)}};
   if (req.endpoint == Endpoint::chat) {
     json d = json::object();
     if (first) d["role"] = "assistant";

@@ -23,6 +23,7 @@ struct ParsedRequest {
   bool want_logprobs = false;
   std::string model;
   std::string echo_text;  // completions with echo: the prompt's text, which leads the answer
+  int n = 1;              // choices: `request` is submitted n times (seed + i each when seeded)
 };
 
 struct ProtocolContext {
@@ -45,14 +46,16 @@ struct Generation {
 };
 
 nlohmann::json usage_json(const Generation& g);
+// The usage of n choices of one prompt: the prompt counted once, the completions added up.
+Generation combined_usage(const std::vector<Generation>& choices);
 
-// Non-streamed response body.
+// Non-streamed response body: choice i is choices[i].
 nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created,
-                             const Generation& g, const tokenizer::Tokenizer& tok);
-// One streamed chunk for the output `delta` (the part of the generation it carries).
-// `first` adds the assistant role to a chat delta.
+                             const std::vector<Generation>& choices, const tokenizer::Tokenizer& tok);
+// One streamed chunk for choice `index`'s output `delta` (the part of the generation it carries).
+// `first` (the choice's first chunk) adds the assistant role to a chat delta.
 nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& delta,
-                          bool first, const tokenizer::Tokenizer& tok);
+                          bool first, const tokenizer::Tokenizer& tok, int index = 0);
 // The usage-only chunk sent at the end when stream_options.include_usage is set.
 nlohmann::json usage_chunk_json(const ParsedRequest& req, const std::string& id, int64_t created,
                                 const Generation& total);
