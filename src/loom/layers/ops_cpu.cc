@@ -256,7 +256,8 @@ Routing unpack_routing(const Tensor& meta, int64_t k) {
              " for top-", k);
   std::vector<int32_t> ids(n * k);
   std::vector<float> weights(n * k);
-  const float* m = meta.contiguous().data<float>();
+  const Tensor mc = meta.contiguous();  // alive while m is read
+  const float* m = mc.data<float>();
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < k; ++j) {
       ids[i * k + j] = static_cast<int32_t>(m[i * 2 * k + j]);

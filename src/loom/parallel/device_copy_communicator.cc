@@ -28,7 +28,8 @@ struct DeviceCopyCommunicator::Shared {
   std::condition_variable cv;
   std::vector<Posted> posted;
   std::vector<bool> joined;
-  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> events;  // each member's ready and done
+  // Each member's ready and done events, made when it joins and fixed from then on.
+  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> events;
   int arrived = 0;
   uint64_t generation = 0;
   bool aborted = false;
@@ -125,12 +126,12 @@ void DeviceCopyCommunicator::exchange(const void* data, const std::vector<int64_
   std::vector<Posted> all;
   {
     std::unique_lock<std::mutex> lock(shared_->mu);
-    shared_->posted[rank()] = Posted{data, rows, ready_, done_};
+    shared_->posted[rank()] = Posted{data, rows};
     shared_->barrier(lock, name(), timeout_);  // every member's buffer is published
     all = shared_->posted;
   }
   for (int p = 0; p < size(); ++p)
-    if (p != rank()) CUDA_CHECK(cudaStreamWaitEvent(s, all[p].ready, 0));
+    if (p != rank()) CUDA_CHECK(cudaStreamWaitEvent(s, shared_->events[p].first, 0));
   read(all, s);
   CUDA_CHECK(cudaEventRecord(done_, s));
   {
@@ -138,7 +139,7 @@ void DeviceCopyCommunicator::exchange(const void* data, const std::vector<int64_
     shared_->barrier(lock, name(), timeout_);  // every member has enqueued its reads
   }
   for (int p = 0; p < size(); ++p)
-    if (p != rank()) CUDA_CHECK(cudaStreamWaitEvent(s, all[p].done, 0));
+    if (p != rank()) CUDA_CHECK(cudaStreamWaitEvent(s, shared_->events[p].second, 0));
 }
 
 void DeviceCopyCommunicator::do_all_reduce_sum(Tensor& t) {

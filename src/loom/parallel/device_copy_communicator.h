@@ -44,7 +44,6 @@ class DeviceCopyCommunicator : public Communicator {
   struct Posted {  // what a member publishes for one collective
     const void* data = nullptr;
     std::vector<int64_t> rows;  // all_to_all: the rows it sends to each member
-    cudaEvent_t ready = nullptr, done = nullptr;
   };
 
  private:

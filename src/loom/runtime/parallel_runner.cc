@@ -70,11 +70,10 @@ struct Rank {
   std::unique_ptr<model::CausalLM> model;
   std::unique_ptr<cache::KvPool> pool;
   Device device = Device::cpu();
-  int64_t kv_tokens = 0;  // what this rank's memory allows (CUDA)
-  int64_t kv_room = 0, free_bytes = 0;  // bytes: its share within --mem-fraction-static, free on its GPU
+  cache::KvBudget kv;  // what this rank's GPU allows its KV pool (CUDA)
   parallel::GraphRegistry registry;  // every communicator the forward can touch
 #ifdef LOOM_HAVE_CUDA
-  std::unique_ptr<CudaGraphRunner> graphs;  // decode steps (CUDA, NCCL, no attention DP)
+  std::unique_ptr<CudaGraphRunner> graphs;  // decode steps (CUDA over NCCL)
 #endif
   Tensor logits;
 
@@ -249,27 +248,26 @@ class ParallelRunner final : public Runner {
     for (int r = 0; r < static_cast<int>(ranks_.size()); ++r) {
       const Rank& k = ranks_[r];
       const int64_t need = std::max<int64_t>(asked, 1);
-      if (k.kv_tokens < need)
+      if (k.kv.tokens < need)
         throw Error(str("rank ", r, " on ", k.device.str(), ": out of GPU memory for the KV cache: ", need,
                         " tokens need ", (need / options_.page_size + 2) * options_.page_size *
                                              k.model->kv_layout().bytes_per_token(),
-                        " bytes, ", k.free_bytes, " bytes are free and its share within --mem-fraction-static ",
-                        options_.mem_fraction_static, " is ", k.kv_room,
+                        " bytes, ", k.kv.free_bytes, " bytes are free and its share within --mem-fraction-static ",
+                        options_.mem_fraction_static, " is ", k.kv.bytes,
                         " (does not fit: lower --max-total-tokens or raise --mem-fraction-static)"));
-      if (asked <= 0) tokens = tokens > 0 ? std::min(tokens, k.kv_tokens) : k.kv_tokens;
+      if (asked <= 0) tokens = tokens > 0 ? std::min(tokens, k.kv.tokens) : k.kv.tokens;
     }
     return tokens;
   }
 
+  // Ranks sharing a GPU split what --mem-fraction-static leaves of it (the one-GPU rule, per share).
   void measure_kv_room(Rank& rank) const {
 #ifdef LOOM_HAVE_CUDA
-    const int sharing = backend_ == parallel::DeviceBackend::device_copy ? pc_.world_size() : 1;
+    const size_t sharing = backend_ == parallel::DeviceBackend::device_copy ? pc_.world_size() : 1;
     const cuda::MemInfo m = cuda::mem_info(rank.device);
-    const double room = static_cast<double>(m.total) * options_.mem_fraction_static - static_cast<double>(m.total - m.free);
-    rank.free_bytes = static_cast<int64_t>(m.free);
-    rank.kv_room = static_cast<int64_t>(std::max(0.0, room) / sharing);  // ranks sharing a GPU split it
-    rank.kv_tokens = std::max<int64_t>(0, cache::KvPool::pages_that_fit(rank.model->kv_layout(), options_.page_size,
-                                                                        rank.kv_room)) * options_.page_size;
+    rank.kv = cache::kv_budget_from(rank.model->kv_layout(), options_.page_size, m.free / sharing, m.total / sharing,
+                                    options_.mem_fraction_static, 0);
+    rank.kv.free_bytes = m.free;
 #else
     (void)rank;
 #endif
