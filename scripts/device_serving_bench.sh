@@ -1,32 +1,71 @@
 #!/usr/bin/env bash
-# `loom bench serving` against `loom serve` on the GPU machine: the Qwen3-30B-A3B shape with dummy
-# weights, random 1,024-token prompts and 256-token outputs. Builds loom into build-gpu (with the
-# carried .debs, scripts/device_env.sh), starts the server, runs each load, prints a table last.
-#   bash scripts/device_serving_bench.sh            # LOOM_SERVING_LOADS="64:64 1:4" (concurrency:requests)
+# `loom bench serving` against `loom serve` on the GPU machine (issue 13's measurement), in one
+# device call: the Qwen3-30B-A3B shape with dummy weights. Builds loom and test_cuda into
+# build-gpu (with the carried .debs, scripts/device_env.sh), runs the sampling and dummy-weight GPU
+# tests, measures `bench latency` (decode step at bs 1 and 64, 8K prefill) as the baseline of the
+# same run, starts the server, times start-up to the first answered request, runs each load and
+# prints a table last.
+#   bash scripts/device_serving_bench.sh
+# Loads are concurrency:requests[:input_len:output_len]; default
+#   LOOM_SERVING_LOADS="1:8 64:256 256:512 1:3:8192:1"
+# LOOM_SERVE_FLAGS adds flags to `loom serve`; LOOM_SKIP_LATENCY=1 skips the baseline.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/device_env.sh
 LOGS=${OUT:-/tmp/loom-device}
 mkdir -p "$LOGS"
+MODEL=bench/models/qwen3-30b-a3b
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS >"$LOGS/configure.log" 2>&1 &&
-  cmake --build build-gpu -j16 --target loom >"$LOGS/build.log" 2>&1 || { tail -20 "$LOGS/build.log"; exit 1; }
+  cmake --build build-gpu -j16 --target loom test_cuda >"$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; exit 1; }
+
+./build-gpu/tests/test_cuda --gtest_filter="${LOOM_GPU_TESTS:-DeviceSampling.*:DummyWeightsOnGpu.*}" \
+  >"$LOGS/gpu_tests.log" 2>&1
+gpu_tests="$(grep -E '^\[  (PASSED|FAILED) ' "$LOGS/gpu_tests.log" | tr '\n' ' ')"
+grep -E "FAILED|Failure|Expected|Which is|of [0-9]+$" "$LOGS/gpu_tests.log" | head -20
+
+if [ "${LOOM_SKIP_LATENCY:-0}" != 1 ]; then
+  ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy --batch-size 1,64 --input-len 1024 \
+    --output-len 32 --prefill-len 8192 --mem-fraction-static 0.88 >"$LOGS/latency.log" 2>&1 ||
+    tail -5 "$LOGS/latency.log"
+fi
+
 PORT=30777
-t0=$SECONDS
-./build-gpu/loom serve --device cuda --model-path bench/models/qwen3-30b-a3b --load-format dummy \
+t0=$(date +%s.%N)
+./build-gpu/loom serve --device cuda --model-path $MODEL --load-format dummy \
   --tokenizer tests/data/tokenizers/qwen3 --port $PORT ${LOOM_SERVE_FLAGS:-} 2>"$LOGS/serve.log" &
 pid=$!
 trap 'kill -9 $pid 2>/dev/null' EXIT
-for _ in $(seq 1 600); do grep -q listening "$LOGS/serve.log" && break; kill -0 $pid || { tail "$LOGS/serve.log"; exit 1; }; sleep 0.2; done
-echo "server up in $((SECONDS - t0)) s"
+for _ in $(seq 1 1200); do
+  curl -sf -m 5 http://127.0.0.1:$PORT/v1/completions -H 'Content-Type: application/json' \
+    -d '{"prompt": [1, 2, 3], "max_tokens": 1}' >/dev/null 2>&1 && break
+  kill -0 $pid 2>/dev/null || { tail "$LOGS/serve.log"; exit 1; }
+  sleep 0.1
+done
+startup=$(python3 -c "print('%.1f' % ($(date +%s.%N) - $t0))")
+steps() { curl -s http://127.0.0.1:$PORT/metrics | awk '/^loom_engine_steps_total/ {print $2}'; }
 rows=()
-for load in ${LOOM_SERVING_LOADS:-64:64 1:4}; do
-  c=${load%%:*} n=${load##*:}
+for load in ${LOOM_SERVING_LOADS:-1:8 64:256 256:512 1:3:8192:1}; do
+  IFS=: read -r c n in out <<<"$load"
+  in=${in:-1024} out=${out:-256}
+  tag="c${c}_n${n}_in${in}"
+  s0=$(steps); w0=$SECONDS
   ./build-gpu/loom bench serving --base-url http://127.0.0.1:$PORT --num-prompts "$n" --max-concurrency "$c" \
-    --random-input-len 1024 --random-output-len 256 --random-range-ratio 1 --random-vocab-size 150000 \
-    --output-file "$LOGS/serving_c$c.json" >"$LOGS/serving_c$c.log" 2>&1 || { tail "$LOGS/serving_c$c.log"; }
-  rows+=("$(python3 -c "import json; j=json.load(open('$LOGS/serving_c$c.json')); print('%5d %5d %9.0f %9.0f %9.0f %9.1f %9.1f' % ($c, j['completed'], j['output_throughput'], j['ttft_ms']['p50'], j['ttft_ms']['p99'], j['itl_ms']['p50'], j['tpot_ms']['p50']))")")
+    --random-input-len "$in" --random-output-len "$out" --random-range-ratio 1 --random-vocab-size 150000 \
+    --output-file "$LOGS/serving_$tag.json" >"$LOGS/serving_$tag.log" 2>&1 || tail -5 "$LOGS/serving_$tag.log"
+  s1=$(steps)
+  grep -m3 "request failed" "$LOGS/serving_$tag.log"
+  rows+=("$(python3 -c "
+import json; j=json.load(open('$LOGS/serving_$tag.json'))
+steps = ($s1 or 0) - ($s0 or 0); wall = $SECONDS - $w0
+print('%5d %5d %6d %5d %9.0f %9.0f %9.0f %9.1f %9.1f %6d %7.1f' % ($c, $n, $in, j['completed'], j['output_throughput'],
+  j['ttft_ms']['p50'], j['ttft_ms']['p99'], j['itl_ms']['p50'], j['tpot_ms']['p50'], steps, 1000.0 * wall / max(steps, 1)))")")
 done
 kill -TERM $pid; wait $pid
+
 echo
-printf '%5s %5s %9s %9s %9s %9s %9s\n' conc reqs "out tok/s" "TTFT p50" "TTFT p99" "ITL p50" "TPOT p50"
+echo "GPU tests: $gpu_tests"
+echo "startup to the first answered request: ${startup} s"
+[ -f "$LOGS/latency.log" ] && grep -E "^model|^ +(bs|[0-9]+) |^prefill 1x" "$LOGS/latency.log"
+printf '%5s %5s %6s %5s %9s %9s %9s %9s %9s %6s %7s\n' conc reqs in done "out tok/s" "TTFT p50" "TTFT p99" \
+  "ITL p50" "TPOT p50" steps "ms/step"
 printf '%s\n' "${rows[@]}"

@@ -133,7 +133,9 @@ RequestResult send_request(const ServingTarget& t, const BenchPrompt& p) {
   const auto res = cli.send(req);
   r.e2e_s = since(start);
   if (!res) {
-    r.error = "request failed: " + httplib::to_string(res.error());
+    // How far it got tells a refused connection from a stream cut short.
+    r.error = str("request failed: ", httplib::to_string(res.error()), " (HTTP status ", status, ", ", chunks,
+                  " stream chunks, ", r.e2e_s, " s after sending)");
     return r;
   }
   if (status != 200) {

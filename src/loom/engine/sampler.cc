@@ -52,7 +52,9 @@ int32_t Sampler::sample(const float* logits, int64_t vocab, TokenLogprob* logpro
       std::nth_element(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(), higher);
       candidates_.resize(static_cast<size_t>(params_.top_k));
     }
-    if (params_.top_p < 1.0) std::sort(candidates_.begin(), candidates_.end(), higher);
+    // Best-first whenever a top-k or top-p set is drawn from (the device sampler walks the same order).
+    if (params_.top_p < 1.0 || static_cast<int64_t>(candidates_.size()) < vocab)
+      std::sort(candidates_.begin(), candidates_.end(), higher);
     float max_logit = -INFINITY;
     for (int32_t c : candidates_) max_logit = std::max(max_logit, row[c]);
     const double inv_t = 1.0 / params_.temperature;
@@ -93,6 +95,34 @@ int32_t Sampler::sample(const float* logits, int64_t vocab, TokenLogprob* logpro
   if (logprob) *logprob = token_logprob(logits, vocab, chosen, std::max<int64_t>(params_.logprobs, 0));
   observe(chosen);
   return chosen;
+}
+
+void Sampler::plan_device(runtime::SampleRowPlan& row, std::vector<runtime::LogitEdit>& edits, int64_t vocab) {
+  row = runtime::SampleRowPlan{};
+  row.greedy = is_greedy(params_);
+  row.want_logprob = params_.logprobs >= 0;
+  if (!row.greedy) {
+    row.temperature = params_.temperature;
+    row.top_p = params_.top_p;
+    row.min_p = params_.min_p;
+    row.top_k = params_.top_k > 0 && params_.top_k < vocab ? static_cast<int32_t>(params_.top_k) : 0;
+    row.u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  }
+  row.edit_begin = static_cast<int32_t>(edits.size());
+  if (!seen_.empty() || !counts_.empty() || !params_.logit_bias.empty()) {
+    std::unordered_map<int32_t, size_t> at;  // token -> its edit
+    auto edit = [&](int32_t t) -> runtime::LogitEdit& {
+      auto [it, fresh] = at.emplace(t, edits.size());
+      if (fresh) edits.push_back({t, 0.0f, 1.0f, 0.0f});
+      return edits[it->second];
+    };
+    for (auto [t, b] : params_.logit_bias) edit(t).bias += b;
+    const float rp = static_cast<float>(params_.repetition_penalty);
+    for (int32_t t : seen_) edit(t).repetition = rp;
+    for (auto [t, c] : counts_)
+      edit(t).sub = static_cast<float>(params_.frequency_penalty * static_cast<double>(c) + params_.presence_penalty);
+  }
+  row.edit_end = static_cast<int32_t>(edits.size());
 }
 
 TokenLogprob token_logprob(const float* logits, int64_t vocab, int32_t chosen, int64_t top) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "loom/engine/request.h"
+#include "loom/runtime/device_sampler.h"
 
 namespace loom::engine {
 
@@ -19,6 +20,12 @@ class Sampler {
 
   // Next token from f32 logits[vocab]; fills `logprob` (raw model distribution) when non-null.
   int32_t sample(const float* logits, int64_t vocab, TokenLogprob* logprob);
+
+  // The same draw made on the device (runtime::DeviceSampler): fills `row` (drawing u from the
+  // RNG exactly as sample() would) and appends the row's logit edits; accept() must follow with
+  // the token the device chose.
+  void plan_device(runtime::SampleRowPlan& row, std::vector<runtime::LogitEdit>& edits, int64_t vocab);
+  void accept(int32_t token) { observe(token); }
 
  private:
   void observe(int32_t token);  // the token joins the output (penalty history)

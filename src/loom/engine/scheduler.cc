@@ -185,40 +185,72 @@ bool Scheduler::admit(Sequence& s, int64_t budget, int64_t& chunk) {
   return true;
 }
 
+// A step is either all prefill (chunks of prompts, or of a retracted request's tokens) or all
+// decode (one token for every decoding request), never both: a decode step then always has the
+// shape a CUDA graph was captured for. While requests decode, prefill steps alternate with
+// decode steps, so arriving prompts cannot stall the running ones for more than one step.
 bool Scheduler::step() {
-  std::vector<Sequence*> batch;
-  std::vector<int64_t> chunks;
-  int64_t budget = options_.chunked_prefill_size;
+  bool decoders = false, prefillers = false;
+  for (const Sequence* s : running_) (s->pending() == 1 ? decoders : prefillers) = true;
+  const bool can_admit = !waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running_requests;
+  Batch batch;
+  if ((prefillers || can_admit) && !(decoders && last_step_prefill_)) batch = prefill_batch();
+  last_step_prefill_ = !batch.seqs.empty();
+  if (batch.seqs.empty() && decoders) batch = decode_batch();
+  if (batch.seqs.empty() && !last_step_prefill_ && (prefillers || can_admit)) {
+    batch = prefill_batch();  // decoders were all retracted to make room
+    last_step_prefill_ = !batch.seqs.empty();
+  }
+  if (batch.seqs.empty()) {
+    // Prefills stuck on pages with nothing to free them: give the newest one's pages back.
+    if (running_.size() > 1) retract(*running_.back());
+    return false;
+  }
+  return run(batch.seqs, batch.chunks);
+}
 
-  // Running requests first, oldest first: a decode token each, prefill chunks from the budget.
+// Every decoding request, oldest first (room for a newer one's token may retract it).
+Scheduler::Batch Scheduler::decode_batch() {
+  Batch b;
   const std::vector<Sequence*> running = running_;
   for (Sequence* s : running) {
-    if (!s->running) continue;  // retracted to make room for an older one
-    const int64_t pending = s->pending();
-    const int64_t n = pending == 1 ? 1 : std::min(pending, budget);
-    if (n <= 0) continue;
-    if (!make_room(*s, n, batch)) continue;
-    batch.push_back(s);
-    chunks.push_back(n);
-    if (pending > 1) budget -= n;
+    if (!s->running || s->pending() != 1) continue;  // retracted for an older one, or prefilling
+    if (!make_room(*s, 1, b.seqs)) continue;
+    b.seqs.push_back(s);
+    b.chunks.push_back(1);
   }
-  // Then waiting requests join, in order, while there is room.
+  return b;
+}
+
+// Prefill chunks within the step's token budget: running prefills first (oldest first), then
+// waiting requests join in order while there is room.
+Scheduler::Batch Scheduler::prefill_batch() {
+  Batch b;
+  int64_t budget = options_.chunked_prefill_size;
+  const std::vector<Sequence*> running = running_;
+  for (Sequence* s : running) {
+    if (budget <= 0) break;
+    if (!s->running || s->pending() <= 1) continue;
+    const int64_t n = std::min(s->pending(), budget);
+    if (!make_room(*s, n, b.seqs)) continue;
+    b.seqs.push_back(s);
+    b.chunks.push_back(n);
+    budget -= n;
+  }
   while (!waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(running_.size()) < options_.max_running_requests) {
     Sequence* s = waiting_.front();
     int64_t chunk = 0;
     if (!admit(*s, budget, chunk)) break;
     waiting_.pop_front();
-    batch.push_back(s);
-    chunks.push_back(chunk);
+    b.seqs.push_back(s);
+    b.chunks.push_back(chunk);
     budget -= chunk;
   }
-  if (batch.empty()) {
-    // Prefills stuck on pages with nothing to free them: give the newest one's pages back.
-    if (running_.size() > 1) retract(*running_.back());
-    return false;
-  }
+  return b;
+}
 
+bool Scheduler::run(const std::vector<Sequence*>& batch, const std::vector<int64_t>& chunks) {
   model::ForwardBatch fb;
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence* s = batch[i];
@@ -228,33 +260,75 @@ bool Scheduler::step() {
     in.page_table = s->pages;
     fb.seqs.push_back(std::move(in));
   }
-  Tensor logits;
+  // Each sequence whose chunk reaches the end of its tokens yields one token this step.
+  std::vector<char> yields(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) yields[i] = batch[i]->pending() == chunks[i];
+  std::vector<int32_t> next(batch.size(), -1);
+  std::vector<TokenLogprob> logprobs(batch.size());
   try {
-    logits = runner_.forward(fb).contiguous();
+    Tensor logits = runner_.forward_device_logits(fb);
     LOOM_CHECK(logits.dim() == 2 && logits.size(0) == static_cast<int64_t>(batch.size()) &&
-                   logits.size(1) == limits_.vocab_size && logits.dtype() == DType::f32,
+                   logits.size(1) >= limits_.vocab_size,
                "the runner returned logits ", logits.str(), " for a batch of ", batch.size(), " (vocab ",
                limits_.vocab_size, ")");
+    if (logits.device().is_cuda()) {
+      sample_on_device(batch, yields, logits, next, logprobs);
+    } else {
+      logits = logits.contiguous();
+      LOOM_CHECK(logits.dtype() == DType::f32 && logits.size(1) == limits_.vocab_size, "the runner returned logits ",
+                 logits.str(), " on the host; f32 [rows, ", limits_.vocab_size, "] expected");
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (!yields[i]) continue;
+        const auto& p = batch[i]->req.params;
+        next[i] = batch[i]->sampler.sample(logits.data<float>() + static_cast<int64_t>(i) * limits_.vocab_size,
+                                           limits_.vocab_size, p.logprobs >= 0 ? &logprobs[i] : nullptr);
+      }
+    }
   } catch (const std::exception& e) {
     fail_batch(batch, e.what());
     return true;
   }
   ++stats_.steps;
-  const float* rows = logits.data<float>();
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence* s = batch[i];
     s->kv_len += chunks[i];
-    if (s->pending() == 0) on_token(*s, rows + static_cast<int64_t>(i) * limits_.vocab_size);
+    if (yields[i]) on_token(*s, next[i], std::move(logprobs[i]));
   }
   return true;
 }
 
-void Scheduler::on_token(Sequence& s, const float* logits) {
+// Samples the yielding rows on the logits' GPU; only ids (and logprobs) come to the host.
+void Scheduler::sample_on_device(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
+                                 const Tensor& logits, std::vector<int32_t>& next,
+                                 std::vector<TokenLogprob>& logprobs) {
+  plans_.assign(batch.size(), runtime::SampleRowPlan{});
+  edits_.clear();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (yields[i]) batch[i]->sampler.plan_device(plans_[i], edits_, limits_.vocab_size);
+    else plans_[i].skip = true;
+  }
+  std::vector<float> chosen_logprob;
+  if (!device_sampler_) device_sampler_ = std::make_unique<runtime::DeviceSampler>();
+  device_sampler_->sample(logits, limits_.vocab_size, plans_, edits_, next, chosen_logprob);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!yields[i]) continue;
+    LOOM_CHECK(next[i] >= 0 && next[i] < limits_.vocab_size, "device sampling chose token ", next[i]);
+    batch[i]->sampler.accept(next[i]);
+    const int64_t top = batch[i]->req.params.logprobs;
+    if (top > 0) {  // the top alternatives need the whole row: this row alone comes to the host
+      const Tensor row = runtime::to_host_f32(logits[static_cast<int64_t>(i)]);
+      logprobs[i] = token_logprob(row.data<float>(), limits_.vocab_size, next[i], top);
+    } else if (top == 0) {
+      logprobs[i].token = next[i];
+      logprobs[i].logprob = chosen_logprob[i];
+    }
+  }
+}
+
+void Scheduler::on_token(Sequence& s, int32_t tok, TokenLogprob lp) {
   const auto& p = s.req.params;
   RequestOutput out;
   out.request_id = s.id;
-  TokenLogprob lp;
-  const int32_t tok = s.sampler.sample(logits, limits_.vocab_size, p.logprobs >= 0 ? &lp : nullptr);
   s.tokens.push_back(tok);
   ++stats_.generation_tokens;
   const auto now = Clock::now();

@@ -1,9 +1,9 @@
 // Continuous batching over one Runner, single-threaded (the Engine's thread calls it).
 //
-// Every step() runs one forward over a batch of running requests: each decoding request adds
-// its one new token, prefilling requests add a chunk (all prefill chunks together at most
-// chunked_prefill_size tokens), and waiting requests join while there is room (running count,
-// prefill budget, KV pages). When the pool runs out the newest running request is retracted: its
+// Every step() runs one forward over a batch of running requests, either a decode step (each
+// decoding request adds its one new token) or a prefill step (prefilling requests add a chunk,
+// all chunks together at most chunked_prefill_size tokens, and waiting requests join while there
+// is room: running count, prefill budget, KV pages); see step() for how the two alternate. When the pool runs out the newest running request is retracted: its
 // pages go back (into the prefix cache) and it waits at the head of the queue to be recomputed,
 // keeping its tokens and sampler state, so a greedy request's output does not change.
 #pragma once
@@ -58,12 +58,21 @@ class Scheduler {
   struct Sequence;
   using Clock = std::chrono::steady_clock;
 
+  struct Batch {
+    std::vector<Sequence*> seqs;
+    std::vector<int64_t> chunks;  // tokens each sequence computes this step
+  };
+  Batch decode_batch();
+  Batch prefill_batch();
+  bool run(const std::vector<Sequence*>& batch, const std::vector<int64_t>& chunks);
   bool make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch);
   bool admit(Sequence& s, int64_t budget, int64_t& chunk);
   void retract(Sequence& s);
   void release(Sequence& s);
   void finish(Sequence& s, RequestOutput& out, FinishReason reason);
-  void on_token(Sequence& s, const float* logits);
+  void on_token(Sequence& s, int32_t token, TokenLogprob logprob);
+  void sample_on_device(const std::vector<Sequence*>& batch, const std::vector<char>& yields, const Tensor& logits,
+                        std::vector<int32_t>& next, std::vector<TokenLogprob>& logprobs);
   void fail_batch(const std::vector<Sequence*>& batch, const std::string& what);
   Sequence* newest_running_not_in(const std::vector<Sequence*>& batch);
 
@@ -78,6 +87,10 @@ class Scheduler {
   std::vector<Sequence*> running_;  // in admission order: the back is the newest
   EngineStats stats_;
   uint64_t next_seed_;
+  bool last_step_prefill_ = false;
+  std::unique_ptr<runtime::DeviceSampler> device_sampler_;  // made on the first step with GPU logits
+  std::vector<runtime::SampleRowPlan> plans_;
+  std::vector<runtime::LogitEdit> edits_;
 };
 
 }  // namespace loom::engine

@@ -7,6 +7,11 @@
 #include "loom/io/parallel_chunks.h"
 #include "loom/io/slice_layout.h"
 #include "loom/io/weights.h"
+#ifdef LOOM_HAVE_CUDA
+#include "loom/kernels/cuda/kernels.h"
+#include "loom/tensor/cuda_check.h"
+#include "loom/tensor/cuda_stream.h"
+#endif
 
 namespace loom::io {
 namespace {
@@ -61,12 +66,25 @@ class DummySource final : public WeightSource {
                " requested as ", dtype_name(dtype), "; only f32, bf16 and f16 can be generated");
     for (int64_t d : full_shape) LOOM_CHECK(d >= 0, "dummy weights: tensor ", name, " has shape ", shape_str(full_shape));
     const SliceLayout l = slice_layout(name, full_shape, slice);
-    Tensor out = Tensor::empty(sliced_shape(full_shape, slice), dtype);
     const uint64_t key = splitmix64(seed_ ^ name_hash(name));
     const bool norm = is_norm_weight(name);
     // Uniform in [-s, s], s = 1/sqrt(fan-in) clipped to [0.01, 0.1]: activations stay O(1).
     const double fan_in = full_shape.empty() ? 1.0 : static_cast<double>(std::max<int64_t>(full_shape.back(), 1));
     const float scale = static_cast<float>(std::clamp(1.0 / std::sqrt(fan_in), 0.01, 0.1));
+#ifdef LOOM_HAVE_CUDA
+    if (device.is_cuda()) {  // made where it is used: no host work, no copy
+      Tensor out = Tensor::empty(sliced_shape(full_shape, slice), dtype, device);
+      namespace kc = kernels::cuda;
+      const kc::FillType type = dtype == DType::f32 ? kc::FillType::f32
+                                : dtype == DType::bf16 ? kc::FillType::bf16 : kc::FillType::f16;
+      CUDA_CHECK(cudaSetDevice(device.index));
+      const cudaStream_t s = cuda::current_stream(device.index);
+      if (l.numel() > 0) kc::dummy_fill(out.data_ptr(), type, l.numel(), l.run(), l.src_stride(), l.first(), key, norm, scale, s);
+      CUDA_CHECK(cudaStreamSynchronize(s));  // callers may read it from another stream or thread
+      return out;
+    }
+#endif
+    Tensor out = Tensor::empty(sliced_shape(full_shape, slice), dtype);
     if (l.numel() > 0) {
       if (dtype == DType::f32) fill<float>(out.data_ptr(), l, key, norm, scale, [](float v) { return v; });
       else if (dtype == DType::bf16) fill<uint16_t>(out.data_ptr(), l, key, norm, scale, f32_to_bf16);

@@ -21,7 +21,8 @@ ParallelMoe::ParallelMoe(const ShardLoader& w, const std::string& p, const MoeSh
   for (int64_t e = 0; e < experts_.length; ++e) {
     const std::string q = p + "experts." + std::to_string(experts_.begin + e) + ".";
     w.rows_into(gate_up_[e], {q + s.names.gate + ".weight", q + s.names.up + ".weight"}, {inter, h}, r);
-    down_[e].copy_from(w.source.load(q + s.names.down + ".weight", {h, inter}, w.dtype, io::Slice{1, r.begin, r.length}));
+    down_[e].copy_from(w.source.load(q + s.names.down + ".weight", {h, inter}, w.dtype, io::Slice{1, r.begin, r.length},
+                                     w.device));
   }
 }
 

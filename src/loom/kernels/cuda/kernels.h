@@ -35,6 +35,41 @@ void select_tokens(const void* logits, int64_t rows, int64_t vocab, float temper
 // dst = src (bytes, n % 16 == 0, 16-byte aligned): the bandwidth probe of `loom bench`.
 void copy_kernel(const void* src, void* dst, int64_t nbytes, cudaStream_t s);
 
+// ---- sampling.cu ----
+// One row's sampling parameters (engine/sampler.h has the semantics; the kernel matches it).
+struct SampleRow {
+  double u = 0;            // uniform [0, 1) from the request's RNG (unused when greedy)
+  double temperature = 1;  // > 0 unless greedy
+  double top_p = 1;
+  double min_p = 0;
+  int32_t top_k = 0;       // <= 0: off
+  int32_t edit_begin = 0;  // this row's edits: [edit_begin, edit_end) of the edit array
+  int32_t edit_end = 0;
+  uint8_t greedy = 0;
+  uint8_t want_logprob = 0;  // out_logprobs[row] = log-softmax of the raw row at the chosen id
+  uint8_t skip = 0;          // no token for this row (a prefill chunk that is not the last)
+};
+// A token's logit after logit_bias, repetition penalty and frequency/presence penalties:
+// v = l + bias; v = v > 0 ? v / repetition : v * repetition (when repetition != 1); v -= sub.
+struct SampleEdit {
+  int32_t token;
+  float bias;
+  float repetition;
+  float sub;
+};
+// One token per row of logits [rows, ld] (bf16, first `vocab` columns) into out_ids[rows].
+// scratch_l / scratch_p: f32 [rows, vocab] each. params / edits live on the device.
+void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
+                 const SampleEdit* edits, float* scratch_l, float* scratch_p, int32_t* out_ids, float* out_logprobs,
+                 cudaStream_t s);
+
+// ---- dummy_fill.cu ----
+// io/dummy_weights.cc's generator on the device, bit for bit: out[i] (n elements) is the value of
+// full-tensor element (i / run) * src_stride + first + i % run under `key`.
+enum class FillType { f32, bf16, f16 };
+void dummy_fill(void* out, FillType type, int64_t n, int64_t run, int64_t src_stride, int64_t first, uint64_t key,
+                bool norm, float scale, cudaStream_t s);
+
 // ---- moe.cu ----
 // Softmax over logits [t, e] (bf16) in f32, top-k (ties: lower id), optional renormalisation.
 void route_topk(const void* logits, int64_t t, int64_t e, int64_t k, bool renormalize, float* weights,

@@ -1,0 +1,53 @@
+// Token sampling on the GPU: a step's logits stay on the device and only the chosen ids (and
+// the chosen tokens' logprobs) cross to the host. The engine's Sampler describes each row
+// (Sampler::plan_device) with the same semantics and RNG draws as its host path, so greedy
+// requests are identical on either side and seeded ones agree wherever float rounding allows.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "loom/tensor/tensor.h"
+
+namespace loom::runtime {
+
+struct SampleRowPlan {
+  double u = 0;  // uniform [0, 1) drawn from the request's RNG; unused when greedy
+  double temperature = 1;  // the request's values, unrounded, as the host sampler uses them
+  double top_p = 1;
+  double min_p = 0;
+  int32_t top_k = 0;
+  bool greedy = true;
+  bool want_logprob = false;
+  bool skip = false;  // this row yields no token (a prefill chunk short of the prompt's end)
+  int32_t edit_begin = 0, edit_end = 0;  // the row's edits in the step's edit list
+};
+
+// One token's logit after logit_bias and penalties: v = l + bias; repetition penalty when != 1
+// (v > 0 ? v / r : v * r); v -= sub.
+struct LogitEdit {
+  int32_t token = 0;
+  float bias = 0;
+  float repetition = 1;
+  float sub = 0;
+};
+
+class DeviceSampler {
+ public:
+  DeviceSampler();
+  ~DeviceSampler();
+  DeviceSampler(const DeviceSampler&) = delete;
+  DeviceSampler& operator=(const DeviceSampler&) = delete;
+
+  // One id per row of `logits` ([rows, >= vocab] bf16 on a CUDA device; the first `vocab`
+  // columns count) into ids (-1 for skipped rows), and the chosen token's logprob where asked.
+  // Runs on the calling thread's current stream of the logits' device and waits for the ids.
+  void sample(const Tensor& logits, int64_t vocab, const std::vector<SampleRowPlan>& rows,
+              const std::vector<LogitEdit>& edits, std::vector<int32_t>& ids, std::vector<float>& logprobs);
+
+ private:
+  struct Buffers;
+  std::unique_ptr<Buffers> b_;
+};
+
+}  // namespace loom::runtime
