@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 #include <cstdio>
 #include <filesystem>
@@ -63,7 +64,14 @@ int cmd_serve(Args& args) {
   args.finish();
 
   auto tok = load_tokenizer_flag(tokenizer_dir);
-  engine::Engine engine(runtime::create_runner(runner_options), std::move(tok), eo);
+  const auto t_load = std::chrono::steady_clock::now();
+  auto runner = runtime::create_runner(runner_options);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  std::fprintf(stderr, "loom serve: model ready in %.1f s (weights, KV pool of %lld tokens%s); %lld running requests at most\n",
+               load_s, static_cast<long long>(runner->kv_pool().num_pages() * runner->kv_pool().page_size()),
+               runner_options.device.is_cuda() && !runner_options.disable_cuda_graph ? ", decode CUDA graphs" : "",
+               static_cast<long long>(eo.scheduler.max_running_requests));
+  engine::Engine engine(std::move(runner), std::move(tok), eo);
   server::HttpServer http(engine, so);
   // A signal may land on any thread (BLAS starts its own before main), so the handler only
   // writes to a pipe; a waiter thread reads it and stops the server.
