@@ -52,10 +52,10 @@ int cmd_serve(Args& args) {
   so.shutdown_grace = std::chrono::milliseconds(1000 * args.integer({"shutdown-timeout"}, 10, 0, 3600));
 
   engine::EngineOptions eo;
-  // On a GPU a prefill step takes a whole 8K prompt (one step, like `bench latency`), and as many
+  // On a GPU a prefill step takes 2048 tokens (measured: bench/NOTES.md, TTFT against throughput), and as many
   // requests run as the largest decode graph holds, so every decode step replays a graph.
   const bool gpu = runner_options.device.is_cuda();
-  eo.scheduler.chunked_prefill_size = args.integer({"chunked-prefill-size"}, gpu ? 8192 : eo.scheduler.chunked_prefill_size, 1, 1 << 20);
+  eo.scheduler.chunked_prefill_size = args.integer({"chunked-prefill-size"}, gpu ? 2048 : eo.scheduler.chunked_prefill_size, 1, 1 << 20);
   const int64_t default_running = gpu && !runner_options.disable_cuda_graph ? runner_options.cuda_graph_max_bs
                                                                              : eo.scheduler.max_running_requests;
   eo.scheduler.max_running_requests = args.integer({"max-running-requests"}, default_running, 1, 1 << 16);
