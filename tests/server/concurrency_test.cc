@@ -161,6 +161,26 @@ TEST(ServerConcurrency, ClientThatDisconnectsMidStreamIsAbortedAndItsPagesFreed)
   EXPECT_EQ(stats.kv_pages_free + stats.kv_pages_cached, stats.kv_pages_total);
 }
 
+// Not streaming: nothing is written until the end, so the server watches the socket itself.
+TEST(ServerConcurrency, NonStreamingClientThatDisconnectsIsAbortedAndItsPagesFreed) {
+  ServerHarness h;
+  HttpConnection c(h.port());
+  c.send_request("POST", "/v1/completions",
+                 json{{"prompt", "a very long answer please"}, {"max_tokens", 4000}, {"ignore_eos", true}}.dump());
+  // Wait until the request is decoding, then leave.
+  for (int i = 0; i < 300 && h.engine().stats().generation_tokens < 5; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_GE(h.engine().stats().generation_tokens, 5u);
+  c.close();
+  ASSERT_TRUE(h.engine().wait_idle(std::chrono::seconds(30)));
+  const auto stats = h.engine().stats();
+  EXPECT_EQ(stats.requests_finished_abort, 1u);
+  EXPECT_LT(stats.generation_tokens, 3990u) << "the request ran to the end instead of being aborted";
+  EXPECT_EQ(stats.kv_pages_free + stats.kv_pages_cached, stats.kv_pages_total);
+  // The server still answers.
+  EXPECT_EQ(post(h.port(), "/v1/completions", json{{"prompt", "hi"}, {"max_tokens", 2}}).status, 200);
+}
+
 // With n choices, the client leaving aborts every choice.
 TEST(ServerConcurrency, ClientThatDisconnectsAbortsEveryChoice) {
   ServerHarness h;

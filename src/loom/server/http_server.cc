@@ -14,6 +14,7 @@
 
 #include "loom/server/api_error.h"
 #include "loom/server/metrics_text.h"
+#include "loom/server/peer_watch.h"
 #include "loom/server/request_channel.h"
 
 namespace loom::server {
@@ -107,6 +108,7 @@ int HttpServer::bind() {
   }
   LOOM_CHECK(port > 0, "cannot listen on ", options_.host, ":", options_.port, " (address in use or not local?)");
   widen_listen_backlog(port);
+  port_ = port;
   return port;
 }
 
@@ -249,14 +251,23 @@ void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req,
       if (g.finish_reason == engine::FinishReason::none) return false;
     return true;
   };
-  while (!all_finished())
-    for (const auto& [i, out] : channel->take(std::chrono::seconds(1))) {
+  // A client that leaves before the answer is complete has its choices aborted (their KV is freed
+  // on the engine's next turn): there is nobody to send the answer to.
+  const PeerWatch peer(req.remote_addr, req.remote_port, port_);
+  while (!all_finished()) {
+    if (peer.gone()) {
+      for (uint64_t id : engine_ids) engine_.abort(id);
+      res.status = 499;  // nginx's "client closed request", for the log and /metrics only
+      return;
+    }
+    for (const auto& [i, out] : channel->take(std::chrono::milliseconds(100))) {
       choices[i].add(out);
       if (out.finish_reason == engine::FinishReason::error) {
         for (uint64_t id : engine_ids) engine_.abort(id);
         return send_error(res, ApiError(500, "server_error", str("generation failed: ", out.error)));
       }
     }
+  }
   send_json(res, 200, response_json(parsed, new_response_id(endpoint), unix_time(), choices, engine_.tokenizer()));
 }
 

@@ -60,6 +60,7 @@ class HttpServer {
   ServerOptions options_;
   ProtocolContext protocol_;
   std::unique_ptr<httplib::Server> http_;
+  int port_ = -1;  // the bound port (bind())
   std::mutex counters_mu_;
   std::map<int, uint64_t> responses_by_status_;
   std::atomic<int> open_streams_{0};  // SSE responses not yet finished
