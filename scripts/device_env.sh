@@ -16,7 +16,12 @@ if [ ! -d "$LOOM_DEBROOT/usr" ]; then
       ln -sf "x86_64-linux-gnu/openblas-pthread/$h" "$LOOM_DEBROOT/usr/include/$h"
   done
 fi
+# FlashInfer's headers (scripts/setup.sh) travel packed, the unpacked tree being over the device
+# tool's size limit: here `tar czf .flashinfer.tar.gz -C third_party flashinfer`, carried; unpacked once.
+if [ -f .flashinfer.tar.gz ] && [ ! -d third_party/flashinfer ]; then
+  mkdir -p third_party && tar xzf .flashinfer.tar.gz -C third_party
+fi
 libdirs="$LOOM_DEBROOT/usr/lib:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu/openblas-pthread"
 export LD_LIBRARY_PATH="$libdirs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-export LOOM_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$LOOM_DEBROOT/usr -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdirs -DCMAKE_CXX_FLAGS=-idirafter$LOOM_DEBROOT/usr/include -DCMAKE_CUDA_ARCHITECTURES=90a-real;80-virtual"
+export LOOM_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$LOOM_DEBROOT/usr -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdirs -DCMAKE_CXX_FLAGS=-idirafter$LOOM_DEBROOT/usr/include -DCMAKE_CUDA_ARCHITECTURES=90a-real;80-virtual -DLOOM_HEAVY_JOBS=4"
 set +e

@@ -8,7 +8,54 @@ if [ "${LOOM_SKIP_APT:-0}" != 1 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build ccache pkg-config curl \
     libgtest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev \
-    libpcre2-dev libutf8proc-dev libgloo-dev libcpp-httplib-dev libssl-dev >/dev/null
+    libpcre2-dev libutf8proc-dev libgloo-dev libcpp-httplib-dev libssl-dev python3-pip >/dev/null
+fi
+
+# FlashInfer's C++ headers (Hopper attention kernels) with the CUTLASS and CCCL trees it ships, from
+# one pinned flashinfer-python wheel (pure Python, headers only: no PyTorch, nothing compiled).
+# `pip download --no-deps` only fetches the file, so Debian's externally-managed Python is fine.
+# Unpacked once into third_party/flashinfer/<version>/ (git-ignored); CMake looks there.
+# LOOM_FLASHINFER_WHEEL=path/to/the.whl uses a wheel fetched beforehand (offline machines).
+FLASHINFER_VERSION=0.7.4
+FLASHINFER_SHA256=a051a62e09a2738e8b0de47a1944fd2f0f3eff01b728b662141ea660cb09dd32
+fi_dir=third_party/flashinfer/$FLASHINFER_VERSION
+if [ ! -f "$fi_dir/.complete" ]; then
+  fi_tmp=$(mktemp -d)
+  trap 'rm -rf "$fi_tmp"' EXIT
+  whl=${LOOM_FLASHINFER_WHEEL:-}
+  if [ -z "$whl" ]; then
+    python3 -m pip --version >/dev/null 2>&1 ||
+      { echo "setup.sh: fetching FlashInfer's headers needs python3 -m pip (apt-get install python3-pip)" >&2; exit 1; }
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --no-cache-dir -d "$fi_tmp" \
+      "flashinfer-python==$FLASHINFER_VERSION"
+    whl=$fi_tmp/flashinfer_python-$FLASHINFER_VERSION-py3-none-any.whl
+  fi
+  echo "$FLASHINFER_SHA256  $whl" | sha256sum --check --quiet -
+  rm -rf "$fi_dir" "$fi_dir.partial"
+  python3 - "$whl" "$fi_dir.partial" <<'PY'
+import os, sys, zipfile
+whl, dest = sys.argv[1], sys.argv[2]
+keep = ("include/", "cutlass/include/", "cutlass/tools/util/include/", "cccl/")
+with zipfile.ZipFile(whl) as z:
+    for info in z.infolist():
+        name = info.filename
+        if name.endswith("/"):
+            continue
+        if name.startswith("flashinfer/data/"):
+            rel = name[len("flashinfer/data/"):]
+            if not rel.startswith(keep):
+                continue
+        elif name.endswith(".dist-info/licenses/LICENSE"):
+            rel = "LICENSE"
+        else:
+            continue
+        out = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(info) as src, open(out, "wb") as dst:
+            dst.write(src.read())
+PY
+  mv "$fi_dir.partial" "$fi_dir"
+  touch "$fi_dir/.complete"
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"${LOOM_JOBS:-2}"

@@ -2,10 +2,15 @@
 // caching allocator, so a CUDA-graph capture owns them), and launches kernels/cuda on the
 // thread's current stream. Dense GEMMs go through cuBLAS (bf16 in, f32 accumulate).
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 
+#include "loom/kernels/cuda/flashinfer_prefill.h"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/sm90/moe_grouped_gemm.h"
 #include "loom/layers/ops_cuda.h"
 #include "loom/layers/ops_cuda_util.h"
 #include "loom/tensor/cuda_check.h"
@@ -168,6 +173,35 @@ void qk_norm_rope(Tensor& q, Tensor& k, const Tensor* q_norm, const Tensor* k_no
                    rope.scaling, eps, stream_for(q));
 }
 
+namespace {
+
+// Prefill/extend attention on FlashInfer's Hopper kernels (kernels/cuda/flashinfer_prefill.h)
+// when the GPU is sm90 and the head size is one it instantiates; decode (captured in graphs) and
+// everything else on loom's own kernel. LOOM_ATTENTION=native keeps prefill on loom's kernel too,
+// for A/B runs (read at every call).
+bool attention_use_flashinfer(const Tensor& q, const Tensor& out, int64_t hq, int64_t hk, int64_t d,
+                              const ForwardContext& ctx, cudaStream_t s) {
+  if (ctx.decode_only || ctx.num_seqs < 1) return false;
+  const char* env = std::getenv("LOOM_ATTENTION");
+  if (env && std::strcmp(env, "native") == 0) return false;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return false;  // its plan copies from host memory
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return aligned(q.data_ptr()) && aligned(out.data_ptr()) &&
+         kc::flashinfer_prefill_supports(q.device().index, hq, hk, d);
+}
+
+// One FlashInfer workspace (its schedule buffers) per rank thread and GPU, kept across steps.
+kc::FlashInferPrefillWorkspace& flashinfer_workspace(int device) {
+  thread_local std::map<int, std::unique_ptr<kc::FlashInferPrefillWorkspace>> workspaces;
+  std::unique_ptr<kc::FlashInferPrefillWorkspace>& w = workspaces[device];
+  if (!w) w = std::make_unique<kc::FlashInferPrefillWorkspace>();
+  return *w;
+}
+
+}  // namespace
+
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, const AttentionParams& params,
                  const ForwardContext& ctx) {
   check_bf16(q, "attention", "q");
@@ -192,6 +226,22 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
     kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, s);
   }
 
+  Tensor out = Tensor::empty({tokens, hq, d}, DType::bf16, q.device());
+  if (attention_use_flashinfer(q, out, hq, hk, d, ctx, s)) {
+    kc::FlashInferPrefillWorkspace& fi = flashinfer_workspace(q.device().index);
+    bool planned = false;
+    {
+      // Host scheduling and one small copy, done once per step: later layers find the same batch.
+      OpScope scope("attention plan (FlashInfer)", q);
+      planned = fi.plan(ctx.h_token_starts.data(), ctx.h_start_pos.data(), ctx.num_seqs, ctx.max_pages,
+                        ctx.page_size, hq, hk, d, s);
+    }
+    if (planned) {
+      OpScope scope("attention (prefill, FlashInfer)", q);
+      fi.run(kv, q.data_ptr(), out.data_ptr(), tokens, hq, params.scale, s);
+      return out;
+    }
+  }
   int64_t max_new = 1;
   if (!ctx.decode_only)
     for (int64_t i = 0; i < ctx.num_seqs; ++i)
@@ -199,7 +249,6 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   const int splits = kc::attention_splits(ctx.num_seqs, hk, ctx.decode_only);
   Tensor workspace;
   if (splits > 1) workspace = Tensor::empty({splits, tokens, hq, d + 1}, DType::f32, q.device());
-  Tensor out = Tensor::empty({tokens, hq, d}, DType::bf16, q.device());
   OpScope scope(ctx.decode_only ? "attention (decode, split keys)" : "attention (prefill)", q);
   kc::attention(kv, q.data_ptr(), out.data_ptr(), tokens, hq, params.scale, max_new, splits,
                 splits > 1 ? workspace.data<float>() : nullptr, s);
@@ -227,6 +276,35 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormal
   return r;
 }
 
+namespace {
+
+// The expert GEMMs of a batch: CUTLASS's Hopper grouped GEMM (kernels/cuda/sm90) on an sm90 GPU
+// once the batch is past the decode range (at least kMoeCutlassMinSlots routed slots and more than
+// 16 per local expert, where loom's kernel leaves its 16-row tiles; so every decode graph bucket up
+// to 160 × top-8 stays native), else loom's own kernels. LOOM_MOE_GEMM=native|cutlass forces one
+// for A/B runs (cutlass then also takes the few-token batches); it is read at every call.
+constexpr int64_t kMoeCutlassMinSlots = 1024;
+bool moe_use_cutlass(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, int64_t slots,
+                     int64_t experts, int64_t hidden, int64_t inter, bool* forced) {
+  const char* env = std::getenv("LOOM_MOE_GEMM");
+  *forced = env && std::strcmp(env, "cutlass") == 0;
+  if (env && std::strcmp(env, "native") == 0) return false;
+  if (!*forced && (slots < kMoeCutlassMinSlots || slots <= 16 * experts)) return false;
+  const bool ok = kc::moe_sm90_available(x.device().index) &&
+                  kc::moe_sm90_applies(hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr());
+  if (*forced && !ok) {
+    static std::once_flag warned;
+    std::call_once(warned, [] {
+      std::fprintf(stderr, "loom: LOOM_MOE_GEMM=cutlass but the CUTLASS grouped GEMM does not apply here "
+                           "(needs an sm90 GPU, a build with CUTLASS, hidden and inter multiples of 8); "
+                           "native kernels run\n");
+    });
+  }
+  return ok;
+}
+
+}  // namespace
+
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up, const Tensor& w_down,
                    int64_t expert_begin) {
   check_bf16(x, "moe_experts", "input");
@@ -244,8 +322,11 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
   if (t == 0) return out;
   cudaStream_t s = stream_for(x);
   const int64_t slots = t * k;
+  bool forced = false;
+  const bool cutlass = moe_use_cutlass(x, w_gate_up, w_down, slots, experts, hidden, inter, &forced);
   // Few tokens: two GEMV-style kernels straight from the routing (no sort, no grouped tiles).
-  if (kc::moe_decode_applies(t, k, hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr())) {
+  if (!(cutlass && forced) &&
+      kc::moe_decode_applies(t, k, hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr())) {
     OpScope scope("moe decode (gate_up+silu, down+combine)", x);
     Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
     kc::moe_decode(x.data_ptr(), routing.ids.data<int32_t>(), routing.weights.data<float>(), t, k, expert_begin,
@@ -266,6 +347,39 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
   {
     OpScope scope("moe plan (sort by expert)", x);
     kc::moe_plan(routing.ids.data<int32_t>(), routing.weights.data<float>(), t, k, expert_begin, experts, plan, s);
+  }
+  if (cutlass) {
+    // Rows in expert order (gathered x, later the down GEMM's output in place), both GEMMs on
+    // CUTLASS with per-expert sizes read on the device, the routing weights applied in the combine.
+    Tensor a = Tensor::empty({slots, hidden}, DType::bf16, dev);
+    Tensor gate_up = Tensor::empty({slots, 2 * inter}, DType::bf16, dev);
+    Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
+    const size_t ws_bytes = kc::moe_sm90_workspace_bytes(experts, dev.index);
+    Tensor ws = Tensor::empty({static_cast<int64_t>(ws_bytes)}, DType::u8, dev);
+    const kc::MoeSm90Args args{x.data_ptr(),     w_gate_up.data_ptr(), w_down.data_ptr(), plan.offsets,
+                               plan.sorted_token, a.data_ptr(),        gate_up.data_ptr(), act.data_ptr(),
+                               ws.data_ptr(),     ws_bytes,            slots,             hidden,
+                               inter,             experts};
+    {
+      OpScope scope("moe gather (expert order)", x);
+      kc::moe_sm90_prepare(args, s);
+    }
+    {
+      OpScope scope("moe gate_up grouped GEMM (CUTLASS)", x);
+      kc::moe_sm90_gate_up(args, s);
+    }
+    {
+      OpScope scope("moe silu_and_mul", x);
+      kc::silu_and_mul(gate_up.data_ptr(), act.data_ptr(), slots, inter, s);
+    }
+    {
+      OpScope scope("moe down grouped GEMM (CUTLASS)", x);
+      kc::moe_sm90_down(args, s);
+    }
+    OpScope scope("moe combine", x);
+    kc::moe_combine_weighted(a.data_ptr(), plan.slot_pos, routing.weights.data<float>(), t, k, hidden,
+                             out.data_ptr(), s);
+    return out;
   }
 
   Tensor gate_up = Tensor::empty({slots, 2 * inter}, DType::bf16, dev);
