@@ -48,55 +48,80 @@ __global__ void add_kernel(bf16* r, const bf16* x, int64_t n) {
     r[i] = to_bf(to_f(r[i]) + to_f(x[i]));
 }
 
-// One warp per (token, head) of q then k; the head is staged in shared memory for the rotation.
-constexpr int kRopeWarps = 4;
+// One block per token: the token's RoPE angles (sincosf, the costly part at large positions) are
+// computed once into shared memory and shared by all of its q and k heads; then one warp per head
+// stages the head in shared memory for the norm and the rotation.
+constexpr int kRopeWarps = 8;
+
 __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const bf16* k_norm,
-                                    const int32_t* positions, const float* inv_freq, int64_t tokens, int64_t hq,
-                                    int64_t hk, int64_t d, int64_t rotary_dim, float scaling, float eps) {
-  extern __shared__ float head_buf[];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float* buf = head_buf + warp * d;
-  const int64_t item = blockIdx.x * int64_t(kRopeWarps) + warp;
-  const int64_t per_token = hq + hk;
-  if (item >= tokens * per_token) return;
-  const int64_t t = item / per_token, h = item % per_token;
-  const bool is_q = h < hq;
-  bf16* v = is_q ? q + (t * hq + h) * d : k + (t * hk + (h - hq)) * d;
-  const bf16* norm = is_q ? q_norm : k_norm;
-  float ss = 0;
-  for (int64_t c = lane; c < d; c += 32) {
-    const float x = to_f(v[c]);
-    buf[c] = x;
-    ss += x * x;
-  }
-  if (norm) {
-    const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
-    // Round through bf16 as the unfused norm would before RoPE reads it.
-    for (int64_t c = lane; c < d; c += 32) buf[c] = to_f(to_bf(buf[c] * inv * to_f(norm[c])));
-  }
-  __syncwarp();
+                                    const int32_t* positions, const float* inv_freq, int64_t hq, int64_t hk,
+                                    int64_t d, int64_t rotary_dim, float scaling, float eps) {
+  extern __shared__ float smem[];
   const int64_t half = rotary_dim / 2;
+  float* cos_t = smem;                     // [half]
+  float* sin_t = smem + half;              // [half]
+  float* bufs = smem + 2 * half;           // [kRopeWarps][d]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t t = blockIdx.x;
   const float pos = static_cast<float>(positions[t]);
-  for (int64_t c = lane; c < d; c += 32) {
-    float r = buf[c];
-    if (c < rotary_dim) {
-      const int64_t i = c < half ? c : c - half;
-      float sn, cs;
-      sincosf(pos * inv_freq[i], &sn, &cs);
-      cs *= scaling;
-      sn *= scaling;
-      r = c < half ? buf[c] * cs - buf[c + half] * sn : buf[c] * cs + buf[c - half] * sn;
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    float sn, cs;
+    sincosf(pos * inv_freq[i], &sn, &cs);
+    cos_t[i] = cs * scaling;
+    sin_t[i] = sn * scaling;
+  }
+  __syncthreads();
+  float* buf = bufs + warp * d;
+  for (int64_t h = warp; h < hq + hk; h += kRopeWarps) {
+    const bool is_q = h < hq;
+    bf16* v = is_q ? q + (t * hq + h) * d : k + (t * hk + (h - hq)) * d;
+    const bf16* norm = is_q ? q_norm : k_norm;
+    float ss = 0;
+    for (int64_t c = lane; c < d; c += 32) {
+      const float x = to_f(v[c]);
+      buf[c] = x;
+      ss += x * x;
     }
-    v[c] = to_bf(r);
+    if (norm) {
+      const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
+      // Round through bf16 as the unfused norm would before RoPE reads it.
+      for (int64_t c = lane; c < d; c += 32) buf[c] = to_f(to_bf(buf[c] * inv * to_f(norm[c])));
+    }
+    __syncwarp();
+    for (int64_t c = lane; c < d; c += 32) {
+      float r = buf[c];
+      if (c < rotary_dim) {
+        const int64_t i = c < half ? c : c - half;
+        const float cs = cos_t[i], sn = sin_t[i];
+        r = c < half ? buf[c] * cs - buf[c + half] * sn : buf[c] * cs + buf[c - half] * sn;
+      }
+      v[c] = to_bf(r);
+    }
+    __syncwarp();  // buf is refilled by this warp's next head
   }
 }
 
+// silu(gate) * up; `vec` elements a thread (8: one 16-byte load of each half) when the row allows.
+template <int vec>
 __global__ void silu_and_mul_kernel(const bf16* gu, bf16* out, int64_t rows, int64_t inter) {
-  const int64_t n = rows * inter;
+  const int64_t per_row = inter / vec, n = rows * per_row;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / inter, c = i % inter;
-    const float g = to_f(gu[r * 2 * inter + c]), u = to_f(gu[r * 2 * inter + inter + c]);
-    out[i] = to_bf(g / (1.0f + __expf(-g)) * u);
+    const int64_t r = i / per_row, c = (i % per_row) * vec;
+    bf16 g[vec], u[vec], o[vec];
+    if constexpr (vec == 8) {
+      *reinterpret_cast<uint4*>(g) = *reinterpret_cast<const uint4*>(gu + r * 2 * inter + c);
+      *reinterpret_cast<uint4*>(u) = *reinterpret_cast<const uint4*>(gu + r * 2 * inter + inter + c);
+    } else {
+      g[0] = gu[r * 2 * inter + c];
+      u[0] = gu[r * 2 * inter + inter + c];
+    }
+#pragma unroll
+    for (int j = 0; j < vec; ++j) {
+      const float gf = to_f(g[j]);
+      o[j] = to_bf(gf / (1.0f + __expf(-gf)) * to_f(u[j]));
+    }
+    if constexpr (vec == 8) *reinterpret_cast<uint4*>(out + r * inter + c) = *reinterpret_cast<const uint4*>(o);
+    else out[r * inter + c] = o[0];
   }
 }
 
@@ -192,20 +217,26 @@ void add_inplace(void* r, const void* x, int64_t n, cudaStream_t s) {
 void qk_norm_rope(void* q, void* k, const void* q_norm, const void* k_norm, const int32_t* positions,
                   const float* inv_freq, int64_t tokens, int64_t hq, int64_t hk, int64_t d, int64_t rotary_dim,
                   float scaling, float eps, cudaStream_t s) {
-  const int64_t items = tokens * (hq + hk);
-  if (items == 0) return;
-  const unsigned blocks = static_cast<unsigned>((items + kRopeWarps - 1) / kRopeWarps);
-  qk_norm_rope_kernel<<<blocks, 32 * kRopeWarps, kRopeWarps * d * sizeof(float), s>>>(
+  if (tokens == 0 || hq + hk == 0) return;
+  const size_t smem = (static_cast<size_t>(rotary_dim / 2) * 2 + kRopeWarps * static_cast<size_t>(d)) * sizeof(float);
+  qk_norm_rope_kernel<<<static_cast<unsigned>(tokens), 32 * kRopeWarps, smem, s>>>(
       static_cast<bf16*>(q), static_cast<bf16*>(k), static_cast<const bf16*>(q_norm),
-      static_cast<const bf16*>(k_norm), positions, inv_freq, tokens, hq, hk, d, rotary_dim, scaling, eps);
+      static_cast<const bf16*>(k_norm), positions, inv_freq, hq, hk, d, rotary_dim, scaling, eps);
   CUDA_CHECK_LAUNCH("qk_norm_rope");
 }
 
 void silu_and_mul(const void* gate_up, void* out, int64_t rows, int64_t inter, cudaStream_t s) {
   const int64_t n = rows * inter;
   if (n == 0) return;
-  silu_and_mul_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<const bf16*>(gate_up), static_cast<bf16*>(out),
-                                                       rows, inter);
+  const auto* gu = static_cast<const bf16*>(gate_up);
+  auto* o = static_cast<bf16*>(out);
+  const bool aligned = reinterpret_cast<uintptr_t>(gu) % 16 == 0 && reinterpret_cast<uintptr_t>(o) % 16 == 0;
+  if (inter % 8 == 0 && aligned) {
+    const int64_t m = n / 8;
+    silu_and_mul_kernel<8><<<grid_for(m, 256), 256, 0, s>>>(gu, o, rows, inter);
+  } else {
+    silu_and_mul_kernel<1><<<grid_for(n, 256), 256, 0, s>>>(gu, o, rows, inter);
+  }
   CUDA_CHECK_LAUNCH("silu_and_mul");
 }
 
