@@ -130,6 +130,32 @@ TEST(Scheduler, ChunkedPrefillSplitsLongPrompts) {
   EXPECT_EQ(runner.batches[7].seqs[0].start_pos, 49);
 }
 
+// While nothing decodes a prefill step may take max_prefill_tokens; once requests decode, chunks
+// shrink to chunked_prefill_size so that they wait at most one short step.
+TEST(Scheduler, PrefillBudgetIsLargeOnlyWhileNothingDecodes) {
+  const auto first = prompt_of(3, 60), second = prompt_of(4, 60);
+  const auto expected_first = solo({first}, 40), expected_second = solo({second}, 6);
+  ToyRunner runner(256, 4);
+  SchedulerOptions o;
+  o.chunked_prefill_size = 8;
+  o.max_prefill_tokens = 64;
+  Scheduler s(runner, tokenizer::testing::qwen3(), o);
+  std::map<uint64_t, Collected> got;
+  s.add(0, greedy_request(first, 40, &got, 0));  // decodes for longer than the second prefills
+  s.step();
+  ASSERT_EQ(runner.batches.size(), 1u);
+  EXPECT_EQ(runner.batches[0].seqs[0].tokens.size(), 60u) << "a lone prompt prefills in one step";
+  s.add(1, greedy_request(second, 6, &got, 1));
+  run_to_idle(s);
+  EXPECT_EQ(got[0].ids, expected_first.at(0).ids);
+  EXPECT_EQ(got[1].ids, expected_second.at(0).ids);
+  size_t max_chunk_while_decoding = 0;
+  for (size_t i = 1; i < runner.batches.size(); ++i)
+    for (const auto& q : runner.batches[i].seqs)
+      if (q.tokens.size() > 1) max_chunk_while_decoding = std::max(max_chunk_while_decoding, q.tokens.size());
+  EXPECT_EQ(max_chunk_while_decoding, 8u) << "the second prompt is chunked while the first decodes";
+}
+
 TEST(Scheduler, SmallPoolRetractsAndResumesWithIdenticalOutput) {
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 8; ++i) prompts.push_back(prompt_of(i + 40, 10 + i));

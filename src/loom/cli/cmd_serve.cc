@@ -56,6 +56,8 @@ int cmd_serve(Args& args) {
   // requests run as the largest decode graph holds, so every decode step replays a graph.
   const bool gpu = runner_options.device.is_cuda();
   eo.scheduler.chunked_prefill_size = args.integer({"chunked-prefill-size"}, gpu ? 2048 : eo.scheduler.chunked_prefill_size, 1, 1 << 20);
+  // With nobody decoding, a prefill step may take more (an 8K prompt in one step, as in `bench latency`).
+  eo.scheduler.max_prefill_tokens = args.integer({"max-prefill-tokens"}, gpu ? 16384 : 0, 0, 1 << 22);
   const int64_t default_running = gpu && !runner_options.disable_cuda_graph ? runner_options.cuda_graph_max_bs
                                                                              : eo.scheduler.max_running_requests;
   eo.scheduler.max_running_requests = args.integer({"max-running-requests"}, default_running, 1, 1 << 16);

@@ -41,6 +41,7 @@ Scheduler::Scheduler(runtime::Runner& runner, const tokenizer::Tokenizer& tokeni
       next_seed_(std::random_device{}()) {
   LOOM_CHECK_ARG(options_.max_running_requests >= 1, "--max-running-requests must be at least 1");
   LOOM_CHECK_ARG(options_.chunked_prefill_size >= 1, "--chunked-prefill-size must be at least 1");
+  LOOM_CHECK_ARG(options_.max_prefill_tokens >= 0, "--max-prefill-tokens must be at least 1");
   const auto& cfg = runner.config();
   limits_.vocab_size = cfg.vocab_size;
   limits_.context_length = cfg.max_position_embeddings;
@@ -194,11 +195,11 @@ bool Scheduler::step() {
   for (const Sequence* s : running_) (s->pending() == 1 ? decoders : prefillers) = true;
   const bool can_admit = !waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running_requests;
   Batch batch;
-  if ((prefillers || can_admit) && !(decoders && last_step_prefill_)) batch = prefill_batch();
+  if ((prefillers || can_admit) && !(decoders && last_step_prefill_)) batch = prefill_batch(decoders);
   last_step_prefill_ = !batch.seqs.empty();
   if (batch.seqs.empty() && decoders) batch = decode_batch();
   if (batch.seqs.empty() && !last_step_prefill_ && (prefillers || can_admit)) {
-    batch = prefill_batch();  // decoders were all retracted to make room
+    batch = prefill_batch(false);  // decoders were all retracted to make room
     last_step_prefill_ = !batch.seqs.empty();
   }
   if (batch.seqs.empty()) {
@@ -223,10 +224,13 @@ Scheduler::Batch Scheduler::decode_batch() {
 }
 
 // Prefill chunks within the step's token budget: running prefills first (oldest first), then
-// waiting requests join in order while there is room.
-Scheduler::Batch Scheduler::prefill_batch() {
+// waiting requests join in order while there is room. The budget is the chunk size while requests
+// decode (it bounds their wait), else the larger max_prefill_tokens (a lone long prompt in one step).
+Scheduler::Batch Scheduler::prefill_batch(bool decoders_wait) {
   Batch b;
-  int64_t budget = options_.chunked_prefill_size;
+  int64_t budget = decoders_wait || options_.max_prefill_tokens <= 0
+                       ? options_.chunked_prefill_size
+                       : std::max(options_.max_prefill_tokens, options_.chunked_prefill_size);
   const std::vector<Sequence*> running = running_;
   for (Sequence* s : running) {
     if (budget <= 0) break;

@@ -28,7 +28,8 @@ namespace loom::engine {
 
 struct SchedulerOptions {
   int64_t max_running_requests = 64;
-  int64_t chunked_prefill_size = 512;  // prefill tokens per step (all requests together)
+  int64_t chunked_prefill_size = 512;  // prefill tokens per step (all requests together) while any decode
+  int64_t max_prefill_tokens = 0;      // ... and while none does (nobody waits on it); 0 = chunked_prefill_size
   bool disable_radix_cache = false;
 };
 
@@ -63,7 +64,7 @@ class Scheduler {
     std::vector<int64_t> chunks;  // tokens each sequence computes this step
   };
   Batch decode_batch();
-  Batch prefill_batch();
+  Batch prefill_batch(bool decoders_wait);
   bool run(const std::vector<Sequence*>& batch, const std::vector<int64_t>& chunks);
   bool make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch);
   bool admit(Sequence& s, int64_t budget, int64_t& chunk);
