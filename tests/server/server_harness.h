@@ -29,6 +29,7 @@ struct HarnessOptions {
   std::string api_key;
   size_t max_request_bytes = 1 << 20;
   int tp = 1;  // > 1: a parallel runner of that many CPU ranks
+  std::string tool_call_parser, reasoning_parser;
   std::function<void(runtime::Runner&)> before_serving;  // e.g. to inject a rank failure
 };
 
@@ -58,6 +59,8 @@ class ServerHarness {
     so.api_key = o.api_key;
     so.max_request_bytes = o.max_request_bytes;
     so.shutdown_grace = std::chrono::milliseconds(2000);
+    so.tool_call_parser = o.tool_call_parser;
+    so.reasoning_parser = o.reasoning_parser;
     http_ = std::make_unique<HttpServer>(*engine_, so);
     port_ = http_->bind();
     thread_ = std::thread([this] { http_->serve(); });

@@ -45,6 +45,12 @@ int cmd_serve(Args& args) {
   so.host = args.string("host", so.host);
   so.port = static_cast<int>(args.integer({"port"}, so.port, 0, 65535));
   so.api_key = args.string("api-key", "");
+  so.tool_call_parser = args.string("tool-call-parser", "");
+  LOOM_CHECK_ARG(server::known_tool_call_parser(so.tool_call_parser), "--tool-call-parser: unknown '",
+                 so.tool_call_parser, "' (allowed: qwen3, hermes)");
+  so.reasoning_parser = args.string("reasoning-parser", "");
+  LOOM_CHECK_ARG(server::known_reasoning_parser(so.reasoning_parser), "--reasoning-parser: unknown '",
+                 so.reasoning_parser, "' (allowed: qwen3)");
   so.served_model_name = args.string("served-model-name", default_model_name(runner_options.model_path));
   LOOM_CHECK_ARG(!so.served_model_name.empty(), "--served-model-name must not be empty");
   so.max_request_bytes = static_cast<size_t>(args.integer({"max-request-bytes"}, static_cast<int64_t>(so.max_request_bytes), 1024, int64_t{1} << 32));

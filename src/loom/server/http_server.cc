@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <atomic>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -90,6 +91,12 @@ HttpServer::HttpServer(engine::Engine& engine, ServerOptions options)
   protocol_.tokenizer = &engine_.tokenizer();
   protocol_.limits = engine_.limits();
   protocol_.served_model_name = options_.served_model_name;
+  LOOM_CHECK_ARG(known_tool_call_parser(options_.tool_call_parser), "--tool-call-parser: unknown '",
+                 options_.tool_call_parser, "' (allowed: qwen3, hermes)");
+  LOOM_CHECK_ARG(known_reasoning_parser(options_.reasoning_parser), "--reasoning-parser: unknown '",
+                 options_.reasoning_parser, "' (allowed: qwen3)");
+  protocol_.tool_call_parser = options_.tool_call_parser;
+  protocol_.reasoning_parser = options_.reasoning_parser;
   const int threads = options_.http_threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(options_.max_request_bytes);
@@ -282,6 +289,7 @@ void HttpServer::stream(const ParsedRequest& parsed, const std::vector<uint64_t>
     int64_t created;
     std::vector<Generation> totals;  // per choice
     std::vector<bool> first;         // per choice: no chunk sent yet
+    std::vector<ChatOutputParser> parsers;  // per choice, when reasoning or tool calls are parsed
     int unfinished = 0;
   };
   auto st = std::make_shared<State>();
@@ -290,6 +298,10 @@ void HttpServer::stream(const ParsedRequest& parsed, const std::vector<uint64_t>
   st->parsed.want_logprobs = parsed.want_logprobs;
   st->parsed.model = parsed.model;
   st->parsed.echo_text = parsed.echo_text;
+  st->parsed.parse_reasoning = parsed.parse_reasoning;
+  st->parsed.parse_tool_calls = parsed.parse_tool_calls;
+  if (parsed.parse_reasoning || parsed.parse_tool_calls)
+    st->parsers.assign(parsed.n, ChatOutputParser(parsed.parse_reasoning, parsed.parse_tool_calls));
   st->id = new_response_id(parsed.endpoint);
   st->created = unix_time();
   st->totals.resize(parsed.n);
@@ -314,8 +326,21 @@ void HttpServer::stream(const ParsedRequest& parsed, const std::vector<uint64_t>
           Generation delta;
           delta.add(out);
           st->totals[i].add(out);
-          if (st->first[i] || out.finished || !delta.text.empty() || !delta.logprobs.empty()) {
-            const std::string ev = sse_event(chunk_json(st->parsed, st->id, st->created, delta, st->first[i], tok, i));
+          std::optional<ChatDelta> split;  // the delta through the reasoning / tool-call parser
+          if (!st->parsers.empty()) {
+            split = st->parsers[i].push(delta.text);
+            if (out.finished) {
+              ChatDelta end = st->parsers[i].finish();
+              split->reasoning += end.reasoning;
+              split->content += end.content;
+              for (auto& c : end.tool_calls) split->tool_calls.push_back(std::move(c));
+            }
+          }
+          const bool carries = split ? !split->empty() : !delta.text.empty();
+          if (st->first[i] || out.finished || carries || !delta.logprobs.empty()) {
+            const bool called = !st->parsers.empty() && st->parsers[i].saw_tool_call();
+            const std::string ev = sse_event(chunk_json(st->parsed, st->id, st->created, delta, st->first[i], tok, i,
+                                                        split ? &*split : nullptr, called));
             st->first[i] = false;
             if (!sink.write(ev.data(), ev.size())) return false;
           }

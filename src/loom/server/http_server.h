@@ -30,6 +30,8 @@ struct ServerOptions {
   size_t max_request_bytes = 4 << 20;  // larger bodies get 413
   int http_threads = 128;              // concurrent connections served
   std::chrono::milliseconds shutdown_grace{10000};  // in-flight requests may finish this long
+  std::string tool_call_parser;  // --tool-call-parser: "" (off), qwen3, hermes
+  std::string reasoning_parser;  // --reasoning-parser: "" (off), qwen3
 };
 
 class HttpServer {

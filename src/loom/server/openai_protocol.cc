@@ -1,5 +1,7 @@
 #include "loom/server/openai_protocol.h"
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <limits>
 
@@ -114,13 +116,49 @@ ojson template_messages(const ojson& body) {
   return out;
 }
 
+// `tools` (each {"type": "function", "function": {"name": ...}}) as the template sees them, after
+// `tool_choice`: "auto" (the default) keeps them, "none" hides them from the model. Forcing a call
+// ("required" or a named function) needs constrained decoding, which loom does not have yet.
+ojson chat_tools(const ojson& body) {
+  const ojson* t = field(body, "tools");
+  if (!t || t->is_null()) {
+    if (const ojson* c = field(body, "tool_choice"); c && !c->is_null() && !(c->is_string() && (*c == "none" || *c == "auto")))
+      throw bad_request("tool_choice", "'tool_choice' names a tool but the request has no 'tools'");
+    return ojson();
+  }
+  if (!t->is_array()) throw wrong_type("tools", "an array", *t);
+  std::vector<std::string> names;
+  for (const auto& tool : *t) {
+    const auto fn = tool.is_object() ? tool.find("function") : tool.end();
+    if (!tool.is_object() || tool.value("type", "") != "function" || fn == tool.end() || !fn->is_object() ||
+        !fn->contains("name") || !(*fn)["name"].is_string())
+      throw bad_request("tools", "every tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    names.push_back((*fn)["name"].get<std::string>());
+  }
+  const ojson* c = field(body, "tool_choice");
+  if (!c || c->is_null() || (c->is_string() && *c == "auto")) return *t;
+  if (c->is_string() && *c == "none") return ojson();
+  if (c->is_string() && *c == "required")
+    throw bad_request("tool_choice", "'tool_choice': 'required' needs constrained decoding, which loom does not "
+                                     "support yet; use 'auto' or 'none'");
+  if (c->is_object()) {
+    const auto fn = c->find("function");
+    if (c->value("type", "") != "function" || fn == c->end() || !fn->is_object() || !fn->contains("name") ||
+        !(*fn)["name"].is_string())
+      throw bad_request("tool_choice", "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", "
+                                       "\"function\": {\"name\": ...}}");
+    const std::string name = (*fn)["name"].get<std::string>();
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      throw bad_request("tool_choice", str("'tool_choice' names the function '", name, "', which is not in 'tools'"));
+    throw bad_request("tool_choice", "a named 'tool_choice' needs constrained decoding, which loom does not support "
+                                     "yet; use 'auto' or 'none'");
+  }
+  throw bad_request("tool_choice", "'tool_choice' must be 'auto', 'none', 'required' or a named function");
+}
+
 std::vector<int32_t> chat_prompt(const ojson& body, const tokenizer::Tokenizer& tok) {
   ojson messages = template_messages(body);
-  ojson tools = ojson();
-  if (const ojson* t = field(body, "tools")) {
-    if (!t->is_array()) throw wrong_type("tools", "an array", *t);
-    tools = *t;
-  }
+  const ojson tools = chat_tools(body);
   std::optional<bool> thinking;
   if (const ojson* kw = field(body, "chat_template_kwargs")) {
     if (!kw->is_object()) throw wrong_type("chat_template_kwargs", "an object", *kw);
@@ -218,6 +256,17 @@ json logprobs_json(const ParsedRequest& req, const Generation& g, const tokenize
   return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}};
 }
 
+// message.tool_calls / delta.tool_calls (a streamed call carries its index and comes whole).
+json tool_calls_json(const std::vector<ParsedToolCall>& calls, bool streamed) {
+  json list = json::array();
+  for (const auto& c : calls) {
+    json j = {{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
+    if (streamed) j["index"] = c.index;
+    list.push_back(std::move(j));
+  }
+  return list;
+}
+
 json finish_json(engine::FinishReason r) {
   if (r == engine::FinishReason::none) return nullptr;
   return engine::finish_reason_name(r);
@@ -293,6 +342,10 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
   }
 
   out.request.prompt = endpoint == Endpoint::chat ? chat_prompt(body, *ctx.tokenizer) : completion_prompt(body, *ctx.tokenizer);
+  if (endpoint == Endpoint::chat) {
+    out.parse_reasoning = !ctx.reasoning_parser.empty();
+    out.parse_tool_calls = !ctx.tool_call_parser.empty() && !chat_tools(body).is_null();
+  }
   if (echo) {  // the prompt's text leads the answer (prompt logprobs would need every position's logits)
     if (out.want_logprobs) throw bad_request("echo", "'echo' with 'logprobs' is not supported");
     out.echo_text = ctx.tokenizer->decode(out.request.prompt);
@@ -349,7 +402,18 @@ nlohmann::json response_json(const ParsedRequest& req, const std::string& id, in
   for (size_t i = 0; i < choices.size(); ++i) {
     const Generation& g = choices[i];
     json choice = {{"index", i}, {"logprobs", logprobs_json(req, g, tok)}, {"finish_reason", finish_json(g.finish_reason)}};
-    if (req.endpoint == Endpoint::chat) {
+    if (req.endpoint == Endpoint::chat && (req.parse_reasoning || req.parse_tool_calls)) {
+      bool called = false;
+      const ChatDelta d = parse_chat_output(g.text, req.parse_reasoning, req.parse_tool_calls, &called);
+      json message = {{"role", "assistant"}};
+      // With tool calls and nothing else to say, content is null (as OpenAI sends it).
+      const bool blank = d.content.find_first_not_of(" \t\r\n") == std::string::npos;
+      message["content"] = called && blank ? json(nullptr) : json(d.content);
+      if (req.parse_reasoning) message["reasoning_content"] = d.reasoning.empty() ? json(nullptr) : json(d.reasoning);
+      if (called) message["tool_calls"] = tool_calls_json(d.tool_calls, false);
+      choice["message"] = std::move(message);
+      if (called && g.finish_reason == engine::FinishReason::stop) choice["finish_reason"] = "tool_calls";
+    } else if (req.endpoint == Endpoint::chat) {
       choice["message"] = {{"role", "assistant"}, {"content", g.text}};
     } else {
       choice["text"] = req.echo_text + g.text;
@@ -362,9 +426,18 @@ nlohmann::json response_json(const ParsedRequest& req, const std::string& id, in
 }
 
 nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& delta,
-                          bool first, const tokenizer::Tokenizer& tok, int index) {
+                          bool first, const tokenizer::Tokenizer& tok, int index, const ChatDelta* parsed,
+                          bool tool_calls_made) {
   json choice = {{"index", index}, {"logprobs", logprobs_json(req, delta, tok)}, {"finish_reason", finish_json(delta.finish_reason)}};
-  if (req.endpoint == Endpoint::chat) {
+  if (tool_calls_made && delta.finish_reason == engine::FinishReason::stop) choice["finish_reason"] = "tool_calls";
+  if (req.endpoint == Endpoint::chat && parsed) {
+    json d = json::object();
+    if (first) d["role"] = "assistant";
+    if (!parsed->content.empty() || (parsed->empty() && !first)) d["content"] = parsed->content;
+    if (!parsed->reasoning.empty()) d["reasoning_content"] = parsed->reasoning;
+    if (!parsed->tool_calls.empty()) d["tool_calls"] = tool_calls_json(parsed->tool_calls, true);
+    choice["delta"] = d;
+  } else if (req.endpoint == Endpoint::chat) {
     json d = json::object();
     if (first) d["role"] = "assistant";
     if (!delta.text.empty() || !first) d["content"] = delta.text;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loom/engine/request.h"
+#include "loom/server/chat_output_parser.h"
 #include "loom/engine/validate.h"
 #include "loom/tokenizer/tokenizer.h"
 
@@ -24,12 +25,16 @@ struct ParsedRequest {
   std::string model;
   std::string echo_text;  // completions with echo: the prompt's text, which leads the answer
   int n = 1;              // choices: `request` is submitted n times (seed + i each when seeded)
+  bool parse_reasoning = false;   // chat: <think> text goes to reasoning_content (--reasoning-parser)
+  bool parse_tool_calls = false;  // chat with tools: <tool_call> text goes to tool_calls (--tool-call-parser)
 };
 
 struct ProtocolContext {
   const tokenizer::Tokenizer* tokenizer = nullptr;
   engine::ModelLimits limits;
   std::string served_model_name;
+  std::string tool_call_parser;  // "" (off), qwen3 or hermes
+  std::string reasoning_parser;  // "" (off) or qwen3
 };
 
 // `body` is the raw request body. Throws ApiError (400 for bad input, 404 for an unknown model).
@@ -53,9 +58,12 @@ Generation combined_usage(const std::vector<Generation>& choices);
 nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created,
                              const std::vector<Generation>& choices, const tokenizer::Tokenizer& tok);
 // One streamed chunk for choice `index`'s output `delta` (the part of the generation it carries).
-// `first` (the choice's first chunk) adds the assistant role to a chat delta.
+// `first` (the choice's first chunk) adds the assistant role to a chat delta. `parsed`: the delta
+// split by the output parsers (chat with parse_reasoning/parse_tool_calls); `tool_calls_made`: the
+// choice called a tool, so a stop finishes with "tool_calls".
 nlohmann::json chunk_json(const ParsedRequest& req, const std::string& id, int64_t created, const Generation& delta,
-                          bool first, const tokenizer::Tokenizer& tok, int index = 0);
+                          bool first, const tokenizer::Tokenizer& tok, int index = 0, const ChatDelta* parsed = nullptr,
+                          bool tool_calls_made = false);
 // The usage-only chunk sent at the end when stream_options.include_usage is set.
 nlohmann::json usage_chunk_json(const ParsedRequest& req, const std::string& id, int64_t created,
                                 const Generation& total);

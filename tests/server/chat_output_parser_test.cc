@@ -1,0 +1,90 @@
+// The reasoning / tool-call parser on Qwen3's own output format, whole and streamed piece by piece
+// (a streamed answer must split exactly as the whole one and never show half a tag).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "loom/server/chat_output_parser.h"
+
+namespace loom::server {
+namespace {
+
+// What Qwen3 writes when it thinks, then calls two tools (its chat template's format).
+const std::string kQwen3Answer =
+    "<think>\nThe user wants the weather in Paris and Tokyo. I should call get_weather twice.\n</think>\n\n"
+    "I'll look both up.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": "
+    "\"celsius\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Tokyo\"}}\n"
+    "</tool_call>";
+
+TEST(ChatOutputParser, SplitsQwen3ReasoningContentAndToolCalls) {
+  bool called = false;
+  const ChatDelta d = parse_chat_output(kQwen3Answer, true, true, &called);
+  EXPECT_TRUE(called);
+  EXPECT_EQ(d.reasoning, "\nThe user wants the weather in Paris and Tokyo. I should call get_weather twice.\n");
+  EXPECT_EQ(d.content, "I'll look both up.\n\n");
+  ASSERT_EQ(d.tool_calls.size(), 2u);
+  EXPECT_EQ(d.tool_calls[0].name, "get_weather");
+  EXPECT_EQ(nlohmann::json::parse(d.tool_calls[0].arguments), (nlohmann::json{{"city", "Paris"}, {"unit", "celsius"}}));
+  EXPECT_EQ(nlohmann::json::parse(d.tool_calls[1].arguments), (nlohmann::json{{"city", "Tokyo"}}));
+  EXPECT_EQ(d.tool_calls[0].index, 0);
+  EXPECT_EQ(d.tool_calls[1].index, 1);
+  EXPECT_EQ(d.tool_calls[0].id.rfind("call_", 0), 0u);
+  EXPECT_NE(d.tool_calls[0].id, d.tool_calls[1].id);
+}
+
+TEST(ChatOutputParser, StreamedPiecesSplitExactlyAsTheWhole) {
+  bool called = false;
+  const ChatDelta whole = parse_chat_output(kQwen3Answer, true, true, &called);
+  for (size_t step : {1, 2, 3, 5, 7, 11}) {
+    ChatOutputParser p(true, true);
+    ChatDelta got;
+    for (size_t at = 0; at < kQwen3Answer.size(); at += step) {
+      ChatDelta d = p.push(kQwen3Answer.substr(at, step));
+      for (const std::string& piece : {d.reasoning, d.content})  // never half a tag on the wire
+        for (const char* tag : {"<think", "</think", "<tool_call", "</tool_call", "<tool", "</"})
+          EXPECT_EQ(piece.find(tag), std::string::npos) << "step " << step << ": '" << piece << "'";
+      got.reasoning += d.reasoning;
+      got.content += d.content;
+      for (auto& c : d.tool_calls) got.tool_calls.push_back(c);
+    }
+    const ChatDelta end = p.finish();
+    got.content += end.content;
+    got.reasoning += end.reasoning;
+    EXPECT_EQ(got.reasoning, whole.reasoning) << "step " << step;
+    EXPECT_EQ(got.content, whole.content) << "step " << step;
+    ASSERT_EQ(got.tool_calls.size(), 2u) << "step " << step;
+    EXPECT_EQ(got.tool_calls[1].arguments, whole.tool_calls[1].arguments);
+    EXPECT_TRUE(p.saw_tool_call());
+  }
+}
+
+TEST(ChatOutputParser, WhatIsNotACallStaysContent) {
+  bool called = true;
+  // Not JSON, a JSON without a name, and a call cut off by max_tokens.
+  const std::string text = "a <tool_call>not json</tool_call> b <tool_call>{\"x\": 1}</tool_call> c <tool_call>{\"name\"";
+  const ChatDelta d = parse_chat_output(text, true, true, &called);
+  EXPECT_FALSE(called);
+  EXPECT_TRUE(d.tool_calls.empty());
+  EXPECT_EQ(d.content, text);
+  // A literal '<' that starts no tag is held only until it is known not to.
+  ChatOutputParser p(true, true);
+  EXPECT_EQ(p.push("x < y and <t").content, "x < y and ");
+  EXPECT_EQ(p.push("able>").content, "<table>");
+}
+
+TEST(ChatOutputParser, ParsersOffPassTextThrough) {
+  bool called = true;
+  const ChatDelta d = parse_chat_output(kQwen3Answer, false, false, &called);
+  EXPECT_FALSE(called);
+  EXPECT_EQ(d.content, kQwen3Answer);
+  EXPECT_TRUE(d.reasoning.empty());
+  // Reasoning only: the tool calls stay in the content.
+  const ChatDelta r = parse_chat_output(kQwen3Answer, true, false, &called);
+  EXPECT_FALSE(called);
+  EXPECT_NE(r.content.find("<tool_call>"), std::string::npos);
+  EXPECT_FALSE(r.reasoning.empty());
+  EXPECT_TRUE(known_tool_call_parser("qwen3") && known_tool_call_parser("hermes") && !known_tool_call_parser("x"));
+  EXPECT_TRUE(known_reasoning_parser("qwen3") && !known_reasoning_parser("deepseek"));
+}
+
+}  // namespace
+}  // namespace loom::server

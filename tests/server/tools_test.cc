@@ -1,0 +1,96 @@
+// Tools, tool_choice and the reasoning / tool-call parsers through the server: bad tool input is a
+// 400 naming its field; with the parsers on, an answer is split exactly as the parser splits the
+// same (greedy) text, streamed or not.
+#include <gtest/gtest.h>
+
+#include "server_harness.h"
+
+namespace loom::server::testing {
+namespace {
+
+using nlohmann::json;
+
+json weather_tool() {
+  json params = {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}, {"required", {"city"}}};
+  json fn = {{"name", "get_weather"}, {"description", "Current weather in a city"}, {"parameters", params}};
+  return {{"type", "function"}, {"function", fn}};
+}
+
+json chat(json extra = json::object()) {
+  json b = {{"messages", {{{"role", "user"}, {"content", "What is the weather in Paris?"}}}},
+            {"max_tokens", 24},
+            {"temperature", 0}};
+  b.update(extra);
+  return b;
+}
+
+void expect_400(const HttpResponse& r, const std::string& param) {
+  ASSERT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], param) << r.body;
+}
+
+TEST(ServerTools, ToolChoiceAndToolsAreValidated) {
+  HarnessOptions o;
+  o.tool_call_parser = "qwen3";
+  ServerHarness h(o);
+  const json tools = json::array({weather_tool()});
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "nope"}}}}}})), "tool_choice");
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", "required"}})), "tool_choice");
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", "sometimes"}})), "tool_choice");
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}})), "tool_choice");
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}})), "tool_choice");
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", json::array({{{"type", "function"}}})}})), "tools");
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", {{"name", "x"}}}})), "tools");
+  for (const char* choice : {"auto", "none"}) {
+    const auto r = post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", choice}}));
+    EXPECT_EQ(r.status, 200) << choice << ": " << r.body;
+  }
+}
+
+TEST(ServerTools, ParsedAnswersSplitAsTheParserSplitsTheRawText) {
+  const json tools = json::array({weather_tool()});
+  std::vector<std::string> raw;
+  {
+    ServerHarness plain;  // no parsers: the raw text
+    for (int i = 0; i < 3; ++i) {
+      json b = chat({{"tools", tools}, {"seed", i}, {"temperature", i == 0 ? 0.0 : 1.0}});
+      const auto r = post(plain.port(), "/v1/chat/completions", b);
+      ASSERT_EQ(r.status, 200) << r.body;
+      raw.push_back(json::parse(r.body)["choices"][0]["message"]["content"].get<std::string>());
+    }
+  }
+  HarnessOptions o;
+  o.tool_call_parser = "qwen3";
+  o.reasoning_parser = "qwen3";
+  ServerHarness h(o);
+  for (int i = 0; i < 3; ++i) {
+    json b = chat({{"tools", tools}, {"seed", i}, {"temperature", i == 0 ? 0.0 : 1.0}});
+    bool called = false;
+    const ChatDelta want = parse_chat_output(raw[i], true, true, &called);
+    const auto r = post(h.port(), "/v1/chat/completions", b);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json m = json::parse(r.body)["choices"][0]["message"];
+    ASSERT_TRUE(m.contains("reasoning_content")) << m;
+    EXPECT_EQ(m["reasoning_content"].is_null() ? "" : m["reasoning_content"].get<std::string>(), want.reasoning);
+    if (!called) EXPECT_EQ(m["content"], want.content) << m;
+    EXPECT_EQ(m.contains("tool_calls"), called) << m;
+
+    // Streamed: the deltas add up to the same split.
+    const Streamed s = stream(h.port(), "/v1/chat/completions", b);
+    ASSERT_TRUE(s.done) << s.body;
+    std::string content, reasoning;
+    for (const auto& data : sse_data(s.body)) {
+      if (data == "[DONE]") continue;
+      const json j = json::parse(data);
+      if (j["choices"].empty()) continue;
+      const json& d = j["choices"][0]["delta"];
+      if (d.contains("content") && d["content"].is_string()) content += d["content"].get<std::string>();
+      if (d.contains("reasoning_content")) reasoning += d["reasoning_content"].get<std::string>();
+    }
+    EXPECT_EQ(content, want.content);
+    EXPECT_EQ(reasoning, want.reasoning);
+  }
+}
+
+}  // namespace
+}  // namespace loom::server::testing
