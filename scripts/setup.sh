@@ -8,7 +8,7 @@ if [ "${LOOM_SKIP_APT:-0}" != 1 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build ccache pkg-config curl \
     libgtest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev \
-    libpcre2-dev libutf8proc-dev libgloo-dev libcpp-httplib-dev libssl-dev python3-pip >/dev/null
+    libpcre2-dev libutf8proc-dev libgloo-dev libcpp-httplib-dev libssl-dev python3-pip python3-venv >/dev/null
 fi
 
 # FlashInfer's C++ headers (Hopper attention kernels) with the CUTLASS and CCCL trees it ships, from
@@ -56,6 +56,16 @@ with zipfile.ZipFile(whl) as z:
 PY
   mv "$fi_dir.partial" "$fi_dir"
   touch "$fi_dir/.complete"
+fi
+# The official OpenAI Python client, pinned, in a virtual environment of its own: CTest drives
+# `loom serve` with it (tests/server/openai_client_test.py). Made once; kept when the pin matches.
+OPENAI_VERSION=3.57.0
+venv=third_party/venv
+if ! "$venv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv" ||
+    { echo "setup.sh: python3 -m venv failed (apt-get install python3-venv)" >&2; exit 1; }
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"${LOOM_JOBS:-2}"

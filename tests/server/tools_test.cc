@@ -41,6 +41,14 @@ TEST(ServerTools, ToolChoiceAndToolsAreValidated) {
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}})), "tool_choice");
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", json::array({{{"type", "function"}}})}})), "tools");
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", {{"name", "x"}}}})), "tools");
+  // An assistant turn that only called tools has content null (as OpenAI clients send it).
+  json history = chat({{"tools", tools}});
+  history["messages"] = {{{"role", "user"}, {"content", "Weather in Paris?"}},
+                         {{"role", "assistant"}, {"content", nullptr},
+                          {"tool_calls", {{{"id", "call_1"}, {"type", "function"},
+                                           {"function", {{"name", "get_weather"}, {"arguments", "{\"city\": \"Paris\"}"}}}}}}},
+                         {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "{\"temp_c\": 18}"}}};
+  EXPECT_EQ(post(h.port(), "/v1/chat/completions", history).status, 200);
   for (const char* choice : {"auto", "none"}) {
     const auto r = post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", choice}}));
     EXPECT_EQ(r.status, 200) << choice << ": " << r.body;

@@ -110,6 +110,8 @@ ojson template_messages(const ojson& body) {
       copy["content"] = text;
     } else if (content != msg.end() && !content->is_string() && !content->is_null()) {
       throw wrong_type("messages", "messages whose 'content' is a string or an array of text parts", *content);
+    } else if (content == msg.end() || content->is_null()) {
+      copy["content"] = "";  // an assistant turn that only called tools: templates concatenate content
     }
     out.push_back(std::move(copy));
   }
@@ -171,7 +173,7 @@ std::vector<int32_t> chat_prompt(const ojson& body, const tokenizer::Tokenizer& 
   std::string text;
   try {
     text = tok.apply_chat_template(messages, tools, true, thinking);
-  } catch (const InvalidArgument& e) {
+  } catch (const Error& e) {  // raised by the template while rendering these messages
     throw bad_request("messages", str("the chat template rejected the messages: ", e.what()));
   }
   return tok.encode(text);

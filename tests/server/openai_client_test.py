@@ -1,0 +1,142 @@
+"""`loom serve` on the CPU fixture driven by the official `openai` Python client (issue 17).
+
+Run by CTest (tests/CMakeLists.txt) with the interpreter of the virtual environment that
+scripts/setup.sh makes (third_party/venv, holding the pinned openai package):
+    python tests/server/openai_client_test.py --loom build/loom --data tests/data
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+
+try:
+    import openai
+except ImportError:  # a clear failure, not a skip: CI must have it
+    sys.exit("openai_client_test: the openai package is missing; run scripts/setup.sh "
+             "(it installs the pinned client into third_party/venv)")
+
+ARGS = None
+SERVER = None
+BASE = None
+MODEL = "tiny-moe"
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def setUpModule():
+    global SERVER, BASE
+    data = ARGS.data
+    SERVER = subprocess.Popen(
+        [ARGS.loom, "serve", "--model-path", os.path.join(data, "models/tiny-qwen3-moe-realvocab"),
+         "--tokenizer", os.path.join(data, "tokenizers/qwen3"), "--port", "0", "--served-model-name", MODEL,
+         "--tool-call-parser", "qwen3", "--reasoning-parser", "qwen3", "--max-total-tokens", "16384"],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = SERVER.stderr.readline()
+        if not line:
+            raise RuntimeError("loom serve exited before listening")
+        m = re.search(r"listening on (http://[\d.]+:\d+)", line)
+        if m:
+            BASE = m.group(1)
+            return
+    raise RuntimeError("loom serve did not start listening in time")
+
+
+def tearDownModule():
+    if SERVER:
+        SERVER.terminate()
+        SERVER.wait(timeout=60)
+
+
+def client():
+    return openai.OpenAI(base_url=BASE + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+MESSAGES = [{"role": "user", "content": "Say hello in three words."}]
+
+
+class OpenAIClient(unittest.TestCase):
+    def test_models(self):
+        self.assertEqual([m.id for m in client().models.list().data], [MODEL])
+
+    def test_chat_and_streamed_chat_agree(self):
+        c = client()
+        r = c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12, temperature=0)
+        self.assertEqual(r.object, "chat.completion")
+        self.assertEqual(r.choices[0].message.role, "assistant")
+        self.assertIsInstance(r.choices[0].message.content, str)
+        self.assertEqual(r.usage.completion_tokens, 12)
+        self.assertEqual(r.choices[0].finish_reason, "length")
+        text, usage, finish = "", None, None
+        for chunk in c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12, temperature=0,
+                                               stream=True, stream_options={"include_usage": True}):
+            if chunk.usage:
+                usage = chunk.usage
+            for ch in chunk.choices:
+                text += ch.delta.content or ""
+                finish = ch.finish_reason or finish
+        self.assertEqual(text, r.choices[0].message.content)
+        self.assertEqual(finish, "length")
+        self.assertEqual(usage.completion_tokens, 12)
+
+    def test_n_three_choices(self):
+        r = client().chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=6, n=3, seed=7,
+                                             temperature=1.0)
+        self.assertEqual(sorted(ch.index for ch in r.choices), [0, 1, 2])
+        self.assertEqual(r.usage.completion_tokens, 18)
+
+    def test_completion_with_logprobs(self):
+        r = client().completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4,
+                                        temperature=0, logprobs=3)
+        lp = r.choices[0].logprobs
+        self.assertEqual(len(lp.tokens), 4)
+        self.assertTrue(all(len(t) == 3 for t in lp.top_logprobs))
+        self.assertTrue(all(x <= 0 for x in lp.token_logprobs))
+
+    def test_tools_and_reasoning_fields(self):
+        r = client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Weather in Paris?"}],
+                                             tools=[WEATHER], tool_choice="auto", max_tokens=16, temperature=0)
+        m = r.choices[0].message
+        self.assertIn("reasoning_content", m.model_extra)  # the reasoning parser is on
+        if m.tool_calls:  # random weights rarely write a call; when they do it must be well formed
+            self.assertEqual(r.choices[0].finish_reason, "tool_calls")
+            for call in m.tool_calls:
+                self.assertEqual(call.type, "function")
+        # A tool-call round trip in the history renders through the chat template.
+        history = [{"role": "user", "content": "Weather in Paris?"},
+                   {"role": "assistant", "content": None, "tool_calls": [
+                       {"id": "call_1", "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\": 18}"}]
+        r2 = client().chat.completions.create(model=MODEL, messages=history, tools=[WEATHER], max_tokens=8,
+                                              temperature=0)
+        self.assertGreater(r2.usage.prompt_tokens, 20)
+
+    def test_bad_input_is_a_400(self):
+        c = client()
+        with self.assertRaises(openai.BadRequestError) as e:
+            c.chat.completions.create(model=MODEL, messages=MESSAGES, tools=[WEATHER], tool_choice="required")
+        self.assertEqual(e.exception.body.get("param"), "tool_choice")
+        with self.assertRaises(openai.BadRequestError) as e:
+            c.chat.completions.create(model=MODEL, messages=MESSAGES, tools=[WEATHER],
+                                      tool_choice={"type": "function", "function": {"name": "missing"}})
+        self.assertEqual(e.exception.body.get("param"), "tool_choice")
+        with self.assertRaises(openai.BadRequestError) as e:
+            c.chat.completions.create(model=MODEL, messages=MESSAGES, n=17)
+        self.assertEqual(e.exception.body.get("param"), "n")
+        with self.assertRaises(openai.NotFoundError):
+            c.chat.completions.create(model="no-such-model", messages=MESSAGES)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--loom", required=True)
+    p.add_argument("--data", required=True)
+    ARGS, rest = p.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
