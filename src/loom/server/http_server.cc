@@ -1,12 +1,8 @@
 #include "loom/server/http_server.h"
 
-#include <dirent.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <atomic>
 #include <cstdio>
 #include <optional>
@@ -22,31 +18,6 @@ namespace loom::server {
 namespace {
 
 constexpr auto kHeartbeat = std::chrono::milliseconds(500);  // SSE comment while no token comes
-
-// Debian's cpp-httplib 0.11 is a compiled library whose listen backlog is fixed at 5
-// (CPPHTTPLIB_LISTEN_BACKLOG), so a burst of a few hundred connects overflows the accept queue and
-// some clients see their connection reset. listen() again on the bound socket raises the backlog
-// (Linux allows it); httplib does not expose the socket, so it is found by its port.
-void widen_listen_backlog(int port) {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (!dir) return;
-  while (const dirent* e = ::readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
-    int listening = 0;
-    socklen_t len = sizeof listening;
-    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
-    sockaddr_storage addr{};
-    socklen_t alen = sizeof addr;
-    if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
-    int bound = -1;
-    if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
-    if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
-    if (bound == port) ::listen(static_cast<int>(fd), SOMAXCONN);
-  }
-  ::closedir(dir);
-}
 
 int64_t unix_time() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -30,30 +30,54 @@ bool address_of(const sockaddr_storage& a, std::string& host, int& port) {
   return true;
 }
 
-}  // namespace
-
-PeerWatch::PeerWatch(const std::string& remote_addr, int remote_port, int local_port) {
+// Calls `visit(fd, self)` for each socket descriptor of this process with a known address until it
+// returns true.
+template <typename Visit>
+void for_each_socket(Visit visit) {
   DIR* dir = ::opendir("/proc/self/fd");
   if (!dir) return;
   while (const dirent* e = ::readdir(dir)) {
     char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
+    const long n = std::strtol(e->d_name, &end, 10);
+    const int fd = static_cast<int>(n);
     if (end == e->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
     struct stat st;
-    if (::fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
-    sockaddr_storage peer{}, self{};
-    socklen_t pl = sizeof peer, sl = sizeof self;
-    if (::getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
-    if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&self), &sl) != 0) continue;
-    std::string host, self_host;
-    int port = -1, self_port = -1;
-    if (!address_of(peer, host, port) || !address_of(self, self_host, self_port)) continue;
-    if (port == remote_port && self_port == local_port && host == remote_addr) {
-      fd_ = static_cast<int>(fd);
-      break;
-    }
+    if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage self{};
+    socklen_t sl = sizeof self;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&self), &sl) != 0) continue;
+    if (visit(fd, self)) break;
   }
   ::closedir(dir);
+}
+
+}  // namespace
+
+PeerWatch::PeerWatch(const std::string& remote_addr, int remote_port, int local_port) {
+  for_each_socket([&](int fd, const sockaddr_storage& self) {
+    sockaddr_storage peer{};
+    socklen_t pl = sizeof peer;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) return false;
+    std::string host, self_host;
+    int port = -1, self_port = -1;
+    if (!address_of(peer, host, port) || !address_of(self, self_host, self_port)) return false;
+    if (port != remote_port || self_port != local_port || host != remote_addr) return false;
+    fd_ = fd;
+    return true;
+  });
+}
+
+void widen_listen_backlog(int port) {
+  for_each_socket([&](int fd, const sockaddr_storage& self) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    std::string host;
+    int bound = -1;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) return false;
+    if (!address_of(self, host, bound) || bound != port) return false;
+    ::listen(fd, SOMAXCONN);
+    return true;
+  });
 }
 
 bool PeerWatch::gone() const {

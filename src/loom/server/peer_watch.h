@@ -1,7 +1,10 @@
-// Tells a handler that its client has closed the connection. cpp-httplib 0.11 (Debian's) gives a
-// handler neither its socket nor a "closed" flag, so the socket is found among this process's
-// descriptors by its peer address (the request's remote_addr/remote_port) and polled. The
-// descriptor stays ours while the handler runs: httplib closes it only after the handler returns.
+// Reaching sockets that cpp-httplib 0.11 (Debian's compiled library) does not expose: they are
+// found among this process's descriptors (/proc/self/fd) by their addresses.
+//
+// PeerWatch tells a handler that its client has closed the connection: httplib gives a handler
+// neither its socket nor a "closed" flag, so the socket is found by its peer address (the
+// request's remote_addr/remote_port) and polled. The descriptor stays ours while the handler
+// runs: httplib closes it only after the handler returns.
 #pragma once
 #include <string>
 
@@ -18,5 +21,10 @@ class PeerWatch {
  private:
   int fd_ = -1;
 };
+
+// httplib's listen backlog is fixed at 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled in), so a burst of
+// a few hundred connects overflows the accept queue. listen() again on the bound socket raises
+// it to SOMAXCONN (Linux allows it).
+void widen_listen_backlog(int port);
 
 }  // namespace loom::server
