@@ -16,12 +16,36 @@ if [ ! -d "$LOOM_DEBROOT/usr" ]; then
       ln -sf "x86_64-linux-gnu/openblas-pthread/$h" "$LOOM_DEBROOT/usr/include/$h"
   done
 fi
-# FlashInfer's headers (scripts/setup.sh) travel packed, the unpacked tree being over the device
-# tool's size limit: here `tar czf .flashinfer.tar.gz -C third_party flashinfer`, carried; unpacked once.
-if [ -f .flashinfer.tar.gz ] && [ ! -d third_party/flashinfer ]; then
-  mkdir -p third_party && tar xzf .flashinfer.tar.gz -C third_party
+# What scripts/setup.sh fetches into third_party (FlashInfer's headers, xgrammar's sources) travels
+# packed, the unpacked trees being over the device tool's size limit: here
+# `tar czf .third_party.tar.gz -C third_party flashinfer xgrammar`, carried; unpacked once.
+if [ -f .third_party.tar.gz ] && { [ ! -d third_party/flashinfer ] || [ ! -d third_party/xgrammar ]; }; then
+  mkdir -p third_party && tar xzf .third_party.tar.gz -C third_party
 fi
 libdirs="$LOOM_DEBROOT/usr/lib:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu/openblas-pthread"
 export LD_LIBRARY_PATH="$libdirs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export LOOM_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$LOOM_DEBROOT/usr -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdirs -DCMAKE_CXX_FLAGS=-idirafter$LOOM_DEBROOT/usr/include -DCMAKE_CUDA_ARCHITECTURES=90a-real;80-virtual -DLOOM_HEAVY_JOBS=4"
+# Builds loom and test_cuda into build-gpu, logs into $1 (configure.log, build.log); prints the
+# build's tail and fails when it does.
+loom_device_build() {
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS >"$1/configure.log" 2>&1 &&
+    cmake --build build-gpu -j16 --target loom test_cuda >"$1/build.log" 2>&1 || { tail -30 "$1/build.log"; return 1; }
+}
+# Starts `loom serve` on the Qwen3-30B-A3B shape (dummy weights) on port $2, logging to $1/serve.log,
+# with any further flags; sets serve_pid and returns once the server has answered a request.
+loom_device_serve() {
+  local logs=$1 port=$2
+  shift 2
+  ./build-gpu/loom serve --device cuda --model-path bench/models/qwen3-30b-a3b --load-format dummy \
+    --tokenizer tests/data/tokenizers/qwen3 --port "$port" "$@" 2>"$logs/serve.log" &
+  serve_pid=$!
+  trap 'kill -9 $serve_pid 2>/dev/null' EXIT
+  for _ in $(seq 1 1200); do
+    curl -sf -m 5 "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+      -d '{"prompt": [1, 2, 3], "max_tokens": 1}' >/dev/null 2>&1 && return 0
+    kill -0 $serve_pid 2>/dev/null || { tail "$logs/serve.log"; return 1; }
+    sleep 0.1
+  done
+  return 1
+}
 set +e

@@ -4,7 +4,7 @@
 # `loom bench latency --profile-ops` twice on the Qwen3-30B-A3B shape with dummy weights: loom's own
 # kernels (LOOM_ATTENTION=native LOOM_MOE_GEMM=native) and the default dispatch (FlashInfer prefill
 # attention, CUTLASS grouped expert GEMMs), and prints a before/after table last.
-# Carry debs/ and .flashinfer.tar.gz (scripts/device_env.sh unpacks both).
+# Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
 #   bash scripts/device_kernel_bench.sh          # LOOM_SKIP_TESTS=1 skips test_cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +13,7 @@ LOGS=${OUT:-/tmp/loom-device}
 mkdir -p "$LOGS"
 MODEL=bench/models/qwen3-30b-a3b
 t0=$SECONDS
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS >"$LOGS/configure.log" 2>&1 &&
-  cmake --build build-gpu -j16 --target loom test_cuda >"$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; exit 1; }
+loom_device_build "$LOGS" || exit 1
 grep -E "FlashInfer|CUTLASS" "$LOGS/configure.log"
 echo "build: $((SECONDS - t0)) s"
 if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then

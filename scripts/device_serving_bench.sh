@@ -15,8 +15,7 @@ source scripts/device_env.sh
 LOGS=${OUT:-/tmp/loom-device}
 mkdir -p "$LOGS"
 MODEL=bench/models/qwen3-30b-a3b
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS >"$LOGS/configure.log" 2>&1 &&
-  cmake --build build-gpu -j16 --target loom test_cuda >"$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; exit 1; }
+loom_device_build "$LOGS" || exit 1
 
 ./build-gpu/tests/test_cuda --gtest_filter="${LOOM_GPU_TESTS:-DeviceSampling.*:DummyWeightsOnGpu.*}" \
   >"$LOGS/gpu_tests.log" 2>&1
@@ -31,16 +30,7 @@ fi
 
 PORT=30777
 t0=$(date +%s.%N)
-./build-gpu/loom serve --device cuda --model-path $MODEL --load-format dummy \
-  --tokenizer tests/data/tokenizers/qwen3 --port $PORT ${LOOM_SERVE_FLAGS:-} 2>"$LOGS/serve.log" &
-pid=$!
-trap 'kill -9 $pid 2>/dev/null' EXIT
-for _ in $(seq 1 1200); do
-  curl -sf -m 5 http://127.0.0.1:$PORT/v1/completions -H 'Content-Type: application/json' \
-    -d '{"prompt": [1, 2, 3], "max_tokens": 1}' >/dev/null 2>&1 && break
-  kill -0 $pid 2>/dev/null || { tail "$LOGS/serve.log"; exit 1; }
-  sleep 0.1
-done
+loom_device_serve "$LOGS" $PORT ${LOOM_SERVE_FLAGS:-} || exit 1
 startup=$(python3 -c "print('%.1f' % ($(date +%s.%N) - $t0))")
 steps() { curl -s http://127.0.0.1:$PORT/metrics | awk '/^loom_engine_steps_total/ {print $2}'; }
 rows=()
@@ -60,7 +50,7 @@ steps = ($s1 or 0) - ($s0 or 0); wall = $SECONDS - $w0
 print('%5d %5d %6d %5d %9.0f %9.0f %9.0f %9.1f %9.1f %6d %7.1f' % ($c, $n, $in, j['completed'], j['output_throughput'],
   j['ttft_ms']['p50'], j['ttft_ms']['p99'], j['itl_ms']['p50'], j['tpot_ms']['p50'], steps, 1000.0 * wall / max(steps, 1)))")")
 done
-kill -TERM $pid; wait $pid
+kill -TERM $serve_pid; wait $serve_pid
 
 echo
 echo "GPU tests: $gpu_tests"

@@ -57,15 +57,43 @@ PY
   mv "$fi_dir.partial" "$fi_dir"
   touch "$fi_dir/.complete"
 fi
-# The official OpenAI Python client, pinned, in a virtual environment of its own: CTest drives
-# `loom serve` with it (tests/server/openai_client_test.py). Made once; kept when the pin matches.
+# xgrammar's C++ core (grammar-constrained decoding: JSON schema, regex, EBNF) from its pinned PyPI
+# sdist, which carries the C++ sources; only those (no Python bindings, no TVM-FFI) are unpacked into
+# third_party/xgrammar/<version>/ (git-ignored) and CMake builds them as one static library.
+# LOOM_XGRAMMAR_SDIST=path/to/the.tar.gz uses an sdist fetched beforehand (offline machines).
+XGRAMMAR_VERSION=0.2.9
+XGRAMMAR_SHA256=87b466bca2475e29bb0323abc62c6c33cbcbcff47e5fb800a3e2099ac9620b90
+XGRAMMAR_URL=https://files.pythonhosted.org/packages/3a/2f/5bf8e8fa6619cff534932f79b0abc81a417d354bc5093252c1a6081d0a93/xgrammar-$XGRAMMAR_VERSION.tar.gz
+xg_dir=third_party/xgrammar/$XGRAMMAR_VERSION
+if [ ! -f "$xg_dir/.complete" ]; then
+  xg_tmp=$(mktemp -d)
+  sdist=${LOOM_XGRAMMAR_SDIST:-}
+  if [ -z "$sdist" ]; then
+    sdist=$xg_tmp/xgrammar-$XGRAMMAR_VERSION.tar.gz
+    curl -fsSL --retry 3 -o "$sdist" "$XGRAMMAR_URL"
+  fi
+  echo "$XGRAMMAR_SHA256  $sdist" | sha256sum --check --quiet -
+  rm -rf "$xg_dir" "$xg_dir.partial"
+  mkdir -p "$xg_dir.partial"
+  top=xgrammar-$XGRAMMAR_VERSION
+  tar xzf "$sdist" -C "$xg_dir.partial" --strip-components=1 --exclude="$top/cpp/tvm_ffi" \
+    "$top/LICENSE" "$top/NOTICE" "$top/cpp" "$top/include" "$top/3rdparty/picojson" "$top/3rdparty/dlpack/include"
+  rm -rf "$xg_tmp"
+  mv "$xg_dir.partial" "$xg_dir"
+  touch "$xg_dir/.complete"
+fi
+# The official OpenAI Python client and a JSON-schema validator, pinned, in a virtual environment
+# of their own: CTest drives `loom serve` with them (tests/server/openai_client_test.py). Made
+# once; kept when the pins match.
 OPENAI_VERSION=3.57.0
+JSONSCHEMA_VERSION=4.23.0
 venv=third_party/venv
-if ! "$venv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import openai, jsonschema, sys, importlib.metadata as m; sys.exit(openai.__version__ != '$OPENAI_VERSION' or m.version('jsonschema') != '$JSONSCHEMA_VERSION')" 2>/dev/null; then
   rm -rf "$venv"
   python3 -m venv "$venv" ||
     { echo "setup.sh: python3 -m venv failed (apt-get install python3-venv)" >&2; exit 1; }
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" \
+    "jsonschema==$JSONSCHEMA_VERSION"
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"${LOOM_JOBS:-2}"

@@ -95,7 +95,7 @@ TEST(DeviceSampling, MatchesTheHostSamplerStepByStep) {
         for (int64_t r = 0; r < rows; ++r) device[r].plan_device(plans[r], edits, vocab);
         std::vector<int32_t> ids;
         std::vector<float> lps;
-        ds.sample(testing::to_gpu_bf16(logits), vocab, plans, edits, ids, lps);
+        ds.sample(testing::to_gpu_bf16(logits), vocab, plans, edits, nullptr, 0, ids, lps);
         for (int64_t r = 0; r < rows; ++r) {
           engine::TokenLogprob lp;
           const int32_t want = host[r].sample(logits.data<float>() + r * vocab, vocab, &lp);
@@ -128,14 +128,56 @@ TEST(DeviceSampling, SkippedRowsAndEmptyBatches) {
   runtime::DeviceSampler ds;
   std::vector<int32_t> ids;
   std::vector<float> lps;
-  ds.sample(testing::to_gpu_bf16(logits), 500, plans, {}, ids, lps);
+  ds.sample(testing::to_gpu_bf16(logits), 500, plans, {}, nullptr, 0, ids, lps);
   ASSERT_EQ(ids.size(), 3u);
   EXPECT_EQ(ids[1], -1);
   for (int r : {0, 2}) {
     const float* row = logits.data<float>() + r * 500;
     EXPECT_EQ(ids[r], std::max_element(row, row + 500) - row);
   }
-  EXPECT_THROW(ds.sample(logits, 500, plans, {}, ids, lps), Error);  // host logits
+  EXPECT_THROW(ds.sample(logits, 500, plans, {}, nullptr, 0, ids, lps), Error);  // host logits
+}
+
+
+// Grammar masks (structured outputs): the device draws only allowed tokens, and greedy rows pick
+// the host sampler's token under the same mask.
+TEST(DeviceSampling, GrammarMasksRestrictTheDraw) {
+  SKIP_WITHOUT_GPU();
+  const int64_t vocab = 151936, rows = 8, words = (vocab + 31) / 32;
+  std::mt19937 rng(99);
+  const Tensor logits = model_like_logits(rows, vocab, rng);
+  std::vector<uint32_t> masks;
+  std::vector<runtime::SampleRowPlan> plans(rows);
+  std::vector<engine::Sampler> host;
+  for (int64_t r = 0; r < rows; ++r) {
+    engine::SamplingParams p;
+    p.temperature = r % 2 ? 0.0 : 0.8;
+    p.top_k = r == 2 ? 5 : -1;
+    p.seed = 5 + static_cast<uint64_t>(r);
+    host.emplace_back(p, std::vector<int32_t>{}, 0);
+    std::vector<runtime::LogitEdit> no_edits;
+    engine::Sampler(p, {}, 0).plan_device(plans[r], no_edits, vocab);
+    if (r == 7) continue;  // unmasked row among masked ones
+    plans[r].mask_row = static_cast<int32_t>(masks.size() / words);
+    const size_t at = masks.size();
+    masks.resize(at + words, 0);
+    const int allowed = r == 3 ? 1 : 2000;  // row 3: one token only (a grammar's forced step)
+    for (int k = 0; k < allowed; ++k) {
+      const uint32_t t = rng() % vocab;
+      masks[at + t / 32] |= 1u << (t % 32);
+    }
+  }
+  runtime::DeviceSampler ds;
+  std::vector<int32_t> ids;
+  std::vector<float> lps;
+  ds.sample(testing::to_gpu_bf16(logits), vocab, plans, {}, masks.data(), masks.size(), ids, lps);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint32_t* m = plans[r].mask_row >= 0 ? masks.data() + plans[r].mask_row * words : nullptr;
+    if (m) EXPECT_TRUE((m[ids[r] / 32] >> (ids[r] % 32)) & 1u) << "row " << r << " drew a masked token";
+    if (r % 2) {
+      EXPECT_EQ(ids[r], host[r].sample(logits.data<float>() + r * vocab, vocab, nullptr, m)) << "row " << r;
+    }
+  }
 }
 
 }  // namespace

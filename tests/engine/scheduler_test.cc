@@ -5,6 +5,7 @@
 #include <map>
 
 #include "loom/engine/scheduler.h"
+#include "loom/grammar/constraint.h"
 #include "tokenizer/tokenizer_fixture.h"
 #include "toy_runner.h"
 
@@ -259,6 +260,63 @@ TEST(Scheduler, StopTokenAndStopStringEndTheRequest) {
   run_to_idle(s);
   EXPECT_EQ(got[1].reason, FinishReason::stop);
   EXPECT_EQ(got[1].text, text.substr(0, text.find(stop)));
+}
+
+// The n choices of one prompt (one prefix_group): the first prefills it, the others wait for it
+// and take its full pages from the prefix cache; outputs are unchanged.
+TEST(Scheduler, ChoicesOfOnePromptPrefillItOnce) {
+  const auto prompt = prompt_of(5, 41);
+  const auto expected = solo({prompt}, 5).at(0);
+  ToyRunner runner(256, 4);
+  Scheduler s(runner, tokenizer::testing::qwen3(), SchedulerOptions{});
+  std::map<uint64_t, Collected> got;
+  for (uint64_t i = 0; i < 3; ++i) {
+    auto r = greedy_request(prompt, 5, &got, i);
+    r.prefix_group = 9;
+    s.add(i, std::move(r));
+  }
+  run_to_idle(s);
+  for (uint64_t i = 0; i < 3; ++i) EXPECT_EQ(got[i].ids, expected.ids) << "choice " << i;
+  EXPECT_EQ(got[0].cached, 0);
+  EXPECT_EQ(got[1].cached, 40);
+  EXPECT_EQ(got[2].cached, 40);
+  int64_t prompt_positions = 0;  // positions computed by prefill steps
+  for (const auto& b : runner.batches)
+    for (const auto& q : b.seqs)
+      if (q.tokens.size() > 1) prompt_positions += static_cast<int64_t>(q.tokens.size());
+  EXPECT_EQ(prompt_positions, 41);  // the other two compute only the last prompt token
+
+  // Without the group the three are admitted together and each prefills the whole prompt.
+  ToyRunner runner2(256, 4);
+  Scheduler s2(runner2, tokenizer::testing::qwen3(), SchedulerOptions{});
+  std::map<uint64_t, Collected> got2;
+  for (uint64_t i = 0; i < 3; ++i) s2.add(i, greedy_request(prompt, 5, &got2, i));
+  run_to_idle(s2);
+  EXPECT_EQ(got2[1].cached, 0);
+}
+
+// A constrained request only ever draws what its grammar allows, and the grammar's end ends it.
+TEST(Scheduler, GrammarConstrainsTheOutputAndEndsIt) {
+  ToyRunner runner(256, 4);
+  Scheduler s(runner, tokenizer::testing::qwen3(), SchedulerOptions{});
+  grammar::Compiler compiler(tokenizer::testing::qwen3(), ToyRunner::kVocab, s.limits().eos_token_ids);
+  std::map<uint64_t, Collected> got;
+  for (uint64_t i = 0; i < 4; ++i) {
+    auto r = greedy_request(prompt_of(static_cast<int>(i), 9), 40, &got, i);
+    r.params.temperature = i % 2 ? 1.0 : 0.0;
+    r.params.seed = i;
+    r.params.constraint = compiler.regex("(yes|no): [0-9]{2,3}");
+    s.add(i, std::move(r));
+  }
+  run_to_idle(s);
+  for (uint64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(got[i].reason, FinishReason::stop) << i;
+    const std::string& t = got[i].text;
+    EXPECT_TRUE(t.rfind("yes: ", 0) == 0 || t.rfind("no: ", 0) == 0) << t;
+    const std::string digits = t.substr(t.find(": ") + 2);
+    EXPECT_TRUE(digits.size() >= 2 && digits.size() <= 3 &&
+                digits.find_first_not_of("0123456789") == std::string::npos) << t;
+  }
 }
 
 TEST(Scheduler, RunnerFailureEndsTheBatchWithAnErrorAndFreesPages) {

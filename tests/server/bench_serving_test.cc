@@ -85,6 +85,19 @@ TEST_F(BenchServing, ChatTextAtAPoissonRate) {
   EXPECT_GT(j["total_input_tokens"].get<int64_t>(), 8 * 10);  // the chat template adds its own tokens
 }
 
+// --extra-request-body reaches every request: a regex constraint shapes (and ends) each answer.
+TEST_F(BenchServing, ExtraRequestBodyReachesEveryRequest) {
+  json j;
+  ASSERT_EQ(bench("--num-prompts 4 --random-input-len 8 --random-output-len 30 --random-range-ratio 1 "
+                  "--extra-request-body '{\"regex\": \"(yes|no)\"}'",
+                  j),
+            0);
+  EXPECT_EQ(j["completed"], 4);
+  // ignore_eos would run each to 30 tokens; the grammar ends each after "yes"/"no" (at most three
+  // tokens from random weights) and its stop token.
+  for (const auto& q : j["requests"]) EXPECT_LE(q["output_tokens"].get<int64_t>(), 4) << q;
+}
+
 TEST_F(BenchServing, ShareGptFile) {
   const std::string path = ::testing::TempDir() + "/sharegpt_" + std::to_string(::getpid()) + ".json";
   std::ofstream(path) << json::array(
@@ -118,6 +131,7 @@ TEST(BenchServingFlags, BadFlagsExitTwoWithOneLine) {
       {"--backend chat --random-prompt ids", "--backend chat sends text"},
       {"--random-prompt text", "--random-prompt text needs --tokenizer DIR"},
       {"--request-rate 0", "--request-rate: 0 must be > 0"},
+      {"--extra-request-body '[1]'", "--extra-request-body: '[1]' is not a JSON object"},
       {"--random-range-ratio 2", "--random-range-ratio: 2 must be in [0, 1]"},
       {"--base-url http://127.0.0.1:9 --num-prompts 1", "cannot reach http://127.0.0.1:9/v1/models"},
   };

@@ -35,9 +35,11 @@ TEST(ServerTools, ToolChoiceAndToolsAreValidated) {
   ServerHarness h(o);
   const json tools = json::array({weather_tool()});
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "nope"}}}}}})), "tool_choice");
-  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", "required"}})), "tool_choice");
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", "sometimes"}})), "tool_choice");
-  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}})), "tool_choice");
+  json bad_params = weather_tool();
+  bad_params["function"]["parameters"] = {{"type", "integer"}, {"minimum", 3}, {"maximum", 1}};
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", {bad_params}}, {"tool_choice", "required"}})), "tools");
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", "required"}, {"response_format", {{"type", "json_object"}}}})), "tool_choice");
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}})), "tool_choice");
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", json::array({{{"type", "function"}}})}})), "tools");
   expect_400(post(h.port(), "/v1/chat/completions", chat({{"tools", {{"name", "x"}}}})), "tools");
@@ -52,6 +54,43 @@ TEST(ServerTools, ToolChoiceAndToolsAreValidated) {
   for (const char* choice : {"auto", "none"}) {
     const auto r = post(h.port(), "/v1/chat/completions", chat({{"tools", tools}, {"tool_choice", choice}}));
     EXPECT_EQ(r.status, 200) << choice << ": " << r.body;
+  }
+}
+
+// tool_choice "required" or a named function forces one well-formed call (constrained decoding),
+// even from random weights, streamed or not.
+TEST(ServerTools, ForcedToolCallsAreParsedCalls) {
+  HarnessOptions o;
+  o.tool_call_parser = "qwen3";
+  ServerHarness h(o);
+  json city = weather_tool();
+  city["function"]["parameters"]["properties"]["city"] = {{"enum", {"Paris", "Tokyo"}}};
+  json clock = {{"type", "function"}, {"function", {{"name", "get_time"}, {"parameters", {{"type", "object"}, {"properties", json::object()}}}}}};
+  const json tools = json::array({city, clock});
+  const json named = {{"type", "function"}, {"function", {{"name", "get_time"}}}};
+  for (const json& choice : {json("required"), named}) {
+    for (int i = 0; i < 3; ++i) {
+      json b = chat({{"tools", tools}, {"tool_choice", choice}, {"max_tokens", 120}, {"seed", i}, {"temperature", 1.0}});
+      const auto r = post(h.port(), "/v1/chat/completions", b);
+      ASSERT_EQ(r.status, 200) << r.body;
+      const json c = json::parse(r.body)["choices"][0];
+      EXPECT_EQ(c["finish_reason"], "tool_calls") << r.body;
+      ASSERT_EQ(c["message"]["tool_calls"].size(), 1u) << r.body;
+      const json fn = c["message"]["tool_calls"][0]["function"];
+      const json args = json::parse(fn["arguments"].get<std::string>());
+      if (choice.is_object()) EXPECT_EQ(fn["name"], "get_time");
+      if (fn["name"] == "get_weather") {
+        EXPECT_TRUE(args["city"] == "Paris" || args["city"] == "Tokyo") << args;
+      } else {
+        EXPECT_EQ(fn["name"], "get_time");
+        EXPECT_TRUE(args.is_object());
+      }
+      // Streamed: the call arrives as delta.tool_calls.
+      const Streamed s = stream(h.port(), "/v1/chat/completions", b);
+      ASSERT_TRUE(s.done) << s.body;
+      EXPECT_NE(s.body.find("\"tool_calls\""), std::string::npos) << s.body;
+      EXPECT_NE(s.body.find("\"finish_reason\":\"tool_calls\""), std::string::npos) << s.body;
+    }
   }
 }
 

@@ -51,42 +51,68 @@ void RadixCache::unlock(Node* node) {
   }
 }
 
-void RadixCache::release(const std::vector<int32_t>& tokens, const std::vector<int32_t>& pages, int64_t kv_len,
-                         Node* locked) {
+// Walks the full computed pages of `tokens` into the tree: a page whose tokens are already there is
+// a duplicate (into `to_pool`, and pages[i] becomes the tree's page), any other joins as a node.
+// Returns the deepest node (the root when there is no full page).
+RadixCache::Node* RadixCache::insert(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages, int64_t kv_len,
+                                     std::vector<int32_t>& to_pool) {
   const int64_t ps = pool_.page_size();
   LOOM_CHECK(kv_len <= static_cast<int64_t>(tokens.size()) &&
                  pool_.pages_for_tokens(kv_len) <= static_cast<int64_t>(pages.size()),
-             "radix cache: release of ", kv_len, " computed tokens with ", tokens.size(), " tokens and ",
-             pages.size(), " pages");
-  std::vector<int32_t> to_pool;
-  size_t i = 0;
-  if (enabled_) {
-    Node* node = root_.get();
-    const uint64_t now = ++clock_;
-    for (; static_cast<int64_t>(i + 1) * ps <= kv_len; ++i) {
-      std::vector<int32_t> key(tokens.begin() + static_cast<int64_t>(i) * ps,
-                               tokens.begin() + static_cast<int64_t>(i + 1) * ps);
-      auto it = node->children.find(key);
-      if (it != node->children.end()) {
-        // Already cached (the request's own matched page, or another request's copy).
-        if (it->second->page != pages[i]) to_pool.push_back(pages[i]);
-        node = it->second.get();
-      } else {
-        auto child = std::make_unique<Node>();
-        child->key = std::move(key);
-        child->page = pages[i];
-        child->parent = node;
-        Node* raw = child.get();
-        node->children.emplace(raw->key, std::move(child));
-        ++num_nodes_;
-        node = raw;
+             "radix cache: ", kv_len, " computed tokens with ", tokens.size(), " tokens and ", pages.size(), " pages");
+  Node* node = root_.get();
+  const uint64_t now = ++clock_;
+  for (size_t i = 0; static_cast<int64_t>(i + 1) * ps <= kv_len; ++i) {
+    std::vector<int32_t> key(tokens.begin() + static_cast<int64_t>(i) * ps,
+                             tokens.begin() + static_cast<int64_t>(i + 1) * ps);
+    auto it = node->children.find(key);
+    if (it != node->children.end()) {
+      if (it->second->page != pages[i]) {  // another request's copy
+        to_pool.push_back(pages[i]);
+        pages[i] = it->second->page;
       }
-      node->last_use = now;
+      node = it->second.get();
+    } else {
+      auto child = std::make_unique<Node>();
+      child->key = std::move(key);
+      child->page = pages[i];
+      child->parent = node;
+      Node* raw = child.get();
+      node->children.emplace(raw->key, std::move(child));
+      ++num_nodes_;
+      node = raw;
     }
+    node->last_use = now;
   }
-  for (; i < pages.size(); ++i) to_pool.push_back(pages[i]);
+  return node;
+}
+
+void RadixCache::release(const std::vector<int32_t>& tokens, const std::vector<int32_t>& pages, int64_t kv_len,
+                         Node* locked) {
+  std::vector<int32_t> to_pool;
+  size_t kept = 0;  // pages now owned by the tree
+  if (enabled_) {
+    std::vector<int32_t> own = pages;
+    insert(tokens, own, kv_len, to_pool);
+    kept = static_cast<size_t>(kv_len / pool_.page_size());
+  } else {
+    LOOM_CHECK(pool_.pages_for_tokens(kv_len) <= static_cast<int64_t>(pages.size()), "radix cache: release of ",
+               kv_len, " computed tokens with ", pages.size(), " pages");
+  }
+  to_pool.insert(to_pool.end(), pages.begin() + static_cast<int64_t>(kept), pages.end());
   unlock(locked);
   pool_.free(to_pool);
+}
+
+RadixCache::Node* RadixCache::publish(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages,
+                                      int64_t kv_len, Node* locked) {
+  if (!enabled_) return locked;
+  std::vector<int32_t> to_pool;
+  Node* node = insert(tokens, pages, kv_len, to_pool);
+  lock(node);  // before the unlock, so that the shared part never looks evictable
+  unlock(locked);
+  pool_.free(to_pool);
+  return node == root_.get() ? nullptr : node;
 }
 
 int64_t RadixCache::evict(int64_t num_pages) {

@@ -45,6 +45,13 @@ class RadixCache {
   void release(const std::vector<int32_t>& tokens, const std::vector<int32_t>& pages, int64_t kv_len,
                Node* locked);
 
+  // A running request publishes its computed prefix so that others can reuse it now (the n
+  // choices of one prompt, requests sharing a system prompt): its full computed pages join the
+  // tree; where the tree already holds a page for the same tokens, the request switches to that
+  // page (`pages` is updated) and its own copy goes back to the pool. The lock moves from
+  // `locked` to the deepest published node, which is returned (the request's new lock).
+  Node* publish(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages, int64_t kv_len, Node* locked);
+
   // Frees up to `num_pages` pages from unlocked leaves, oldest first; returns how many it freed.
   int64_t evict(int64_t num_pages);
 
@@ -62,6 +69,9 @@ class RadixCache {
   std::string idle_leak_report() const;
 
  private:
+  Node* insert(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages, int64_t kv_len,
+               std::vector<int32_t>& to_pool);
+
   KvPool& pool_;
   bool enabled_;
   std::unique_ptr<Node> root_;

@@ -3,7 +3,7 @@
 //   [--random-output-len 128] [--random-range-ratio 0] [--random-prompt ids|text]
 //   [--random-vocab-size 10000] [--sharegpt-output-len N] [--tokenizer DIR] [--num-prompts 1000]
 //   [--max-concurrency N] [--request-rate inf] [--seed 1] [--model NAME] [--api-key KEY]
-//   [--disable-stream] [--disable-ignore-eos] [--output-file FILE.json]
+//   [--disable-stream] [--disable-ignore-eos] [--extra-request-body JSON] [--output-file FILE.json]
 // A load generator for any OpenAI-compatible server, the way SGLang's bench_serving measures:
 // requests arrive all at once or as a Poisson process of --request-rate per second, at most
 // --max-concurrency in flight; prints request / output / total throughput and TTFT, ITL, TPOT and
@@ -130,6 +130,11 @@ int cmd_bench_serving(Args& args) {
   LOOM_CHECK_ARG(rate > 0, "--request-rate: ", rate, " must be > 0 (inf: all at once)");
   const std::string output_file = args.string("output-file", "");
   const std::string tokenizer_dir = args.string("tokenizer", "");
+  if (const std::string extra = args.string("extra-request-body", ""); !extra.empty()) {
+    target.extra_body = nlohmann::json::parse(extra, nullptr, /*allow_exceptions=*/false);
+    LOOM_CHECK_ARG(target.extra_body.is_object(), "--extra-request-body: '", extra,
+                   "' is not a JSON object (e.g. '{\"response_format\": {\"type\": \"json_object\"}}')");
+  }
   args.finish();
 
   std::optional<tokenizer::Tokenizer> tok;

@@ -68,6 +68,7 @@ RequestResult send_request(const ServingTarget& t, const BenchPrompt& p) {
   else
     body["prompt"] = p.prompt;
   if (t.stream) body["stream_options"] = {{"include_usage", true}};
+  body.update(t.extra_body);
 
   RequestResult r;
   r.prompt_tokens = p.prompt_tokens;

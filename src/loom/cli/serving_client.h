@@ -3,6 +3,8 @@
 #pragma once
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "loom/cli/serving_dataset.h"
 #include "loom/cli/serving_stats.h"
 
@@ -17,6 +19,7 @@ struct ServingTarget {
   bool stream = true;
   bool ignore_eos = true;  // every request generates its full output length
   int timeout_s = 3600;
+  nlohmann::json extra_body = nlohmann::json::object();  // merged into every request (--extra-request-body)
 };
 
 // Splits "http://host:port[/prefix]" into origin and prefix; InvalidArgument naming --base-url.

@@ -11,6 +11,7 @@ Engine::Engine(std::unique_ptr<runtime::Runner> runner, tokenizer::Tokenizer tok
   LOOM_CHECK_ARG(options_.max_queue >= 1, "--max-queue must be at least 1");
   scheduler_ = std::make_unique<Scheduler>(*runner_, tokenizer_, options_.scheduler);
   limits_ = scheduler_->limits();
+  grammar_ = std::make_unique<grammar::Compiler>(tokenizer_, limits_.vocab_size, limits_.eos_token_ids);
   stats_ = scheduler_->stats();
   thread_ = std::thread([this] { loop(); });
 }

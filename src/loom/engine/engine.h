@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "loom/engine/metrics.h"
+#include "loom/grammar/constraint.h"
 #include "loom/engine/request.h"
 #include "loom/engine/scheduler.h"
 #include "loom/runtime/model_runner.h"
@@ -40,6 +41,8 @@ class Engine {
   const io::ModelConfig& config() const { return config_; }
   const tokenizer::Tokenizer& tokenizer() const { return tokenizer_; }
   const ModelLimits& limits() const { return limits_; }
+  // Compiles request constraints against this model's vocabulary (any thread).
+  grammar::Compiler& grammar() { return *grammar_; }
 
   EngineStats stats() const;  // as of the end of the last engine step
   // Waits (at most `timeout`) until nothing is queued or running; true when idle.
@@ -62,6 +65,7 @@ class Engine {
   EngineOptions options_;
   std::unique_ptr<Scheduler> scheduler_;
   ModelLimits limits_;
+  std::unique_ptr<grammar::Compiler> grammar_;
 
   mutable std::mutex mu_;
   mutable std::condition_variable wake_;      // work for the engine thread

@@ -3,11 +3,16 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "loom/tensor/error.h"
+
+namespace loom::grammar {
+struct Constraint;
+}
 
 namespace loom::engine {
 
@@ -28,6 +33,11 @@ struct SamplingParams {
   int64_t logprobs = -1;                   // -1: none; k >= 0: the chosen token's logprob + top k
   // OpenAI's logit_bias: added to the token's logit before any penalty or selection, [-100, 100].
   std::vector<std::pair<int32_t, float>> logit_bias;
+  // Grammar-constrained decoding (response_format, regex, EBNF, a forced tool call): only tokens
+  // the grammar allows are sampled, and the grammar's end finishes the request. With
+  // constraint_after set, the constraint starts once that token was generated (`</think>`).
+  std::shared_ptr<const grammar::Constraint> constraint;
+  std::optional<int32_t> constraint_after;
 };
 
 // Bad request input: the server answers 400 with `param` naming the offending field.
@@ -89,6 +99,9 @@ struct Request {
   std::vector<int32_t> prompt;
   SamplingParams params;
   OutputCallback on_output;
+  // Nonzero: one of the n choices of a prompt (the same value for all n). The first to be admitted
+  // prefills it; the others wait for that and then take its KV from the prefix cache.
+  uint64_t prefix_group = 0;
 };
 
 }  // namespace loom::engine

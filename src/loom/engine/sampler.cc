@@ -27,16 +27,19 @@ void Sampler::observe(int32_t token) {
   if (params_.frequency_penalty != 0.0 || params_.presence_penalty != 0.0) ++counts_[token];
 }
 
-int32_t Sampler::sample(const float* logits, int64_t vocab, TokenLogprob* logprob) {
+int32_t Sampler::sample(const float* logits, int64_t vocab, TokenLogprob* logprob, const uint32_t* allowed) {
   const bool penalized = !seen_.empty() || !counts_.empty() || !params_.logit_bias.empty();
   const float* row = logits;
-  if (penalized) {
+  if (penalized || allowed) {
     work_.assign(logits, logits + vocab);
     for (auto [t, b] : params_.logit_bias) work_[t] += b;
     const float rp = static_cast<float>(params_.repetition_penalty);
     for (int32_t t : seen_) work_[t] = work_[t] > 0 ? work_[t] / rp : work_[t] * rp;
     for (auto [t, c] : counts_)
       work_[t] -= static_cast<float>(params_.frequency_penalty * static_cast<double>(c) + params_.presence_penalty);
+    if (allowed)
+      for (int64_t t = 0; t < vocab; ++t)
+        if (!((allowed[t >> 5] >> (t & 31)) & 1u)) work_[t] = -INFINITY;
     row = work_.data();
   }
 

@@ -19,7 +19,8 @@ class Sampler {
   Sampler(const SamplingParams& params, const std::vector<int32_t>& prompt, uint64_t seed);
 
   // Next token from f32 logits[vocab]; fills `logprob` (raw model distribution) when non-null.
-  int32_t sample(const float* logits, int64_t vocab, TokenLogprob* logprob);
+  // `allowed` (a grammar's bitmask, bit t of word t / 32) restricts the draw to its tokens.
+  int32_t sample(const float* logits, int64_t vocab, TokenLogprob* logprob, const uint32_t* allowed = nullptr);
 
   // The same draw made on the device (runtime::DeviceSampler): fills `row` (drawing u from the
   // RNG exactly as sample() would) and appends the row's logit edits; accept() must follow with

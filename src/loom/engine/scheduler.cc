@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <random>
 
+#include "loom/grammar/constraint.h"
+
 namespace loom::engine {
 
 struct Scheduler::Sequence {
@@ -13,7 +15,9 @@ struct Scheduler::Sequence {
         prompt_len(static_cast<int64_t>(req.prompt.size())),
         sampler(req.params, req.prompt, seed),
         text(tok, req.params.skip_special_tokens, req.params.stop),
-        submitted(Clock::now()) {}
+        submitted(Clock::now()) {
+    if (req.params.constraint) matcher.emplace(req.params.constraint, req.params.constraint_after);
+  }
 
   int64_t num_output() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
   int64_t pending() const { return static_cast<int64_t>(tokens.size()) - kv_len; }
@@ -29,6 +33,7 @@ struct Scheduler::Sequence {
   bool admitted_once = false;
   int64_t cached_tokens = 0;    // prompt tokens the prefix cache served at first admission
   Sampler sampler;
+  std::optional<grammar::Matcher> matcher;  // a constrained request's place in its grammar
   TextStream text;
   Clock::time_point submitted, last_token;
 };
@@ -48,6 +53,9 @@ Scheduler::Scheduler(runtime::Runner& runner, const tokenizer::Tokenizer& tokeni
   limits_.kv_capacity = runner.kv_pool().num_pages() * runner.kv_pool().page_size();
   for (int64_t id : cfg.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(id));
   if (auto e = tokenizer_.eos_token_id()) eos_ids_.push_back(*e);
+  std::sort(eos_ids_.begin(), eos_ids_.end());
+  eos_ids_.erase(std::unique(eos_ids_.begin(), eos_ids_.end()), eos_ids_.end());
+  limits_.eos_token_ids = eos_ids_;
 }
 
 Scheduler::~Scheduler() = default;
@@ -125,6 +133,14 @@ void Scheduler::finish(Sequence& s, RequestOutput& out, FinishReason reason) {
   OutputCallback cb = std::move(s.req.on_output);
   seqs_.erase(s.id);  // destroys s
   if (cb) cb(out);
+}
+
+// One of the n choices of a prompt whose sibling is still prefilling it: worth waiting for.
+bool Scheduler::sibling_prefilling(const Sequence& s) const {
+  if (!s.req.prefix_group || !cache_.enabled()) return false;
+  for (const Sequence* r : running_)
+    if (r->req.prefix_group == s.req.prefix_group && r->kv_len < r->prompt_len) return true;
+  return false;
 }
 
 Scheduler::Sequence* Scheduler::newest_running_not_in(const std::vector<Sequence*>& batch) {
@@ -244,6 +260,7 @@ Scheduler::Batch Scheduler::prefill_batch(bool decoders_wait) {
   while (!waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(running_.size()) < options_.max_running_requests) {
     Sequence* s = waiting_.front();
+    if (sibling_prefilling(*s)) break;  // its prompt's KV is about to be in the cache
     int64_t chunk = 0;
     if (!admit(*s, budget, chunk)) break;
     waiting_.pop_front();
@@ -271,12 +288,15 @@ bool Scheduler::run(const std::vector<Sequence*>& batch, const std::vector<int64
   std::vector<TokenLogprob> logprobs(batch.size());
   try {
     Tensor logits = runner_.forward_device_logits(fb);
+    // A GPU runs the forward asynchronously: the grammar masks are made on the host meanwhile.
+    const std::vector<int32_t> mask_rows = grammar_masks(batch, yields);
+    const int64_t words = grammar::mask_words(limits_.vocab_size);
     LOOM_CHECK(logits.dim() == 2 && logits.size(0) == static_cast<int64_t>(batch.size()) &&
                    logits.size(1) >= limits_.vocab_size,
                "the runner returned logits ", logits.str(), " for a batch of ", batch.size(), " (vocab ",
                limits_.vocab_size, ")");
     if (logits.device().is_cuda()) {
-      sample_on_device(batch, yields, logits, next, logprobs);
+      sample_on_device(batch, yields, mask_rows, logits, next, logprobs);
     } else {
       logits = logits.contiguous();
       LOOM_CHECK(logits.dtype() == DType::f32 && logits.size(1) == limits_.vocab_size, "the runner returned logits ",
@@ -284,8 +304,9 @@ bool Scheduler::run(const std::vector<Sequence*>& batch, const std::vector<int64
       for (size_t i = 0; i < batch.size(); ++i) {
         if (!yields[i]) continue;
         const auto& p = batch[i]->req.params;
+        const uint32_t* allowed = mask_rows[i] >= 0 ? masks_.data() + mask_rows[i] * words : nullptr;
         next[i] = batch[i]->sampler.sample(logits.data<float>() + static_cast<int64_t>(i) * limits_.vocab_size,
-                                           limits_.vocab_size, p.logprobs >= 0 ? &logprobs[i] : nullptr);
+                                           limits_.vocab_size, p.logprobs >= 0 ? &logprobs[i] : nullptr, allowed);
       }
     }
   } catch (const std::exception& e) {
@@ -296,24 +317,46 @@ bool Scheduler::run(const std::vector<Sequence*>& batch, const std::vector<int64
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence* s = batch[i];
     s->kv_len += chunks[i];
+    // A prefilled chunk is published at once, so that requests sharing the prefix reuse it now.
+    if (chunks[i] > 1 && cache_.enabled()) s->lock = cache_.publish(s->tokens, s->pages, s->kv_len, s->lock);
     if (yields[i]) on_token(*s, next[i], std::move(logprobs[i]));
   }
   return true;
 }
 
+// The allowed-token masks of the yielding rows whose grammar restricts the next token, into
+// masks_ (mask_words(vocab) words each); per row its mask's index, or -1 for none.
+std::vector<int32_t> Scheduler::grammar_masks(const std::vector<Sequence*>& batch, const std::vector<char>& yields) {
+  std::vector<int32_t> rows(batch.size(), -1);
+  std::vector<grammar::Matcher*> active;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!yields[i] || !batch[i]->matcher || !batch[i]->matcher->active()) continue;
+    rows[i] = static_cast<int32_t>(active.size());
+    active.push_back(&*batch[i]->matcher);
+  }
+  if (active.empty()) return rows;
+  masks_.resize(active.size() * static_cast<size_t>(grammar::mask_words(limits_.vocab_size)));
+  grammar::fill_masks(active, masks_.data(), limits_.vocab_size);
+  return rows;
+}
+
 // Samples the yielding rows on the logits' GPU; only ids (and logprobs) come to the host.
 void Scheduler::sample_on_device(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
-                                 const Tensor& logits, std::vector<int32_t>& next,
-                                 std::vector<TokenLogprob>& logprobs) {
+                                 const std::vector<int32_t>& mask_rows, const Tensor& logits,
+                                 std::vector<int32_t>& next, std::vector<TokenLogprob>& logprobs) {
   plans_.assign(batch.size(), runtime::SampleRowPlan{});
   edits_.clear();
+  int64_t masked = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     if (yields[i]) batch[i]->sampler.plan_device(plans_[i], edits_, limits_.vocab_size);
     else plans_[i].skip = true;
+    plans_[i].mask_row = mask_rows[i];
+    masked += mask_rows[i] >= 0;
   }
   std::vector<float> chosen_logprob;
   if (!device_sampler_) device_sampler_ = std::make_unique<runtime::DeviceSampler>();
-  device_sampler_->sample(logits, limits_.vocab_size, plans_, edits_, next, chosen_logprob);
+  const size_t mask_len = static_cast<size_t>(masked * grammar::mask_words(limits_.vocab_size));
+  device_sampler_->sample(logits, limits_.vocab_size, plans_, edits_, masks_.data(), mask_len, next, chosen_logprob);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!yields[i]) continue;
     LOOM_CHECK(next[i] >= 0 && next[i] < limits_.vocab_size, "device sampling chose token ", next[i]);
@@ -331,6 +374,12 @@ void Scheduler::sample_on_device(const std::vector<Sequence*>& batch, const std:
 
 void Scheduler::on_token(Sequence& s, int32_t tok, TokenLogprob lp) {
   const auto& p = s.req.params;
+  if (s.matcher && !s.matcher->accept(tok)) {  // cannot happen when the mask was applied
+    RequestOutput out;
+    out.error = str("the request's grammar rejected the sampled token ", tok);
+    finish(s, out, FinishReason::error);
+    return;
+  }
   RequestOutput out;
   out.request_id = s.id;
   s.tokens.push_back(tok);
@@ -346,14 +395,18 @@ void Scheduler::on_token(Sequence& s, int32_t tok, TokenLogprob lp) {
   if (p.logprobs >= 0) out.logprobs.push_back(std::move(lp));
 
   FinishReason reason = FinishReason::none;
-  const bool stop_token = (!p.ignore_eos && std::count(eos_ids_.begin(), eos_ids_.end(), tok)) ||
-                          std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), tok);
-  if (stop_token) {
+  const bool eos = std::count(eos_ids_.begin(), eos_ids_.end(), tok) > 0;
+  const bool stop_token = (!p.ignore_eos && eos) || std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), tok);
+  // A grammar that has ended (on one of its stop tokens, or on its last token when the model has
+  // none) lets nothing follow, even with ignore_eos.
+  const bool grammar_ended = s.matcher && s.matcher->terminated();
+  if (stop_token || (grammar_ended && eos)) {
     out.text = s.text.flush();
     reason = FinishReason::stop;
   } else {
     out.text = s.text.push(tok);
-    if (s.text.stopped()) reason = FinishReason::stop;
+    if (s.text.stopped() || grammar_ended) reason = FinishReason::stop;
+    if (grammar_ended) out.text += s.text.flush();
   }
   if (reason == FinishReason::none &&
       (s.num_output() >= p.max_tokens ||

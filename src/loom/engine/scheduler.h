@@ -72,10 +72,13 @@ class Scheduler {
   void release(Sequence& s);
   void finish(Sequence& s, RequestOutput& out, FinishReason reason);
   void on_token(Sequence& s, int32_t token, TokenLogprob logprob);
-  void sample_on_device(const std::vector<Sequence*>& batch, const std::vector<char>& yields, const Tensor& logits,
-                        std::vector<int32_t>& next, std::vector<TokenLogprob>& logprobs);
+  std::vector<int32_t> grammar_masks(const std::vector<Sequence*>& batch, const std::vector<char>& yields);
+  void sample_on_device(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
+                        const std::vector<int32_t>& mask_rows, const Tensor& logits, std::vector<int32_t>& next,
+                        std::vector<TokenLogprob>& logprobs);
   void fail_batch(const std::vector<Sequence*>& batch, const std::string& what);
   Sequence* newest_running_not_in(const std::vector<Sequence*>& batch);
+  bool sibling_prefilling(const Sequence& s) const;
 
   runtime::Runner& runner_;
   tokenizer::Tokenizer tokenizer_;
@@ -92,6 +95,7 @@ class Scheduler {
   std::unique_ptr<runtime::DeviceSampler> device_sampler_;  // made on the first step with GPU logits
   std::vector<runtime::SampleRowPlan> plans_;
   std::vector<runtime::LogitEdit> edits_;
+  std::vector<uint32_t> masks_;  // this step's grammar masks (grammar_masks)
 };
 
 }  // namespace loom::engine

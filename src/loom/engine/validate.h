@@ -2,6 +2,7 @@
 // naming the field, with the numbers involved.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "loom/engine/request.h"
 
@@ -11,6 +12,7 @@ struct ModelLimits {
   int64_t vocab_size = 0;
   int64_t context_length = 0;  // max_position_embeddings (0 = unknown)
   int64_t kv_capacity = 0;     // tokens the whole KV pool holds
+  std::vector<int32_t> eos_token_ids;  // the config's and the tokenizer's end-of-sequence ids
 };
 
 void validate_request(const Request& request, const ModelLimits& limits);

@@ -47,8 +47,8 @@ DeviceSampler::DeviceSampler() : b_(std::make_unique<Buffers>()) {}
 DeviceSampler::~DeviceSampler() = default;
 
 void DeviceSampler::sample(const Tensor& logits, int64_t vocab, const std::vector<SampleRowPlan>& rows,
-                           const std::vector<LogitEdit>& edits, std::vector<int32_t>& ids,
-                           std::vector<float>& logprobs) {
+                           const std::vector<LogitEdit>& edits, const uint32_t* masks, size_t mask_len,
+                           std::vector<int32_t>& ids, std::vector<float>& logprobs) {
   const Device dev = logits.device();
   LOOM_CHECK(dev.is_cuda() && logits.dtype() == DType::bf16 && logits.dim() == 2 && logits.strides()[1] == 1,
              "device sampling needs bf16 logits [rows, vocab] with unit column stride on a GPU, got ", logits.str());
@@ -62,7 +62,8 @@ void DeviceSampler::sample(const Tensor& logits, int64_t vocab, const std::vecto
   const cudaStream_t s = cuda::current_stream(dev.index);
 
   const size_t row_bytes = n * sizeof(kc::SampleRow), edit_bytes = edits.size() * sizeof(kc::SampleEdit);
-  const size_t up = row_bytes + edit_bytes, down = n * (sizeof(int32_t) + sizeof(float));
+  const size_t mask_bytes = mask_len * sizeof(uint32_t);  // last: the words need only 4-byte alignment
+  const size_t up = row_bytes + edit_bytes + mask_bytes, down = n * (sizeof(int32_t) + sizeof(float));
   b_->reserve_pinned(std::max(up, down));
   auto* prow = static_cast<kc::SampleRow*>(b_->pinned);
   for (int64_t i = 0; i < n; ++i) {
@@ -78,10 +79,12 @@ void DeviceSampler::sample(const Tensor& logits, int64_t vocab, const std::vecto
     k.greedy = r.greedy;
     k.want_logprob = r.want_logprob;
     k.skip = r.skip;
+    k.mask_row = r.mask_row;
     prow[i] = k;
   }
   auto* pedit = reinterpret_cast<kc::SampleEdit*>(static_cast<char*>(b_->pinned) + row_bytes);
   for (size_t i = 0; i < edits.size(); ++i) pedit[i] = {edits[i].token, edits[i].bias, edits[i].repetition, edits[i].sub};
+  if (mask_bytes) std::memcpy(static_cast<char*>(b_->pinned) + row_bytes + edit_bytes, masks, mask_bytes);
 
   b_->params = grown(b_->params, static_cast<int64_t>(up), DType::u8, dev);
   b_->results = grown(b_->results, static_cast<int64_t>(down), DType::u8, dev);
@@ -91,7 +94,8 @@ void DeviceSampler::sample(const Tensor& logits, int64_t vocab, const std::vecto
   float* scratch = b_->scratch.data<float>();
   CUDA_CHECK(cudaMemcpyAsync(dparams, b_->pinned, up, cudaMemcpyHostToDevice, s));
   kc::sample_rows(logits.data_ptr(), n, logits.strides()[0], vocab, reinterpret_cast<const kc::SampleRow*>(dparams),
-                  reinterpret_cast<const kc::SampleEdit*>(dparams + row_bytes), scratch, scratch + n * vocab,
+                  reinterpret_cast<const kc::SampleEdit*>(dparams + row_bytes),
+                  reinterpret_cast<const uint32_t*>(dparams + row_bytes + edit_bytes), scratch, scratch + n * vocab,
                   reinterpret_cast<int32_t*>(dresults), reinterpret_cast<float*>(dresults + n * sizeof(int32_t)), s);
   // The staging area is reused for the way down only after the upload has been read: same stream.
   CUDA_CHECK(cudaMemcpyAsync(b_->pinned, dresults, down, cudaMemcpyDeviceToHost, s));
@@ -111,7 +115,7 @@ struct DeviceSampler::Buffers {};
 DeviceSampler::DeviceSampler() = default;
 DeviceSampler::~DeviceSampler() = default;
 void DeviceSampler::sample(const Tensor&, int64_t, const std::vector<SampleRowPlan>&, const std::vector<LogitEdit>&,
-                           std::vector<int32_t>&, std::vector<float>&) {
+                           const uint32_t*, size_t, std::vector<int32_t>&, std::vector<float>&) {
   throw Error("device sampling needs a build with CUDA");
 }
 

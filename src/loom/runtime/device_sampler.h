@@ -20,6 +20,7 @@ struct SampleRowPlan {
   bool greedy = true;
   bool want_logprob = false;
   bool skip = false;  // this row yields no token (a prefill chunk short of the prompt's end)
+  int32_t mask_row = -1;  // >= 0: only the tokens of this grammar mask (of the step's masks) may be drawn
   int32_t edit_begin = 0, edit_end = 0;  // the row's edits in the step's edit list
 };
 
@@ -41,9 +42,12 @@ class DeviceSampler {
 
   // One id per row of `logits` ([rows, >= vocab] bf16 on a CUDA device; the first `vocab`
   // columns count) into ids (-1 for skipped rows), and the chosen token's logprob where asked.
+  // `masks` (host, `mask_len` words): the step's grammar bitmasks, ceil(vocab / 32) words each,
+  // bit t of word t / 32 allowing token t; rows name theirs by mask_row.
   // Runs on the calling thread's current stream of the logits' device and waits for the ids.
   void sample(const Tensor& logits, int64_t vocab, const std::vector<SampleRowPlan>& rows,
-              const std::vector<LogitEdit>& edits, std::vector<int32_t>& ids, std::vector<float>& logprobs);
+              const std::vector<LogitEdit>& edits, const uint32_t* masks, size_t mask_len, std::vector<int32_t>& ids,
+              std::vector<float>& logprobs);
 
  private:
   struct Buffers;

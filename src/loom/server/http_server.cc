@@ -61,6 +61,7 @@ HttpServer::HttpServer(engine::Engine& engine, ServerOptions options)
   LOOM_CHECK_ARG(options_.http_threads >= 1, "--http-threads must be at least 1");
   protocol_.tokenizer = &engine_.tokenizer();
   protocol_.limits = engine_.limits();
+  protocol_.grammar = &engine_.grammar();
   protocol_.served_model_name = options_.served_model_name;
   LOOM_CHECK_ARG(known_tool_call_parser(options_.tool_call_parser), "--tool-call-parser: unknown '",
                  options_.tool_call_parser, "' (allowed: qwen3, hermes)");
@@ -196,8 +197,11 @@ void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req,
   try {
     parsed = parse_request(endpoint, req.body, protocol_);
     channel = std::make_shared<RequestChannel>(parsed.n);
+    static std::atomic<uint64_t> next_group{1};
+    const uint64_t group = parsed.n > 1 ? next_group++ : 0;
     for (int i = 0; i < parsed.n; ++i) {  // n choices: the same request n times, each its own seed
       engine::Request r = parsed.request;
+      r.prefix_group = group;  // prefilled once, shared through the prefix cache
       if (r.params.seed && i > 0) r.params.seed = *r.params.seed + static_cast<uint64_t>(i);
       r.on_output = [channel, i](const engine::RequestOutput& out) { channel->push(i, out); };
       engine_ids.push_back(engine_.submit(std::move(r)));

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "loom/server/api_error.h"
+#include "loom/server/structured_output.h"
 
 namespace loom::server {
 namespace {
@@ -119,14 +120,29 @@ ojson template_messages(const ojson& body) {
 }
 
 // `tools` (each {"type": "function", "function": {"name": ...}}) as the template sees them, after
-// `tool_choice`: "auto" (the default) keeps them, "none" hides them from the model. Forcing a call
-// ("required" or a named function) needs constrained decoding, which loom does not have yet.
-ojson chat_tools(const ojson& body) {
+// `tool_choice`: "auto" (the default) keeps them, "none" hides them from the model; "required" and
+// a named function keep them and force one call (to any of them / to that one) by a grammar.
+struct ChatTools {
+  ojson for_template;                      // null: no tools
+  std::vector<grammar::ToolSpec> forced;   // the functions a forced call may name
+};
+
+grammar::ToolSpec tool_spec(const ojson& function) {
+  grammar::ToolSpec t;
+  t.name = function["name"].get<std::string>();
+  if (auto p = function.find("parameters"); p != function.end() && !p->is_null()) {
+    if (!p->is_object()) throw wrong_type("tools", "a function whose 'parameters' is a JSON schema object", *p);
+    t.parameters_schema = p->dump();
+  }
+  return t;
+}
+
+ChatTools chat_tools(const ojson& body) {
   const ojson* t = field(body, "tools");
   if (!t || t->is_null()) {
     if (const ojson* c = field(body, "tool_choice"); c && !c->is_null() && !(c->is_string() && (*c == "none" || *c == "auto")))
-      throw bad_request("tool_choice", "'tool_choice' names a tool but the request has no 'tools'");
-    return ojson();
+      throw bad_request("tool_choice", "'tool_choice' forces a tool call but the request has no 'tools'");
+    return {};
   }
   if (!t->is_array()) throw wrong_type("tools", "an array", *t);
   std::vector<std::string> names;
@@ -135,14 +151,20 @@ ojson chat_tools(const ojson& body) {
     if (!tool.is_object() || tool.value("type", "") != "function" || fn == tool.end() || !fn->is_object() ||
         !fn->contains("name") || !(*fn)["name"].is_string())
       throw bad_request("tools", "every tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
-    names.push_back((*fn)["name"].get<std::string>());
+    const std::string name = (*fn)["name"].get<std::string>();
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      throw bad_request("tools", str("two tools are named '", name, "'"));
+    names.push_back(name);
   }
   const ojson* c = field(body, "tool_choice");
-  if (!c || c->is_null() || (c->is_string() && *c == "auto")) return *t;
-  if (c->is_string() && *c == "none") return ojson();
-  if (c->is_string() && *c == "required")
-    throw bad_request("tool_choice", "'tool_choice': 'required' needs constrained decoding, which loom does not "
-                                     "support yet; use 'auto' or 'none'");
+  if (!c || c->is_null() || (c->is_string() && *c == "auto")) return {*t, {}};
+  if (c->is_string() && *c == "none") return {};
+  if (c->is_string() && *c == "required") {
+    ChatTools out{*t, {}};
+    for (const auto& tool : *t) out.forced.push_back(tool_spec(tool["function"]));
+    if (out.forced.empty()) throw bad_request("tool_choice", "'tool_choice': 'required' needs at least one tool");
+    return out;
+  }
   if (c->is_object()) {
     const auto fn = c->find("function");
     if (c->value("type", "") != "function" || fn == c->end() || !fn->is_object() || !fn->contains("name") ||
@@ -152,16 +174,16 @@ ojson chat_tools(const ojson& body) {
     const std::string name = (*fn)["name"].get<std::string>();
     if (std::find(names.begin(), names.end(), name) == names.end())
       throw bad_request("tool_choice", str("'tool_choice' names the function '", name, "', which is not in 'tools'"));
-    throw bad_request("tool_choice", "a named 'tool_choice' needs constrained decoding, which loom does not support "
-                                     "yet; use 'auto' or 'none'");
+    for (const auto& tool : *t)
+      if (tool["function"]["name"] == name) return {*t, {tool_spec(tool["function"])}};
   }
   throw bad_request("tool_choice", "'tool_choice' must be 'auto', 'none', 'required' or a named function");
 }
 
-std::vector<int32_t> chat_prompt(const ojson& body, const tokenizer::Tokenizer& tok) {
+// The rendered prompt; `thinking` gets chat_template_kwargs.enable_thinking when given.
+std::vector<int32_t> chat_prompt(const ojson& body, const tokenizer::Tokenizer& tok, const ojson& tools,
+                                 std::optional<bool>& thinking) {
   ojson messages = template_messages(body);
-  const ojson tools = chat_tools(body);
-  std::optional<bool> thinking;
   if (const ojson* kw = field(body, "chat_template_kwargs")) {
     if (!kw->is_object()) throw wrong_type("chat_template_kwargs", "an object", *kw);
     if (const ojson* e = field(*kw, "enable_thinking")) {
@@ -343,10 +365,23 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
     out.include_usage = get_bool(*so, "include_usage", false);
   }
 
-  out.request.prompt = endpoint == Endpoint::chat ? chat_prompt(body, *ctx.tokenizer) : completion_prompt(body, *ctx.tokenizer);
+  ChatTools tools;
+  std::optional<bool> thinking;
   if (endpoint == Endpoint::chat) {
+    tools = chat_tools(body);
+    out.request.prompt = chat_prompt(body, *ctx.tokenizer, tools.for_template, thinking);
     out.parse_reasoning = !ctx.reasoning_parser.empty();
-    out.parse_tool_calls = !ctx.tool_call_parser.empty() && !chat_tools(body).is_null();
+    // A forced call is written in the <tool_call> form the parser reads, whatever --tool-call-parser says.
+    out.parse_tool_calls = (!ctx.tool_call_parser.empty() && !tools.for_template.is_null()) || !tools.forced.empty();
+  } else {
+    out.request.prompt = completion_prompt(body, *ctx.tokenizer);
+  }
+  if (ctx.grammar) {
+    p.constraint = request_constraint(body, tools.forced, *ctx.grammar);
+    // A thinking model reasons freely first; the grammar starts after its </think>.
+    if (p.constraint && out.parse_reasoning && thinking != false) p.constraint_after = ctx.tokenizer->token_id("</think>");
+  } else if (field(body, "response_format") || field(body, "regex") || field(body, "ebnf") || !tools.forced.empty()) {
+    throw bad_request("response_format", "this server has no grammar engine for constrained decoding");
   }
   if (echo) {  // the prompt's text leads the answer (prompt logprobs would need every position's logits)
     if (out.want_logprobs) throw bad_request("echo", "'echo' with 'logprobs' is not supported");

@@ -10,6 +10,7 @@
 #include "loom/engine/request.h"
 #include "loom/server/chat_output_parser.h"
 #include "loom/engine/validate.h"
+#include "loom/grammar/constraint.h"
 #include "loom/tokenizer/tokenizer.h"
 
 namespace loom::server {
@@ -35,6 +36,7 @@ struct ProtocolContext {
   std::string served_model_name;
   std::string tool_call_parser;  // "" (off), qwen3 or hermes
   std::string reasoning_parser;  // "" (off) or qwen3
+  grammar::Compiler* grammar = nullptr;  // compiles response_format / regex / ebnf / forced tool calls
 };
 
 // `body` is the raw request body. Throws ApiError (400 for bad input, 404 for an unknown model).

@@ -48,6 +48,7 @@ struct SampleRow {
   uint8_t greedy = 0;
   uint8_t want_logprob = 0;  // out_logprobs[row] = log-softmax of the raw row at the chosen id
   uint8_t skip = 0;          // no token for this row (a prefill chunk that is not the last)
+  int32_t mask_row = -1;     // >= 0: only tokens whose bit is set in masks[mask_row] may be drawn
 };
 // A token's logit after logit_bias, repetition penalty and frequency/presence penalties:
 // v = l + bias; v = v > 0 ? v / repetition : v * repetition (when repetition != 1); v -= sub.
@@ -58,10 +59,11 @@ struct SampleEdit {
   float sub;
 };
 // One token per row of logits [rows, ld] (bf16, first `vocab` columns) into out_ids[rows].
-// scratch_l / scratch_p: f32 [rows, vocab] each. params / edits live on the device.
+// scratch_l / scratch_p: f32 [rows, vocab] each. params / edits / masks live on the device; masks
+// holds grammar bitmasks of ceil(vocab / 32) words (bit t of word t / 32 allows token t).
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
-                 const SampleEdit* edits, float* scratch_l, float* scratch_p, int32_t* out_ids, float* out_logprobs,
-                 cudaStream_t s);
+                 const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
+                 float* out_logprobs, cudaStream_t s);
 
 // ---- dummy_fill.cu ----
 // io/dummy_weights.cc's generator on the device, bit for bit: out[i] (n elements) is the value of

@@ -59,8 +59,8 @@ __device__ uint64_t largest_key(Pred pred) {
 }
 
 __global__ void sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows,
-                                   const SampleEdit* edits, float* scratch_l, float* scratch_p, int32_t* out_ids,
-                                   float* out_logprobs) {
+                                   const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p,
+                                   int32_t* out_ids, float* out_logprobs) {
   const int64_t r = blockIdx.x;
   const SampleRow P = rows[r];
   if (P.skip) return;
@@ -78,6 +78,12 @@ __global__ void sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab
     l[E.token] = v - E.sub;
   }
   __syncthreads();
+  if (P.mask_row >= 0) {  // a grammar's disallowed tokens can never be drawn
+    const uint32_t* allowed = masks + static_cast<int64_t>(P.mask_row) * ((vocab + 31) / 32);
+    for (int64_t i = tid; i < vocab; i += blockDim.x)
+      if (!((allowed[i >> 5] >> (i & 31)) & 1u)) l[i] = -INFINITY;
+    __syncthreads();
+  }
 
   int32_t chosen;
   if (P.greedy) {
@@ -175,11 +181,12 @@ __global__ void sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab
 }  // namespace
 
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
-                 const SampleEdit* edits, float* scratch_l, float* scratch_p, int32_t* out_ids, float* out_logprobs,
-                 cudaStream_t s) {
+                 const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
+                 float* out_logprobs, cudaStream_t s) {
   if (rows == 0) return;
-  sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
-      static_cast<const bf16*>(logits), ld, vocab, params, edits, scratch_l, scratch_p, out_ids, out_logprobs);
+  sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(static_cast<const bf16*>(logits), ld, vocab,
+                                                                      params, edits, masks, scratch_l, scratch_p,
+                                                                      out_ids, out_logprobs);
   CUDA_CHECK_LAUNCH("sample_rows");
 }
 
