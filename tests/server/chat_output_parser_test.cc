@@ -37,6 +37,8 @@ TEST(ChatOutputParser, StreamedPiecesSplitExactlyAsTheWhole) {
   for (size_t step : {1, 2, 3, 5, 7, 11}) {
     ChatOutputParser p(true, true);
     ChatDelta got;
+    std::vector<ParsedToolCall> calls;  // assembled from the fragments, as a client does
+    size_t fragments = 0;
     for (size_t at = 0; at < kQwen3Answer.size(); at += step) {
       ChatDelta d = p.push(kQwen3Answer.substr(at, step));
       for (const std::string& piece : {d.reasoning, d.content})  // never half a tag on the wire
@@ -44,17 +46,58 @@ TEST(ChatOutputParser, StreamedPiecesSplitExactlyAsTheWhole) {
           EXPECT_EQ(piece.find(tag), std::string::npos) << "step " << step << ": '" << piece << "'";
       got.reasoning += d.reasoning;
       got.content += d.content;
-      for (auto& c : d.tool_calls) got.tool_calls.push_back(c);
+      for (auto& c : d.tool_calls) {
+        ++fragments;
+        if (!c.continuation) {
+          ASSERT_EQ(c.index, static_cast<int>(calls.size())) << "step " << step;
+          EXPECT_EQ(c.id.rfind("call_", 0), 0u);
+          calls.push_back(c);
+        } else {
+          ASSERT_FALSE(calls.empty());
+          ASSERT_EQ(c.index, calls.back().index);
+          EXPECT_EQ(c.arguments.find("</"), std::string::npos) << c.arguments;
+          calls.back().arguments += c.arguments;
+        }
+      }
     }
     const ChatDelta end = p.finish();
+    EXPECT_TRUE(end.tool_calls.empty());
     got.content += end.content;
     got.reasoning += end.reasoning;
     EXPECT_EQ(got.reasoning, whole.reasoning) << "step " << step;
     EXPECT_EQ(got.content, whole.content) << "step " << step;
-    ASSERT_EQ(got.tool_calls.size(), 2u) << "step " << step;
-    EXPECT_EQ(got.tool_calls[1].arguments, whole.tool_calls[1].arguments);
+    ASSERT_EQ(calls.size(), 2u) << "step " << step;
+    for (size_t i = 0; i < 2; ++i) {
+      EXPECT_EQ(calls[i].name, "get_weather");
+      EXPECT_EQ(nlohmann::json::parse(calls[i].arguments), nlohmann::json::parse(whole.tool_calls[i].arguments))
+          << "step " << step << ": " << calls[i].arguments;
+    }
+    // Streamed as written: small pieces give several argument fragments per call.
+    if (step <= 3) EXPECT_GT(fragments, 6u) << "step " << step;
     EXPECT_TRUE(p.saw_tool_call());
   }
+}
+
+// The header (id, name) goes out as soon as the arguments start, before the call is complete.
+TEST(ChatOutputParser, ToolCallHeaderStreamsBeforeTheCallEnds) {
+  ChatOutputParser p(false, true);
+  EXPECT_TRUE(p.push("<tool_call>\n{\"name\": \"get_").tool_calls.empty());
+  ChatDelta d = p.push("weather\", \"arguments\": {\"ci");
+  ASSERT_EQ(d.tool_calls.size(), 2u);
+  EXPECT_FALSE(d.tool_calls[0].continuation);
+  EXPECT_EQ(d.tool_calls[0].name, "get_weather");
+  EXPECT_EQ(d.tool_calls[1].arguments, "{\"ci");
+  d = p.push("ty\": \"Paris\"}}");  // the braces may still close the call: held back
+  ASSERT_EQ(d.tool_calls.size(), 1u);
+  EXPECT_EQ(d.tool_calls[0].arguments, "ty\": \"Paris\"");
+  d = p.push("\n</tool_call>");
+  ASSERT_EQ(d.tool_calls.size(), 1u);
+  EXPECT_EQ(d.tool_calls[0].arguments, "}");
+  // A string-valued "arguments" is not streamed raw: it comes decoded, whole, at the end.
+  ChatOutputParser q(false, true);
+  ChatDelta e = q.push("<tool_call>{\"name\": \"f\", \"arguments\": \"{\\\"a\\\": 1}\"}</tool_call>");
+  ASSERT_EQ(e.tool_calls.size(), 1u);
+  EXPECT_EQ(e.tool_calls[0].arguments, "{\"a\": 1}");
 }
 
 TEST(ChatOutputParser, WhatIsNotACallStaysContent) {

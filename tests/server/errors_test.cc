@@ -125,7 +125,8 @@ TEST(ServerErrors, OutOfRangeSamplingValues) {
       {{{"presence_penalty", -3}}, "presence_penalty"}, {{{"repetition_penalty", 0}}, "repetition_penalty"},
       {{{"max_tokens", 0}}, "max_tokens"},           {{{"max_tokens", -4}}, "max_tokens"},
       {{{"logprobs", 21}}, "logprobs"},              {{{"n", 17}}, "n"},
-      {{{"n", 0}}, "n"},                             {{{"n", 2}, {"best_of", 3}}, "best_of"},
+      {{{"n", 0}}, "n"},                             {{{"n", 3}, {"best_of", 2}}, "best_of"},
+      {{{"best_of", 17}}, "best_of"},                {{{"best_of", 3}, {"stream", true}}, "best_of"},
   };
   for (const auto& [extra, param] : cases) {
     json body = {{"prompt", "hi"}};

@@ -190,7 +190,7 @@ class OpenAIClient(unittest.TestCase):
             tool = CITY_TOOL if call.function.name == "get_weather" else CLOCK_TOOL
             jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
             # Streamed, the call comes as delta.tool_calls fragments.
-            name, args, finish = "", "", None
+            name, args, finish, pieces = "", "", None, 0
             for chunk in client().chat.completions.create(
                     model=MODEL, messages=[{"role": "user", "content": "Weather?"}], tools=[CITY_TOOL],
                     tool_choice=choice, max_tokens=200, temperature=1.0, seed=3, stream=True, extra_body=NO_THINKING):
@@ -198,9 +198,11 @@ class OpenAIClient(unittest.TestCase):
                     for tc in c.delta.tool_calls or []:
                         name += tc.function.name or ""
                         args += tc.function.arguments or ""
+                        pieces += bool(tc.function.arguments)
                     finish = c.finish_reason or finish
             self.assertEqual(name, "get_weather")
             jsonschema.validate(json.loads(args), CITY_TOOL["function"]["parameters"])
+            self.assertGreater(pieces, 1)  # the arguments stream as they are written
             self.assertEqual(finish, "tool_calls")
 
     def test_reasoning_split(self):

@@ -142,5 +142,38 @@ TEST(ServerStructuredOutput, ChoicesShareOnePrefill) {
   EXPECT_EQ(hits, 2u * static_cast<uint64_t>((prompt_tokens - 1) / 16 * 16));  // two choices, whole pages
 }
 
+// best_of > n: every candidate is generated (and counted in usage); the n returned are those with
+// the highest mean logprob per token, without logprobs unless asked for.
+TEST(ServerStructuredOutput, BestOfReturnsTheMostLikelyCandidates) {
+  ServerHarness h;
+  const json base = {{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"seed", 11}, {"temperature", 1.0}};
+  json all = base;
+  all.update({{"n", 4}, {"logprobs", 0}});
+  const auto ra = post(h.port(), "/v1/completions", all);
+  ASSERT_EQ(ra.status, 200) << ra.body;
+  std::vector<std::pair<double, std::string>> ranked;  // (mean logprob, text) of the 4 candidates
+  const json candidates = json::parse(ra.body)["choices"];
+  for (const auto& c : candidates) {
+    double s = 0;
+    for (const auto& v : c["logprobs"]["token_logprobs"]) s += v.get<double>();
+    ranked.emplace_back(s / 6, c["text"]);
+  }
+  std::stable_sort(ranked.begin(), ranked.end(), [](auto& a, auto& b) { return a.first > b.first; });
+
+  json best = base;
+  best.update({{"n", 2}, {"best_of", 4}});
+  const auto rb = post(h.port(), "/v1/completions", best);
+  ASSERT_EQ(rb.status, 200) << rb.body;
+  const json j = json::parse(rb.body);
+  ASSERT_EQ(j["choices"].size(), 2u);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 4 * 6);  // all four were generated
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_TRUE(j["choices"][i]["logprobs"].is_null());
+    EXPECT_EQ(j["choices"][i]["text"], ranked[static_cast<size_t>(i)].second) << "choice " << i;
+  }
+  expect_400(post(h.port(), "/v1/chat/completions", chat({{"best_of", 2}})), "best_of");
+}
+
 }  // namespace
 }  // namespace loom::server::testing

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <random>
+#include <regex>
 
 namespace loom::server {
 namespace {
@@ -69,18 +70,82 @@ void ChatOutputParser::emit_tool_call(ChatDelta& out, const std::string& body) {
   out.tool_calls.push_back(std::move(call));
 }
 
+// The start of a streamed call: `{"name": "<name>", "arguments": ` (any spacing). On a match,
+// `name` is the decoded name and `end` where the arguments text begins.
+static bool call_prefix(const std::string& body, std::string& name, size_t& end) {
+  static const std::regex prefix(R"(^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*)");
+  std::smatch m;
+  if (!std::regex_search(body, m, prefix)) return false;
+  const auto quoted = nlohmann::json::parse(m[1].str(), nullptr, false);
+  if (!quoted.is_string()) return false;
+  name = quoted.get<std::string>();
+  end = static_cast<size_t>(m.length(0));
+  // A string-valued "arguments" (JSON inside a string) is decoded whole at the end instead.
+  return end < body.size() && body[end] != '"';
+}
+
+// Sends what can be sent of the current call: its header once the prefix is in, then the
+// arguments text written so far, except a tail that may still turn out to close the call
+// (the wrapper's `}`, blanks, the start of `</tool_call>`).
+void ChatOutputParser::stream_tool_call(ChatDelta& out) {
+  if (!streaming_call_) {
+    ParsedToolCall head;
+    if (!call_prefix(pending_, head.name, args_at_)) return;
+    head.index = calls_++;
+    head.id = call_id();
+    out.tool_calls.push_back(std::move(head));
+    streaming_call_ = true;
+    args_sent_ = 0;
+  }
+  std::string args = pending_.substr(args_at_);
+  args.resize(args.size() - partial_tag_suffix(args, kToolClose));
+  const size_t keep = args.find_last_not_of(" \t\r\n}");
+  args.resize(keep == std::string::npos ? 0 : keep + 1);
+  if (args.size() > args_sent_) {
+    ParsedToolCall more;
+    more.index = calls_ - 1;
+    more.continuation = true;
+    more.arguments = args.substr(args_sent_);
+    args_sent_ = args.size();
+    out.tool_calls.push_back(std::move(more));
+  }
+}
+
+// The streamed call's closing tag (or the answer's end): the rest of its arguments, which are the
+// body's text after the prefix up to the wrapper's closing brace.
+void ChatOutputParser::finish_streamed_call(ChatDelta& out, const std::string& body) {
+  std::string args = trim(body.substr(std::min(args_at_, body.size())));
+  if (!args.empty() && args.back() == '}' &&
+      !nlohmann::json::accept(args))  // the wrapper's brace, unless the answer ended before it
+    args = trim(args.substr(0, args.size() - 1));
+  if (args.size() > args_sent_ && args.compare(0, args_sent_, body, args_at_, args_sent_) == 0) {
+    ParsedToolCall more;
+    more.index = calls_ - 1;
+    more.continuation = true;
+    more.arguments = args.substr(args_sent_);
+    out.tool_calls.push_back(std::move(more));
+  }
+  streaming_call_ = false;
+}
+
 void ChatOutputParser::drain(ChatDelta& out, bool at_end) {
   while (!pending_.empty()) {
     if (state_ == State::tool_call) {
       const size_t close = pending_.find(kToolClose);
       if (close == std::string::npos) {
-        if (at_end) {  // the answer ended inside a call: show what was written
+        if (at_end && streaming_call_) {
+          finish_streamed_call(out, pending_);
+          pending_.clear();
+        } else if (at_end) {  // the answer ended inside a call: show what was written
           out.content += kToolOpen + pending_;
           pending_.clear();
+        } else {
+          stream_tool_call(out);
         }
         return;
       }
-      emit_tool_call(out, pending_.substr(0, close));
+      if (streaming_call_) finish_streamed_call(out, pending_.substr(0, close));
+      else emit_tool_call(out, pending_.substr(0, close));
       pending_.erase(0, close + std::string(kToolClose).size());
       state_ = State::content;
       continue;
@@ -133,7 +198,14 @@ ChatDelta parse_chat_output(const std::string& text, bool reasoning, bool tool_c
   ChatDelta end = p.finish();
   all.reasoning += end.reasoning;
   all.content += end.content;
-  for (auto& c : end.tool_calls) all.tool_calls.push_back(std::move(c));
+  // Whole calls: continuation fragments join the call they continue.
+  std::vector<ParsedToolCall> calls;
+  for (auto* part : {&all.tool_calls, &end.tool_calls})
+    for (auto& c : *part) {
+      if (c.continuation && !calls.empty() && calls.back().index == c.index) calls.back().arguments += c.arguments;
+      else calls.push_back(std::move(c));
+    }
+  all.tool_calls = std::move(calls);
   if (saw_tool_call) *saw_tool_call = p.saw_tool_call();
   return all;
 }

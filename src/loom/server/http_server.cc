@@ -196,10 +196,10 @@ void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req,
   std::vector<uint64_t> engine_ids;  // one per choice
   try {
     parsed = parse_request(endpoint, req.body, protocol_);
-    channel = std::make_shared<RequestChannel>(parsed.n);
+    channel = std::make_shared<RequestChannel>(parsed.best_of);
     static std::atomic<uint64_t> next_group{1};
-    const uint64_t group = parsed.n > 1 ? next_group++ : 0;
-    for (int i = 0; i < parsed.n; ++i) {  // n choices: the same request n times, each its own seed
+    const uint64_t group = parsed.best_of > 1 ? next_group++ : 0;
+    for (int i = 0; i < parsed.best_of; ++i) {  // the same request best_of times, each its own seed
       engine::Request r = parsed.request;
       r.prefix_group = group;  // prefilled once, shared through the prefix cache
       if (r.params.seed && i > 0) r.params.seed = *r.params.seed + static_cast<uint64_t>(i);
@@ -227,7 +227,7 @@ void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req,
 
   if (parsed.stream) return stream(parsed, engine_ids, channel, res);
 
-  std::vector<Generation> choices(parsed.n);
+  std::vector<Generation> choices(parsed.best_of);
   const auto all_finished = [&] {
     for (const auto& g : choices)
       if (g.finish_reason == engine::FinishReason::none) return false;
@@ -249,6 +249,11 @@ void HttpServer::handle_generate(Endpoint endpoint, const httplib::Request& req,
         return send_error(res, ApiError(500, "server_error", str("generation failed: ", out.error)));
       }
     }
+  }
+  if (parsed.best_of > parsed.n) {
+    const Generation usage = combined_usage(choices);  // every candidate was generated
+    return send_json(res, 200, response_json(parsed, new_response_id(endpoint), unix_time(),
+                                             best_choices(std::move(choices), parsed.n), engine_.tokenizer(), &usage));
   }
   send_json(res, 200, response_json(parsed, new_response_id(endpoint), unix_time(), choices, engine_.tokenizer()));
 }

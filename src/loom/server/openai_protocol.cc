@@ -284,6 +284,10 @@ json logprobs_json(const ParsedRequest& req, const Generation& g, const tokenize
 json tool_calls_json(const std::vector<ParsedToolCall>& calls, bool streamed) {
   json list = json::array();
   for (const auto& c : calls) {
+    if (c.continuation) {  // streamed only: the next piece of the call's arguments
+      list.push_back({{"index", c.index}, {"function", {{"arguments", c.arguments}}}});
+      continue;
+    }
     json j = {{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
     if (streamed) j["index"] = c.index;
     list.push_back(std::move(j));
@@ -328,8 +332,13 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
       throw bad_request("n", str("'n' must be in [1, ", kMaxChoices, "], got ", *n));
     out.n = static_cast<int>(*n);
   }
-  if (auto best_of = get_int(body, "best_of"); best_of && *best_of != out.n)
-    throw bad_request("best_of", str("'best_of' must equal 'n' (", out.n, "): every generated choice is returned"));
+  out.best_of = out.n;
+  if (auto best_of = get_int(body, "best_of")) {
+    if (endpoint == Endpoint::chat) throw bad_request("best_of", "'best_of' is for /v1/completions");
+    if (*best_of < out.n || *best_of > static_cast<int64_t>(kMaxChoices))
+      throw bad_request("best_of", str("'best_of' must be in [n = ", out.n, ", ", kMaxChoices, "], got ", *best_of));
+    out.best_of = static_cast<int>(*best_of);
+  }
   const bool echo = get_bool(body, "echo", false);
   if (echo && endpoint == Endpoint::chat) throw bad_request("echo", "'echo' is for /v1/completions");
 
@@ -360,6 +369,9 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
   parse_stop(body, p);
   parse_logprobs(endpoint, body, out);
   out.stream = get_bool(body, "stream", false);
+  if (out.stream && out.best_of > out.n)
+    throw bad_request("best_of", "'best_of' greater than 'n' cannot be streamed: the best are known only at the end");
+  if (out.best_of > out.n && p.logprobs < 0) p.logprobs = 0;  // ranks the candidates; not shown
   if (const ojson* so = field(body, "stream_options")) {
     if (!so->is_object()) throw wrong_type("stream_options", "an object", *so);
     out.include_usage = get_bool(*so, "include_usage", false);
@@ -433,8 +445,21 @@ Generation combined_usage(const std::vector<Generation>& choices) {
   return u;
 }
 
+std::vector<Generation> best_choices(std::vector<Generation> candidates, int n) {
+  auto mean_logprob = [](const Generation& g) {
+    double s = 0;
+    for (const auto& lp : g.logprobs) s += lp.logprob;
+    return g.logprobs.empty() ? -1e300 : s / static_cast<double>(g.logprobs.size());
+  };
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [&](const Generation& a, const Generation& b) { return mean_logprob(a) > mean_logprob(b); });
+  candidates.resize(static_cast<size_t>(n));
+  return candidates;
+}
+
 nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created,
-                             const std::vector<Generation>& choices, const tokenizer::Tokenizer& tok) {
+                             const std::vector<Generation>& choices, const tokenizer::Tokenizer& tok,
+                             const Generation* usage) {
   json list = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const Generation& g = choices[i];
@@ -458,7 +483,7 @@ nlohmann::json response_json(const ParsedRequest& req, const std::string& id, in
     list.push_back(std::move(choice));
   }
   json out = envelope(req, id, created, /*chunk=*/false, std::move(list));
-  out["usage"] = usage_json(combined_usage(choices));
+  out["usage"] = usage_json(usage ? *usage : combined_usage(choices));
   return out;
 }
 

@@ -25,7 +25,8 @@ struct ParsedRequest {
   bool want_logprobs = false;
   std::string model;
   std::string echo_text;  // completions with echo: the prompt's text, which leads the answer
-  int n = 1;              // choices: `request` is submitted n times (seed + i each when seeded)
+  int n = 1;              // choices returned
+  int best_of = 1;        // choices generated: `request` is submitted best_of times (seed + i each when seeded)
   bool parse_reasoning = false;   // chat: <think> text goes to reasoning_content (--reasoning-parser)
   bool parse_tool_calls = false;  // chat with tools: <tool_call> text goes to tool_calls (--tool-call-parser)
 };
@@ -56,9 +57,14 @@ nlohmann::json usage_json(const Generation& g);
 // The usage of n choices of one prompt: the prompt counted once, the completions added up.
 Generation combined_usage(const std::vector<Generation>& choices);
 
-// Non-streamed response body: choice i is choices[i].
+// best_of: the n candidates with the highest mean logprob per token (needs their token logprobs).
+std::vector<Generation> best_choices(std::vector<Generation> candidates, int n);
+
+// Non-streamed response body: choice i is choices[i]; `usage` (default: the choices') counts every
+// candidate generated when best_of > n.
 nlohmann::json response_json(const ParsedRequest& req, const std::string& id, int64_t created,
-                             const std::vector<Generation>& choices, const tokenizer::Tokenizer& tok);
+                             const std::vector<Generation>& choices, const tokenizer::Tokenizer& tok,
+                             const Generation* usage = nullptr);
 // One streamed chunk for choice `index`'s output `delta` (the part of the generation it carries).
 // `first` (the choice's first chunk) adds the assistant role to a chat delta. `parsed`: the delta
 // split by the output parsers (chat with parse_reasoning/parse_tool_calls); `tool_calls_made`: the
