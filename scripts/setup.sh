@@ -8,7 +8,8 @@ if [ "${LOOM_SKIP_APT:-0}" != 1 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build ccache pkg-config curl \
     libgtest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev \
-    libpcre2-dev libutf8proc-dev libgloo-dev libcpp-httplib-dev libssl-dev python3-pip python3-venv >/dev/null
+    libpcre2-dev libutf8proc-dev libgloo-dev libcpp-httplib-dev libssl-dev python3-pip python3-venv \
+    clang-14 libclang-rt-14-dev >/dev/null
 fi
 
 # FlashInfer's C++ headers (Hopper attention kernels) with the CUTLASS and CCCL trees it ships, from
@@ -82,18 +83,19 @@ if [ ! -f "$xg_dir/.complete" ]; then
   mv "$xg_dir.partial" "$xg_dir"
   touch "$xg_dir/.complete"
 fi
-# The official OpenAI Python client and a JSON-schema validator, pinned, in a virtual environment
-# of their own: CTest drives `loom serve` with them (tests/server/openai_client_test.py). Made
-# once; kept when the pins match.
+# The official OpenAI Python client, a JSON-schema validator and schemathesis, pinned, in a virtual
+# environment of their own: CTest drives `loom serve` with them (tests/server/openai_client_test.py,
+# schemathesis_test.py). Made once; kept when the pins match.
 OPENAI_VERSION=3.57.0
 JSONSCHEMA_VERSION=4.23.0
+SCHEMATHESIS_VERSION=4.32.5
 venv=third_party/venv
-if ! "$venv/bin/python" -c "import openai, jsonschema, sys, importlib.metadata as m; sys.exit(openai.__version__ != '$OPENAI_VERSION' or m.version('jsonschema') != '$JSONSCHEMA_VERSION')" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import openai, sys, importlib.metadata as m; sys.exit(openai.__version__ != '$OPENAI_VERSION' or m.version('jsonschema') != '$JSONSCHEMA_VERSION' or m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
   rm -rf "$venv"
   python3 -m venv "$venv" ||
     { echo "setup.sh: python3 -m venv failed (apt-get install python3-venv)" >&2; exit 1; }
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" \
-    "jsonschema==$JSONSCHEMA_VERSION"
+    "jsonschema==$JSONSCHEMA_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"${LOOM_JOBS:-2}"

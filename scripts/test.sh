@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Runs every CPU test through CTest (the CUDA tests run on a GPU machine: scripts/device_check.sh).
+# Runs every CPU test through CTest (the CUDA tests run on a GPU machine: scripts/device_check.sh),
+# then every fuzz harness for a bounded time (scripts/fuzz.sh; LOOM_SKIP_FUZZ=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --build build -j"${LOOM_JOBS:-2}"
 ctest --test-dir build --output-on-failure -j"${LOOM_JOBS:-2}" "$@"
+if [ "${LOOM_SKIP_FUZZ:-0}" != 1 ]; then
+  bash scripts/fuzz.sh
+fi

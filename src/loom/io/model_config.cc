@@ -24,13 +24,25 @@ struct Fields {
     throw Error(str(where, ": field '", prefix, k, "' must be ", expected, ", got ", j[k].dump()));
   }
 
+  // Integers of a config (sizes, counts, ids) fit in int32; a larger one is a corrupt file, and
+  // checking here keeps the conversions below defined (found by tests/fuzz/model_config_fuzz.cc).
   int64_t integer_or(const char* k, int64_t fallback) const {
     if (!present(k)) return fallback;
     const json& v = j[k];
-    if (v.is_number_integer()) return v.get<int64_t>();
+    constexpr double kLimit = 2147483647.0;
+    if (v.is_number_unsigned()) {
+      if (v.get<uint64_t>() > static_cast<uint64_t>(kLimit)) wrong(k, "an integer below 2^31");
+      return static_cast<int64_t>(v.get<uint64_t>());
+    }
+    if (v.is_number_integer()) {
+      if (std::abs(static_cast<double>(v.get<int64_t>())) > kLimit) wrong(k, "an integer of magnitude below 2^31");
+      return v.get<int64_t>();
+    }
     // 4096.0 is accepted as 4096 (some exporters write integral floats).
-    if (v.is_number_float() && std::isfinite(v.get<double>()) && v.get<double>() == std::floor(v.get<double>()))
+    if (v.is_number_float() && std::isfinite(v.get<double>()) && v.get<double>() == std::floor(v.get<double>())) {
+      if (std::abs(v.get<double>()) > kLimit) wrong(k, "an integer of magnitude below 2^31");
       return static_cast<int64_t>(v.get<double>());
+    }
     wrong(k, "an integer");
   }
   int64_t required_positive(const char* k) const {

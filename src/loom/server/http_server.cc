@@ -11,6 +11,7 @@
 
 #include "loom/server/api_error.h"
 #include "loom/server/metrics_text.h"
+#include "loom/server/openapi.h"
 #include "loom/server/peer_watch.h"
 #include "loom/server/request_channel.h"
 
@@ -181,6 +182,9 @@ void HttpServer::install_routes() {
     }
     res.set_content(render_metrics(engine_.stats(), options_.served_model_name, responses),
                     "text/plain; version=0.0.4");
+  });
+  http_->Get("/openapi.json", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(openapi_json(), "application/json");
   });
   http_->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     handle_generate(Endpoint::completions, req, res);

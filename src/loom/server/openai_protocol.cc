@@ -313,6 +313,8 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
     });
   } catch (const ojson::parse_error& e) {
     throw bad_request("", str("the request body is not valid JSON: ", e.what()));
+  } catch (const ojson::out_of_range& e) {  // a number beyond a double (found by tests/fuzz)
+    throw bad_request("", str("the request body holds a number out of range: ", e.what()));
   }
   if (!body.is_object()) throw bad_request("", str("the request body must be a JSON object, got ", body.type_name()));
 
