@@ -6,6 +6,8 @@
 # build-fuzz/artifacts/ — add it to regressions/<target>/ once fixed, so CTest replays it for good.
 #   bash scripts/fuzz.sh                 # LOOM_FUZZ_SECONDS per target (default 60)
 #   bash scripts/fuzz.sh tokenizer       # only the named targets
+# The seed is fixed (LOOM_FUZZ_SEED, default 1) so that CI repeats the search that was run before a
+# change landed; LOOM_FUZZ_SEED=0 lets libFuzzer pick one (longer exploratory runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v clang++-14 >/dev/null || { echo "fuzz.sh: clang++-14 is missing (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 1; }
@@ -25,7 +27,7 @@ for t in "${targets[@]}"; do
   cp tests/fuzz/corpus/"$t"/* "$work"/
   find tests/fuzz/regressions/"$t" -type f ! -name .keep -exec cp {} "$work"/ \;
   echo "fuzz_$t: ${LOOM_FUZZ_SECONDS:-60} s"
-  if ! build-fuzz/tests/fuzz/fuzz_"$t" "$work" -max_total_time="${LOOM_FUZZ_SECONDS:-60}" -timeout=10 \
+  if ! build-fuzz/tests/fuzz/fuzz_"$t" "$work" -seed="${LOOM_FUZZ_SEED:-1}" -max_total_time="${LOOM_FUZZ_SECONDS:-60}" -timeout=10 \
       -rss_limit_mb=3072 -max_len=8192 -artifact_prefix=build-fuzz/artifacts/"$t"- -print_final_stats=1 \
       >build-fuzz/fuzz_"$t".log 2>&1; then
     failed+=("$t")
