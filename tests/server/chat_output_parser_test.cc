@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
 #include "loom/server/chat_output_parser.h"
+#include "loom/server/openai_protocol.h"
+#include "tokenizer/tokenizer_fixture.h"
 
 namespace loom::server {
 namespace {
@@ -127,6 +131,46 @@ TEST(ChatOutputParser, ParsersOffPassTextThrough) {
   EXPECT_FALSE(r.reasoning.empty());
   EXPECT_TRUE(known_tool_call_parser("qwen3") && known_tool_call_parser("hermes") && !known_tool_call_parser("x"));
   EXPECT_TRUE(known_reasoning_parser("qwen3") && !known_reasoning_parser("deepseek"));
+}
+
+// Thinking-only templates open `<think>` in the prompt; the model then writes only `</think>`.
+TEST(ChatOutputParser, AThoughtOpenedByThePromptIsReasoning) {
+  const std::string answer = "The user greets me.\n</think>\n\nHello!";
+  bool called = false;
+  const ChatDelta open = parse_chat_output(answer, true, false, &called, /*in_reasoning=*/true);
+  EXPECT_EQ(open.reasoning, "The user greets me.\n");
+  EXPECT_EQ(open.content, "Hello!");
+  const ChatDelta closed = parse_chat_output(answer, true, false, &called);
+  EXPECT_EQ(closed.content, answer);  // without the prompt's <think>, nothing marks a thought
+  ChatOutputParser streamed(true, false, true);
+  std::string reasoning, content;
+  for (char c : answer) {
+    const ChatDelta d = streamed.push(std::string(1, c));
+    reasoning += d.reasoning;
+    content += d.content;
+  }
+  content += streamed.finish().content;
+  EXPECT_EQ(reasoning, open.reasoning);
+  EXPECT_EQ(content, open.content);
+
+  // The server sees it in the rendered prompt: the Qwen3 template with `<think>\n` appended.
+  std::ifstream tj_in(tokenizer::testing::qwen3_dir() + "/tokenizer.json");
+  std::ifstream cfg_in(tokenizer::testing::qwen3_dir() + "/tokenizer_config.json");
+  const nlohmann::json tj = nlohmann::json::parse(tj_in);
+  nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(cfg_in);
+  cfg["chat_template"] = cfg["chat_template"].get<std::string>() + "{%- if add_generation_prompt %}<think>\n{%- endif %}";
+  const auto thinking_only = tokenizer::Tokenizer::from_json(tj, cfg);
+  ProtocolContext ctx;
+  ctx.limits.vocab_size = 151936;
+  ctx.limits.context_length = 4096;
+  ctx.limits.kv_capacity = 4096;
+  ctx.served_model_name = "m";
+  ctx.reasoning_parser = "qwen3";
+  const std::string body = R"({"messages": [{"role": "user", "content": "hi"}]})";
+  ctx.tokenizer = &thinking_only;
+  EXPECT_TRUE(parse_request(Endpoint::chat, body, ctx).reasoning_open);
+  ctx.tokenizer = &tokenizer::testing::qwen3();
+  EXPECT_FALSE(parse_request(Endpoint::chat, body, ctx).reasoning_open);
 }
 
 }  // namespace

@@ -39,7 +39,8 @@ std::string trim(const std::string& s) {
 bool known_tool_call_parser(const std::string& name) { return name.empty() || name == "qwen3" || name == "hermes"; }
 bool known_reasoning_parser(const std::string& name) { return name.empty() || name == "qwen3"; }
 
-ChatOutputParser::ChatOutputParser(bool reasoning, bool tool_calls) : reasoning_(reasoning), tool_calls_(tool_calls) {}
+ChatOutputParser::ChatOutputParser(bool reasoning, bool tool_calls, bool in_reasoning)
+    : reasoning_(reasoning), tool_calls_(tool_calls), state_(reasoning && in_reasoning ? State::reasoning : State::content) {}
 
 ChatDelta ChatOutputParser::push(const std::string& text) {
   ChatDelta out;
@@ -192,8 +193,9 @@ void ChatOutputParser::drain(ChatDelta& out, bool at_end) {
   }
 }
 
-ChatDelta parse_chat_output(const std::string& text, bool reasoning, bool tool_calls, bool* saw_tool_call) {
-  ChatOutputParser p(reasoning, tool_calls);
+ChatDelta parse_chat_output(const std::string& text, bool reasoning, bool tool_calls, bool* saw_tool_call,
+                            bool in_reasoning) {
+  ChatOutputParser p(reasoning, tool_calls, in_reasoning);
   ChatDelta all = p.push(text);
   ChatDelta end = p.finish();
   all.reasoning += end.reasoning;

@@ -34,7 +34,9 @@ bool known_reasoning_parser(const std::string& name);
 
 class ChatOutputParser {
  public:
-  ChatOutputParser(bool reasoning, bool tool_calls);
+  // `in_reasoning`: the prompt already opened `<think>` (templates of thinking-only models do), so
+  // the answer starts as reasoning and only `</think>` ends it.
+  ChatOutputParser(bool reasoning, bool tool_calls, bool in_reasoning = false);
   ChatDelta push(const std::string& text);  // the next piece of the answer
   ChatDelta finish();                       // the end: whatever was held back
   bool saw_tool_call() const { return calls_ > 0; }
@@ -58,6 +60,7 @@ class ChatOutputParser {
 };
 
 // The whole answer at once (non-streamed responses).
-ChatDelta parse_chat_output(const std::string& text, bool reasoning, bool tool_calls, bool* saw_tool_call);
+ChatDelta parse_chat_output(const std::string& text, bool reasoning, bool tool_calls, bool* saw_tool_call,
+                            bool in_reasoning = false);
 
 }  // namespace loom::server

@@ -283,9 +283,10 @@ void HttpServer::stream(const ParsedRequest& parsed, const std::vector<uint64_t>
   st->parsed.model = parsed.model;
   st->parsed.echo_text = parsed.echo_text;
   st->parsed.parse_reasoning = parsed.parse_reasoning;
+  st->parsed.reasoning_open = parsed.reasoning_open;
   st->parsed.parse_tool_calls = parsed.parse_tool_calls;
   if (parsed.parse_reasoning || parsed.parse_tool_calls)
-    st->parsers.assign(parsed.n, ChatOutputParser(parsed.parse_reasoning, parsed.parse_tool_calls));
+    st->parsers.assign(parsed.n, ChatOutputParser(parsed.parse_reasoning, parsed.parse_tool_calls, parsed.reasoning_open));
   st->id = new_response_id(parsed.endpoint);
   st->created = unix_time();
   st->totals.resize(parsed.n);

@@ -180,6 +180,19 @@ ChatTools chat_tools(const ojson& body) {
   throw bad_request("tool_choice", "'tool_choice' must be 'auto', 'none', 'required' or a named function");
 }
 
+// Whether the prompt ends with `<think>` (and blanks): thinking-only templates (Qwen3's 2507
+// Thinking releases) open the thought in the prompt, and the model writes only its `</think>`.
+bool prompt_opens_thinking(const std::vector<int32_t>& prompt, const tokenizer::Tokenizer& tok) {
+  const auto open = tok.token_id("<think>");
+  if (!open) return false;
+  for (auto it = prompt.rbegin(); it != prompt.rend(); ++it) {
+    if (*it == *open) return true;
+    const std::string& bytes = tok.token_bytes(*it);
+    if (bytes.find_first_not_of(" \t\r\n") != std::string::npos) return false;
+  }
+  return false;
+}
+
 // The rendered prompt; `thinking` gets chat_template_kwargs.enable_thinking when given.
 std::vector<int32_t> chat_prompt(const ojson& body, const tokenizer::Tokenizer& tok, const ojson& tools,
                                  std::optional<bool>& thinking) {
@@ -385,6 +398,7 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
     tools = chat_tools(body);
     out.request.prompt = chat_prompt(body, *ctx.tokenizer, tools.for_template, thinking);
     out.parse_reasoning = !ctx.reasoning_parser.empty();
+    out.reasoning_open = out.parse_reasoning && prompt_opens_thinking(out.request.prompt, *ctx.tokenizer);
     // A forced call is written in the <tool_call> form the parser reads, whatever --tool-call-parser says.
     out.parse_tool_calls = (!ctx.tool_call_parser.empty() && !tools.for_template.is_null()) || !tools.forced.empty();
   } else {
@@ -468,7 +482,7 @@ nlohmann::json response_json(const ParsedRequest& req, const std::string& id, in
     json choice = {{"index", i}, {"logprobs", logprobs_json(req, g, tok)}, {"finish_reason", finish_json(g.finish_reason)}};
     if (req.endpoint == Endpoint::chat && (req.parse_reasoning || req.parse_tool_calls)) {
       bool called = false;
-      const ChatDelta d = parse_chat_output(g.text, req.parse_reasoning, req.parse_tool_calls, &called);
+      const ChatDelta d = parse_chat_output(g.text, req.parse_reasoning, req.parse_tool_calls, &called, req.reasoning_open);
       json message = {{"role", "assistant"}};
       // With tool calls and nothing else to say, content is null (as OpenAI sends it).
       const bool blank = d.content.find_first_not_of(" \t\r\n") == std::string::npos;

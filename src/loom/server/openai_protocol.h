@@ -28,6 +28,7 @@ struct ParsedRequest {
   int n = 1;              // choices returned
   int best_of = 1;        // choices generated: `request` is submitted best_of times (seed + i each when seeded)
   bool parse_reasoning = false;   // chat: <think> text goes to reasoning_content (--reasoning-parser)
+  bool reasoning_open = false;    // ... and the prompt ends inside <think>: the answer starts as reasoning
   bool parse_tool_calls = false;  // chat with tools: <tool_call> text goes to tool_calls (--tool-call-parser)
 };
 
