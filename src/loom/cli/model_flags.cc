@@ -1,5 +1,7 @@
 #include "loom/cli/model_flags.h"
 
+#include "loom/cli/startup_progress.h"
+
 #include <filesystem>
 #include <limits>
 
@@ -26,6 +28,7 @@ runtime::RunnerOptions parse_runner_flags(Args& args) {
                  o.mem_fraction_static, " must be in (0, 1)");
   o.disable_cuda_graph = args.flag("disable-cuda-graph");
   o.cuda_graph_max_bs = args.integer({"cuda-graph-max-bs"}, o.cuda_graph_max_bs, 1, 4096);
+  o.progress = terminal_progress();
   return o;
 }
 

@@ -1,5 +1,6 @@
 // What the runtime sees of a model: a config, a KV layout and a forward step.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,11 +13,15 @@
 
 namespace loom::model {
 
+// Start-up progress: `done` of `total` steps of `stage` ("loading weights", "capturing CUDA graphs").
+using ProgressFn = std::function<void(const char* stage, int64_t done, int64_t total)>;
+
 struct LoadOptions {
   Device device = Device::cpu();
   DType dtype = DType::f32;  // activations and weights: f32 on CPU, bf16 on CUDA
   // This rank's groups in a parallel run (null: one rank). Outlives the model.
   std::shared_ptr<const layers::ParallelState> parallel;
+  ProgressFn progress;  // called after each decoder layer is loaded (may be empty)
 };
 
 class CausalLM {

@@ -55,6 +55,7 @@ class MoeDecoder final : public CausalLM {
       else
         L.mlp = layers::ParallelMlp(w, p + "mlp.", c.hidden_size, c.intermediate_size, ps);
       layers_.push_back(std::move(L));
+      if (o.progress) o.progress("loading weights", l + 1, c.num_hidden_layers);
     }
     final_norm_ = w.full("model.norm.weight", {c.hidden_size});
     lm_head_ = layers::ParallelLMHead(w, "lm_head.weight", c.vocab_size, c.hidden_size, ps,

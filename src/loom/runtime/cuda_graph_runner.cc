@@ -37,7 +37,8 @@ struct MetaLayout {
 }  // namespace
 
 CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
-                                 parallel::GraphRegistry* registry, DataParallelDecode dp)
+                                 parallel::GraphRegistry* registry, DataParallelDecode dp,
+                                 const model::ProgressFn& progress)
     : model_(model), kv_(kv), max_bs_(max_bs), max_pages_(max_pages), dp_(dp), buckets_(cuda_graph_buckets(max_bs)) {
   LOOM_CHECK(dp.dp >= 1 && dp.replica >= 0 && dp.replica < dp.dp && dp.tp >= dp.dp, "CUDA graphs: replica ",
              dp.replica, " of ", dp.dp, " in a TP group of ", dp.tp);
@@ -52,7 +53,11 @@ CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, in
   pool_ = make_graph_memory_pool();
   if (registry) registry->prepare_for_capture();
   // Largest first: the smaller graphs then reuse the pool blocks the largest one left.
-  for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) capture(*it, registry);
+  int64_t done = 0;
+  for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
+    capture(*it, registry);
+    if (progress) progress("capturing CUDA graphs", ++done, static_cast<int64_t>(buckets_.size()));
+  }
 }
 
 CudaGraphRunner::~CudaGraphRunner() {

@@ -37,8 +37,10 @@ class CudaGraphRunner {
  public:
   // max_pages: the widest page table a step may bring (the graphs' static page-table width).
   // max_bs counts one replica's sequences (a batch may then have up to dp x max_bs).
+  // `progress` (may be empty) hears of each batch size captured.
   CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
-                  parallel::GraphRegistry* registry, DataParallelDecode dp = {});
+                  parallel::GraphRegistry* registry, DataParallelDecode dp = {},
+                  const model::ProgressFn& progress = {});
   ~CudaGraphRunner();
   CudaGraphRunner(const CudaGraphRunner&) = delete;
   CudaGraphRunner& operator=(const CudaGraphRunner&) = delete;

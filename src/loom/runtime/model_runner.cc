@@ -23,6 +23,7 @@ class SingleRankRunner final : public Runner {
     model::LoadOptions lo;
     lo.device = o.device;
     lo.dtype = o.device.is_cuda() ? DType::bf16 : DType::f32;
+    lo.progress = o.progress;
     try {
       model_ = model::load_causal_lm(config_, *weights, lo);
     } catch (const Error& e) {
@@ -44,7 +45,8 @@ class SingleRankRunner final : public Runner {
     if (o.device.is_cuda() && !o.disable_cuda_graph) {
       const int64_t context = std::min<int64_t>(config_.max_position_embeddings, pages * o.page_size);
       graphs_ = std::make_unique<CudaGraphRunner>(*model_, pool_->buffers(), o.cuda_graph_max_bs,
-                                                  (context + o.page_size - 1) / o.page_size, nullptr);
+                                                  (context + o.page_size - 1) / o.page_size, nullptr,
+                                                  DataParallelDecode{}, o.progress);
     }
 #endif
   }

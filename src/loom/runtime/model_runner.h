@@ -28,6 +28,8 @@ struct RunnerOptions {
   // CUDA ranks: nccl (one GPU per rank), device-copy (every rank on --device's GPU, collectives as
   // device copies; no CUDA graphs), or auto (nccl when there are enough GPUs, else an error).
   std::string dist_backend = "auto";
+  // Start-up progress (weights per layer, CUDA graphs per batch size), from rank 0; may be empty.
+  model::ProgressFn progress;
 };
 
 class Runner {

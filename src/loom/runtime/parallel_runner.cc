@@ -227,6 +227,7 @@ class ParallelRunner final : public Runner {
     lo.parallel = rank.state;
     lo.device = rank.device;
     lo.dtype = rank.device.is_cuda() ? DType::bf16 : DType::f32;
+    if (r == 0) lo.progress = options_.progress;
     try {
       rank.model = model::load_causal_lm(config_, *weights, lo);
     } catch (const Error& e) {
@@ -282,7 +283,7 @@ class ParallelRunner final : public Runner {
     DataParallelDecode dp{pc_.attn_dp, rank.state->tp_rank / (pc_.attn_tp() * pc_.attn_cp), pc_.tp};
     const int64_t per_replica = (options_.cuda_graph_max_bs + dp.dp - 1) / dp.dp;
     rank.graphs = std::make_unique<CudaGraphRunner>(*rank.model, rank.pool->buffers(), per_replica, max_pages,
-                                                    &rank.registry, dp);
+                                                    &rank.registry, dp, r == 0 ? options_.progress : model::ProgressFn{});
 #else
     (void)r, (void)max_pages;
 #endif
