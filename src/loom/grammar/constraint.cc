@@ -37,10 +37,6 @@ std::string plain_message(std::string m) {
   return m;
 }
 
-// xgrammar reports bad grammars with its own exception types (all std::exception).
-template <typename F>
-std::shared_ptr<const Constraint> compile_or_throw(const char* what, F&& f, bool has_stop_token);
-
 }  // namespace
 
 struct Constraint {
@@ -57,10 +53,12 @@ struct Compiler::Impl {
 };
 
 namespace {
-template <typename F>
-std::shared_ptr<const Constraint> compile_or_throw(const char* what, F&& f, bool has_stop_token) {
+// f(the xgrammar compiler) -> CompiledGrammar; xgrammar reports bad grammars with its own
+// exception types (all std::exception).
+template <typename CompilerImpl, typename F>
+std::shared_ptr<const Constraint> compile_or_throw(const char* what, CompilerImpl& impl, F&& f) {
   try {
-    return std::make_shared<const Constraint>(Constraint{f(), !has_stop_token});
+    return std::make_shared<const Constraint>(Constraint{f(impl.compiler), !impl.has_stop_token});
   } catch (const std::exception& e) {
     throw InvalidConstraint(str("the ", what, " cannot be compiled: ", plain_message(e.what())));
   }
@@ -90,12 +88,10 @@ Compiler::Impl& Compiler::impl() {
 }
 
 std::shared_ptr<const Constraint> Compiler::json_object() {
-  auto& c = impl().compiler;
-  const bool stops = impl().has_stop_token;
-  return compile_or_throw("JSON object grammar", [&] {
+  return compile_or_throw("JSON object grammar", impl(), [&](xgrammar::GrammarCompiler& c) {
     return c.CompileJSONSchema(R"({"type": "object"})", /*any_whitespace=*/true, std::nullopt, std::nullopt,
                                /*strict_mode=*/false, kMaxJsonWhitespace);
-  }, stops);
+  });
 }
 
 std::shared_ptr<const Constraint> Compiler::json_schema(const std::string& schema) {
@@ -103,31 +99,24 @@ std::shared_ptr<const Constraint> Compiler::json_schema(const std::string& schem
   nlohmann::json parsed = nlohmann::json::parse(schema, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || !(parsed.is_object() || parsed.is_boolean()))
     throw InvalidConstraint("the JSON schema must be a JSON object");
-  auto& c = impl().compiler;
-  const bool stops = impl().has_stop_token;
-  return compile_or_throw("JSON schema", [&] {
+  return compile_or_throw("JSON schema", impl(), [&](xgrammar::GrammarCompiler& c) {
     return c.CompileJSONSchema(schema, /*any_whitespace=*/true, std::nullopt, std::nullopt, /*strict_mode=*/true,
                                kMaxJsonWhitespace);
-  }, stops);
+  });
 }
 
 std::shared_ptr<const Constraint> Compiler::regex(const std::string& pattern) {
-  auto& c = impl().compiler;
-  const bool stops = impl().has_stop_token;
-  return compile_or_throw("regex", [&] { return c.CompileRegex(pattern); }, stops);
+  return compile_or_throw("regex", impl(), [&](xgrammar::GrammarCompiler& c) { return c.CompileRegex(pattern); });
 }
 
 std::shared_ptr<const Constraint> Compiler::ebnf(const std::string& grammar) {
-  auto& c = impl().compiler;
-  const bool stops = impl().has_stop_token;
-  return compile_or_throw("EBNF grammar", [&] { return c.CompileGrammar(grammar, "root"); }, stops);
+  return compile_or_throw("EBNF grammar", impl(),
+                          [&](xgrammar::GrammarCompiler& c) { return c.CompileGrammar(grammar, "root"); });
 }
 
 std::shared_ptr<const Constraint> Compiler::tool_call(const std::vector<ToolSpec>& tools) {
   LOOM_CHECK_ARG(!tools.empty(), "a forced tool call needs at least one tool");
-  auto& c = impl().compiler;
-  const bool stops = impl().has_stop_token;
-  return compile_or_throw("tool call grammar", [&] {
+  return compile_or_throw("tool call grammar", impl(), [&](xgrammar::GrammarCompiler& c) {
     std::vector<xgrammar::Grammar> calls;
     for (const ToolSpec& t : tools) {
       nlohmann::ordered_json params = nlohmann::ordered_json::parse(
@@ -144,7 +133,7 @@ std::shared_ptr<const Constraint> Compiler::tool_call(const std::vector<ToolSpec
     const xgrammar::Grammar body = calls.size() == 1 ? calls[0] : xgrammar::Grammar::Union(calls);
     return c.CompileGrammar(xgrammar::Grammar::Concat({xgrammar::Grammar::FromEBNF(R"(root ::= "<tool_call>\n")"), body,
                                                        xgrammar::Grammar::FromEBNF(R"(root ::= "\n</tool_call>")")}));
-  }, stops);
+  });
 }
 
 struct Matcher::Impl {
