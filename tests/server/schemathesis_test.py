@@ -41,9 +41,11 @@ if base is None:
     server.kill()
     sys.exit("schemathesis_test: loom serve did not start listening in time")
 try:
+    # One worker: with two, schemathesis 4.32.5 once failed inside its own generator (a KeyError in
+    # its strategy cache, no request sent), not in anything the server did.
     cmd = [st, "run", base + "/openapi.json", "--checks",
            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-           "--phases", "examples,coverage,fuzzing", "--max-examples", str(args.max_examples), "--workers", "2",
+           "--phases", "examples,coverage,fuzzing", "--max-examples", str(args.max_examples), "--workers", "1",
            "--seed", "1", "--request-timeout", "60", "--suppress-health-check", "all"]
     print(" ".join(cmd), flush=True)
     rc = subprocess.call(cmd)

@@ -33,14 +33,18 @@ std::string new_response_id(Endpoint endpoint) {
   return buf;
 }
 
+// Error messages may quote a client's invalid UTF-8 (a parse error's context): it is replaced with
+// U+FFFD rather than making the dump throw (found by schemathesis).
+std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
 void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(dump(body), "application/json");
 }
 
 void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status(), e.body()); }
 
-std::string sse_event(const nlohmann::json& j) { return "data: " + j.dump() + "\n\n"; }
+std::string sse_event(const nlohmann::json& j) { return "data: " + dump(j) + "\n\n"; }
 
 // Status codes httplib answers itself (bad paths, oversized bodies, ...) get an OpenAI body too.
 ApiError error_for_status(const httplib::Request& req, int status, size_t max_bytes) {
