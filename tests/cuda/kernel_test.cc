@@ -108,6 +108,17 @@ TEST(CudaKernels, LinearThroughCublas) {
   }
 }
 
+TEST(CudaKernels, LinearWithBias) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  for (auto [m, n, k] : {std::tuple{1, 33, 40}, {7, 64, 64}, {130, 96, 2048}}) {
+    const Tensor x = rand_host({m, k}, 1.0f, rng), w = rand_host({n, k}, 0.1f, rng), b = rand_host({n}, 1.0f, rng);
+    const Tensor bg = to_gpu_bf16(b);
+    const Tensor y = ops::linear(to_gpu_bf16(x), to_gpu_bf16(w), &bg);
+    EXPECT_LT(rel_error(host_values(y), ops::linear(x, w, &b).to_float_vector()), kBf16Kernel);
+  }
+}
+
 // The decode GEMV (m <= kDecodeMaxRows): K and N off every tile size, poisoned output; ops::linear
 // on the GPU picks it or cuBLAS (m = 16, K % 8 != 0) and both match the CPU.
 TEST(CudaKernels, GemvMatchesTheCpuReference) {
@@ -196,6 +207,51 @@ TEST(CudaKernels, RouterTopkPicksTheSameExperts) {
   }
 }
 
+// DeepSeek's group-limited routing and routed scaling through ops (CUDA kernel vs CPU).
+TEST(CudaKernels, GroupedRouterPicksTheSameExperts) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(14);
+  struct Case { int t, e, groups, topk_group, k; bool renorm; float scale; };
+  for (const Case c : {Case{5, 16, 4, 2, 3, true, 1.0f}, Case{33, 64, 8, 3, 6, false, 2.5f},
+                       Case{70, 160, 8, 3, 6, false, 16.0f}, Case{9, 8, 1, 1, 2, false, 1.0f}}) {
+    std::vector<float> v(c.t * c.e);  // a shuffled ladder, exact in bf16: no ties
+    for (int r = 0; r < c.t; ++r) {
+      std::vector<int> perm(c.e);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int i = 0; i < c.e; ++i) v[r * c.e + i] = bf16_to_f32(f32_to_bf16(0.03125f * perm[i] - 2.0f));
+    }
+    const Tensor logits = Tensor::from_floats(v, {c.t, c.e});
+    const ops::GroupedTopk g{c.k, c.groups, c.topk_group, c.renorm, c.scale};
+    const ops::Routing ref = ops::route_grouped_topk_softmax(logits, g);
+    const ops::Routing got = ops::route_grouped_topk_softmax(to_gpu_bf16(logits), g);
+    EXPECT_EQ(host_values(got.ids), ref.ids.to_float_vector()) << "E " << c.e << " groups " << c.groups;
+    EXPECT_LT(rel_error(host_values(got.weights), ref.weights.to_float_vector()), 1e-5);
+  }
+}
+
+// Latent attention's per-head products over strided views, and the strided copy into a slice.
+TEST(CudaKernels, PerHeadLinearAndStridedCopy) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(15);
+  for (auto [t, heads, k, n, pad] : {std::tuple{1, 4, 16, 32, 8}, {37, 16, 128, 512, 64}, {130, 3, 24, 40, 0}}) {
+    const Tensor x = rand_host({t, heads, pad + k}, 1.0f, rng), w = rand_host({heads, n, k}, 0.1f, rng);
+    const Tensor ref = ops::per_head_linear(x.narrow(2, pad, k), w);
+    const Tensor xg = to_gpu_bf16(x);
+    const Tensor got = ops::per_head_linear(xg.narrow(2, pad, k), to_gpu_bf16(w));
+    EXPECT_LT(rel_error(host_values(got), ref.to_float_vector()), kBf16Kernel);
+    // The product into the last n columns of a poisoned [t, heads, 8 + n] tensor.
+    Tensor dst = poisoned({t, heads, 8 + n}, DType::bf16);
+    Tensor slice = dst.narrow(2, 8, n);
+    ops::copy_(slice, got);
+    const std::vector<float> all = host_values(dst), mine = host_values(got);
+    double worst = 0;
+    for (int64_t i = 0; i < int64_t{t} * heads; ++i)
+      for (int j = 0; j < n; ++j) worst = std::max(worst, std::abs(double(all[i * (8 + n) + 8 + j]) - mine[i * n + j]));
+    EXPECT_EQ(worst, 0.0) << "copy_ into a slice";
+  }
+}
+
 // The whole routed-expert path through the launchers: sort by expert, grouped GEMMs (both tile
 // heights, 16-byte and element loads), SiLU, combine; intermediates and output poisoned.
 TEST(CudaKernels, MoeExpertsMatchTheCpuReference) {
@@ -256,19 +312,54 @@ TEST(CudaKernels, MoeExpertsMatchTheCpuReference) {
   }
 }
 
+// gpt-oss's experts through ops::moe_experts: biases on both projections (or only gate_up's, as
+// on MOE_TP ranks past the first), the clamped SwiGLU, a slice of the experts; decode and prefill sizes.
+TEST(CudaKernels, BiasedExpertsWithClampedSwigluMatchTheCpuReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(12);
+  struct Case { int t, h, inter, e, k, begin, local; bool down_bias; };
+  for (const Case c : {Case{1, 64, 32, 4, 2, 0, 4, true}, Case{7, 64, 96, 16, 4, 4, 8, false},
+                       Case{300, 256, 128, 32, 4, 0, 32, true}}) {
+    SCOPED_TRACE(::testing::Message() << "t " << c.t << " E " << c.e << " local [" << c.begin << ", +" << c.local << ")");
+    const Tensor x = rand_host({c.t, c.h}, 1.0f, rng);
+    // Large enough weights that the clamps at ±7 engage.
+    const Tensor wgu = rand_host({c.local, 2 * c.inter, c.h}, 1.0f, rng), wd = rand_host({c.local, c.h, c.inter}, 0.1f, rng);
+    const Tensor bgu = rand_host({c.local, 2 * c.inter}, 2.0f, rng), bd = rand_host({c.local, c.h}, 1.0f, rng);
+    const ops::Routing r = ops::route_topk_softmax(rand_host({c.t, c.e}, 2.0f, rng), c.k, true);
+    ops::ExpertOptions o;
+    o.gate_up_bias = &bgu;
+    o.down_bias = c.down_bias ? &bd : nullptr;
+    o.swiglu_alpha = 1.702f;
+    o.swiglu_limit = 7.0f;
+    const Tensor ref = ops::moe_experts(x, r, wgu, wd, c.begin, o);
+    const Device g = Device::cuda(0);
+    const Tensor bgug = to_gpu_bf16(bgu), bdg = to_gpu_bf16(bd);
+    ops::ExpertOptions og = o;
+    og.gate_up_bias = &bgug;
+    og.down_bias = c.down_bias ? &bdg : nullptr;
+    const Tensor got = ops::moe_experts(to_gpu_bf16(x), ops::Routing{r.weights.to(g), r.ids.to(g)}, to_gpu_bf16(wgu),
+                                        to_gpu_bf16(wd), c.begin, og);
+    EXPECT_LT(rel_error(host_values(got), ref.to_float_vector()), 2e-2);
+  }
+}
+
 namespace {
 
 // Paged caches with the same (bf16-rounded) random content on both sides and a shuffled page map.
 struct PagedCase {
   std::vector<std::pair<int, int>> seqs;  // (start_pos, new tokens)
   int hq, hk, d, page_size;
+  int window = 0;      // sliding window (0: none)
+  bool sinks = false;  // gpt-oss's per-head sink logits
+  int dv = 0;          // V's head dim when narrower than K's (latent attention); 0: d
 };
 
 void run_attention_case(const PagedCase& pc, std::mt19937& rng) {
   int64_t pages_needed = 0;
   for (auto [start, n] : pc.seqs) pages_needed += (start + n + pc.page_size - 1) / pc.page_size;
   const int64_t pages = pages_needed + 1, slots = pages * pc.page_size;
-  const Tensor kc_host = rand_host({slots, pc.hk, pc.d}, 1.0f, rng), vc_host = rand_host({slots, pc.hk, pc.d}, 1.0f, rng);
+  const int dv = pc.dv ? pc.dv : pc.d;
+  const Tensor kc_host = rand_host({slots, pc.hk, pc.d}, 1.0f, rng), vc_host = rand_host({slots, pc.hk, dv}, 1.0f, rng);
   KvBuffers cpu_kv, gpu_kv;
   cpu_kv.page_size = gpu_kv.page_size = pc.page_size;
   cpu_kv.k.push_back(kc_host.clone());
@@ -291,27 +382,31 @@ void run_attention_case(const PagedCase& pc, std::mt19937& rng) {
     tokens += n;
   }
   const Tensor q = rand_host({tokens, pc.hq, pc.d}, 1.0f, rng), k = rand_host({tokens, pc.hk, pc.d}, 1.0f, rng),
-               v = rand_host({tokens, pc.hk, pc.d}, 1.0f, rng);
+               v = rand_host({tokens, pc.hk, dv}, 1.0f, rng);
   const layers::ForwardContext cctx = model::make_context(batch, cpu_kv, Device::cpu());
   const layers::ForwardContext gctx = model::make_context(batch, gpu_kv, Device::cuda(0));
   ops::AttentionParams params;
   params.scale = 1.0f / std::sqrt(static_cast<float>(pc.d));
+  params.sliding_window = pc.window;
+  const Tensor sinks = rand_host({pc.hq}, 2.0f, rng), sinks_gpu = sinks.to(Device::cuda(0));
+  if (pc.sinks) params.sinks = &sinks;
   const Tensor ref = ops::attention(q, k, v, 0, params, cctx);
 
   kc::PagedKvArgs kv{gpu_kv.k[0].data_ptr(), gpu_kv.v[0].data_ptr(), gctx.page_table.data<int32_t>(),
                      gctx.token_starts.data<int32_t>(), gctx.start_pos.data<int32_t>(), gctx.num_seqs,
-                     gctx.max_pages, pc.page_size, pc.hk, pc.d};
+                     gctx.max_pages, pc.page_size, pc.hk, pc.d, dv};
   const Tensor kg = to_gpu_bf16(k), vg = to_gpu_bf16(v), qg = to_gpu_bf16(q);
   kc::write_kv(kv, kg.data_ptr(), vg.data_ptr(), gctx.positions.data<int32_t>(), tokens, stream());
   int64_t max_new = 0;
   for (auto [start, n] : pc.seqs) max_new = std::max<int64_t>(max_new, n);
   const int splits = kc::attention_splits(gctx.num_seqs, pc.hk, gctx.decode_only);
-  Tensor work = poisoned({std::max(splits, 1), tokens, pc.hq, pc.d + 1}, DType::f32);
-  Tensor out = poisoned({tokens, pc.hq, pc.d}, DType::bf16);
+  Tensor work = poisoned({std::max(splits, 1), tokens, pc.hq, dv + 1}, DType::f32);
+  Tensor out = poisoned({tokens, pc.hq, dv}, DType::bf16);
   kc::attention(kv, qg.data_ptr(), out.data_ptr(), tokens, pc.hq, params.scale, max_new, splits, work.data<float>(),
-                stream());
+                stream(), pc.window, pc.sinks ? sinks_gpu.data<float>() : nullptr);
   EXPECT_LT(rel_error(host_values(out), ref.to_float_vector()), kBf16Kernel)
-      << "hq " << pc.hq << " hk " << pc.hk << " d " << pc.d << " splits " << splits;
+      << "hq " << pc.hq << " hk " << pc.hk << " d " << pc.d << " splits " << splits << " window " << pc.window
+      << " sinks " << pc.sinks << " dv " << dv;
   EXPECT_LT(rel_error(host_values(gpu_kv.k[0]), cpu_kv.k[0].to_float_vector()), 1e-6) << "K cache written";
   EXPECT_LT(rel_error(host_values(gpu_kv.v[0]), cpu_kv.v[0].to_float_vector()), 1e-6) << "V cache written";
 }
@@ -334,6 +429,31 @@ TEST(CudaKernels, DecodeAttentionSplitsLongContexts) {
   for (auto [hq, hk, d] : {std::tuple{4, 2, 8}, {8, 1, 24}, {32, 4, 128}, {4, 4, 16}})
     run_attention_case({seqs, hq, hk, d, 16}, rng);
   run_attention_case({{{2047, 1}}, 16, 2, 128, 16}, rng);
+}
+
+// gpt-oss's attention: sliding windows shorter and longer than a key tile, sinks, both together;
+// prefill (one split) and decode (split keys, the sink joins in the merge).
+TEST(CudaKernels, AttentionWithSlidingWindowAndSinks) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(10);
+  const std::vector<std::pair<int, int>> prefill = {{0, 1}, {5, 33}, {0, 130}, {70, 7}, {0, 67}};
+  const std::vector<std::pair<int, int>> decode = {{0, 1}, {300, 1}, {1000, 1}, {63, 1}};
+  for (const auto& seqs : {prefill, decode})
+    for (auto [window, sinks] : {std::pair{8, false}, {0, true}, {8, true}, {100, true}, {1, false}})
+      for (auto [hq, hk, d] : {std::tuple{4, 2, 16}, {8, 1, 64}})
+        run_attention_case({seqs, hq, hk, d, 16, window, sinks}, rng);
+}
+
+// Latent attention's shapes (DeepSeek's absorbed MLA: every head over one K/V head, V the latent
+// part of K): K and V head dims differ, prefill and split-K decode.
+TEST(CudaKernels, AttentionWithNarrowerValues) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(13);
+  const std::vector<std::pair<int, int>> prefill = {{0, 1}, {5, 33}, {0, 130}, {70, 7}};
+  const std::vector<std::pair<int, int>> decode = {{0, 1}, {300, 1}, {1000, 1}};
+  for (const auto& seqs : {prefill, decode})
+    for (auto [hq, d, dv] : {std::tuple{4, 40, 32}, {16, 128, 64}, {8, 72, 64}, {4, 64, 16}})
+      run_attention_case({seqs, hq, 1, d, 16, 0, false, dv}, rng);
 }
 
 TEST(CudaKernels, GreedySelectionIsArgmaxWithLowestIdOnTies) {

@@ -286,7 +286,7 @@ TEST_P(SharedGpuParity, LogitsAndGreedyTokensEqualOneGpu) {
 
 INSTANTIATE_TEST_SUITE_P(Matrix, SharedGpuParity,
                          ::testing::Combine(::testing::ValuesIn(gpu_cases()),
-                                            ::testing::ValuesIn(loom::testing::qwen3_checkpoints())),
+                                            ::testing::ValuesIn(loom::testing::gpu_checkpoints())),
                          param_name);
 
 class NcclParity : public ::testing::TestWithParam<Param> {};

@@ -138,6 +138,32 @@ TEST(ModelConfig, DeepseekKeepsRawFieldsAndDenseFirstLayers) {
   EXPECT_TRUE(c.is_moe_layer(1));
 }
 
+TEST(ModelConfig, DeepseekLatentAttentionAndRouting) {
+  const ModelConfig c = fixture("tiny-deepseek-v2");
+  ASSERT_TRUE(c.mla);
+  EXPECT_EQ(c.mla->kv_lora_rank, 32);
+  EXPECT_EQ(c.mla->q_lora_rank, 0);  // null: q_proj
+  EXPECT_EQ(c.mla->qk_nope_head_dim, 16);
+  EXPECT_EQ(c.mla->qk_rope_head_dim, 8);
+  EXPECT_EQ(c.mla->v_head_dim, 16);
+  EXPECT_EQ(c.mla->n_shared_experts, 1);
+  EXPECT_EQ(c.mla->topk_method, "greedy");
+  EXPECT_DOUBLE_EQ(c.mla->routed_scaling_factor, 1.0);
+  EXPECT_FALSE(fixture("tiny-qwen3-moe").mla);
+
+  const std::string mla = R"(, "kv_lora_rank": 32, "qk_nope_head_dim": 16, "v_head_dim": 16)";
+  const ModelConfig v2 = load_json(minimal(mla + R"(, "qk_rope_head_dim": 8, "q_lora_rank": 24, "n_group": 8,
+      "topk_group": 3, "topk_method": "group_limited_greedy", "routed_scaling_factor": 16.0, "n_shared_experts": 2)"));
+  EXPECT_EQ(v2.mla->q_lora_rank, 24);
+  EXPECT_EQ(v2.mla->n_group, 8);
+  EXPECT_EQ(v2.mla->topk_group, 3);
+  EXPECT_EQ(v2.mla->topk_method, "group_limited_greedy");
+  EXPECT_DOUBLE_EQ(v2.mla->routed_scaling_factor, 16.0);
+  expect_error([&] { load_json(minimal(mla + R"(, "qk_rope_head_dim": 7)")); }, {"'qk_rope_head_dim'", "even"});
+  expect_error([&] { load_json(minimal(mla)); }, {"'qk_rope_head_dim'", "missing"});
+  expect_error([&] { load_json(minimal(mla + R"(, "qk_rope_head_dim": 8, "n_group": 0)")); }, {"'n_group'", "positive"});
+}
+
 TEST(ModelConfig, MixtralNullSlidingWindow) {
   const ModelConfig c = fixture("tiny-mixtral");
   EXPECT_EQ(c.num_experts, 4);

@@ -75,6 +75,26 @@ TEST(CpuOps, TopkIsDescendingWithLowerIndexOnTies) {
   EXPECT_EQ(v[0], 3.0f);
 }
 
+// DeepSeek's group_limited_greedy by hand: 8 experts in 4 groups of 2, the best 2 groups, top 3.
+TEST(CpuOps, GroupedTopkPicksWithinTheBestGroups) {
+  const float x[8] = {0.05f, 0.30f, /**/ 0.20f, 0.02f, /**/ 0.25f, 0.01f, /**/ 0.10f, 0.07f};
+  // Group maxima 0.30, 0.20, 0.25, 0.10: groups 0 and 2 stay, so expert 2 (0.20, third overall) is out.
+  float v[3];
+  int32_t idx[3];
+  k::grouped_topk(x, 1, 8, 4, 2, 3, v, idx);
+  EXPECT_EQ(std::vector<int32_t>(idx, idx + 3), (std::vector<int32_t>{1, 4, 0}));
+  EXPECT_EQ(std::vector<float>(v, v + 3), (std::vector<float>{0.30f, 0.25f, 0.05f}));
+  // All groups kept: plain top-k.
+  k::grouped_topk(x, 1, 8, 4, 4, 3, v, idx);
+  EXPECT_EQ(std::vector<int32_t>(idx, idx + 3), (std::vector<int32_t>{1, 4, 2}));
+  // More experts asked for than the kept groups hold: the rest are dropped experts' zeros.
+  float w[5];
+  int32_t id5[5];
+  k::grouped_topk(x, 1, 8, 4, 1, 5, w, id5);  // group 0 only
+  EXPECT_EQ(std::vector<int32_t>(id5, id5 + 2), (std::vector<int32_t>{1, 0}));
+  EXPECT_EQ(std::vector<float>(w + 2, w + 5), (std::vector<float>{0, 0, 0}));
+}
+
 TEST(CpuOps, SoftmaxRowsSumToOne) {
   auto x = randn(5 * 9, 6);
   k::softmax(x.data(), 5, 9);

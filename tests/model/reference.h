@@ -25,12 +25,25 @@ inline const std::vector<std::string>& qwen3_checkpoints() {
   return names;
 }
 
-// The checkpoints of every architecture the CPU tests cover: Qwen3's and Mixtral's. (The CUDA tests
-// take qwen3_checkpoints() until Mixtral has run on a GPU.)
+// The checkpoints the CUDA tests cover (every family whose kernels exist on the GPU).
+inline const std::vector<std::string>& gpu_checkpoints() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n = qwen3_checkpoints();
+    n.push_back("tiny-mixtral");
+    n.push_back("tiny-gpt-oss");
+    n.push_back("tiny-deepseek-v2");  // latent 32 + rope 8: within loom's CUDA attention kernel
+    return n;
+  }();
+  return names;
+}
+
+// The checkpoints of every architecture the CPU tests cover.
 inline const std::vector<std::string>& decoder_checkpoints() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> n = qwen3_checkpoints();
     n.push_back("tiny-mixtral");
+    n.push_back("tiny-gpt-oss");
+    n.push_back("tiny-deepseek-v2");
     return n;
   }();
   return names;
@@ -72,13 +85,22 @@ inline double reference_error(const std::vector<float>& row, const nlohmann::jso
 
 // Checks a prompt's logits ([1, V], or [prompt, V] when the case has all_logits) against the
 // case: the last row, and every position where given, within `tolerance` of scale. Returns the
-// worst error seen.
-inline double expect_logits_match(const Tensor& logits, const nlohmann::json& c, size_t prompt_len, double tolerance) {
+// worst error seen. With `outliers`, the positions over the tolerance are listed there for the
+// caller to account for instead of failing here.
+inline double expect_logits_match(const Tensor& logits, const nlohmann::json& c, size_t prompt_len, double tolerance,
+                                  std::vector<size_t>* outliers = nullptr) {
   const int64_t v = logits.size(1);
   const std::vector<float> flat = logits.to_float_vector();
   const std::vector<float> last(flat.end() - v, flat.end());
   double worst = reference_error(last, c);
-  EXPECT_LT(worst, tolerance);
+  const auto check = [&](double e, size_t p) {
+    if (outliers && e >= tolerance) {
+      if (std::find(outliers->begin(), outliers->end(), p) == outliers->end()) outliers->push_back(p);
+    } else {
+      EXPECT_LT(e, tolerance) << "position " << p;
+    }
+  };
+  check(worst, prompt_len - 1);
   if (c.contains("all_logits")) {
     EXPECT_EQ(logits.size(0), static_cast<int64_t>(prompt_len));
     if (logits.size(0) != static_cast<int64_t>(prompt_len)) return worst;
@@ -86,7 +108,7 @@ inline double expect_logits_match(const Tensor& logits, const nlohmann::json& c,
       const std::vector<float> row(flat.begin() + p * v, flat.begin() + (p + 1) * v);
       const double e = scaled_error(row, c["all_logits"][p].get<std::vector<float>>());
       worst = std::max(worst, e);
-      EXPECT_LT(e, tolerance) << "position " << p;
+      check(e, p);
     }
   }
   return worst;

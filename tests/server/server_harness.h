@@ -31,14 +31,20 @@ struct HarnessOptions {
   int tp = 1;  // > 1: a parallel runner of that many CPU ranks
   std::string tool_call_parser, reasoning_parser;
   std::function<void(runtime::Runner&)> before_serving;  // e.g. to inject a rank failure
+  std::string model_dir = tiny_model_dir();
+  Device device = Device::cpu();
 };
 
-inline std::unique_ptr<runtime::Runner> tiny_runner(int64_t max_total_tokens, int64_t page_size, int tp = 1) {
+inline std::unique_ptr<runtime::Runner> tiny_runner(int64_t max_total_tokens, int64_t page_size, int tp = 1,
+                                                    const std::string& model_dir = tiny_model_dir(),
+                                                    Device device = Device::cpu()) {
   runtime::RunnerOptions ro;
-  ro.model_path = tiny_model_dir();
+  ro.model_path = model_dir;
   ro.max_total_tokens = max_total_tokens;
   ro.page_size = page_size;
   ro.parallel.tp = tp;
+  ro.device = device;
+  if (device.is_cuda()) ro.mem_fraction_static = 0.3;
   return runtime::create_runner(ro);
 }
 
@@ -50,7 +56,7 @@ class ServerHarness {
     eo.scheduler.chunked_prefill_size = o.chunked_prefill_size;
     eo.scheduler.disable_radix_cache = o.disable_radix_cache;
     eo.max_queue = o.max_queue;
-    auto runner = tiny_runner(o.max_total_tokens, o.page_size, o.tp);
+    auto runner = tiny_runner(o.max_total_tokens, o.page_size, o.tp, o.model_dir, o.device);
     if (o.before_serving) o.before_serving(*runner);
     engine_ = std::make_unique<engine::Engine>(std::move(runner), tokenizer::testing::qwen3(), eo);
     ServerOptions so;

@@ -138,6 +138,23 @@ RopeParameters read_rope(const Fields& top) {
   return r;
 }
 
+ModelConfig::Mla read_mla(const Fields& f) {
+  ModelConfig::Mla m;
+  m.kv_lora_rank = f.positive_or("kv_lora_rank", 0);
+  if (f.present("q_lora_rank")) m.q_lora_rank = f.positive_or("q_lora_rank", 0);
+  m.qk_nope_head_dim = f.required_positive("qk_nope_head_dim");
+  m.qk_rope_head_dim = f.required_positive("qk_rope_head_dim");
+  m.v_head_dim = f.required_positive("v_head_dim");
+  if (m.qk_rope_head_dim % 2 != 0)
+    throw Error(str(f.where, ": field 'qk_rope_head_dim' must be even for RoPE, got ", m.qk_rope_head_dim));
+  m.n_shared_experts = f.non_negative_or("n_shared_experts", m.n_shared_experts);
+  m.topk_method = f.string_or("topk_method", m.topk_method);
+  m.n_group = f.positive_or("n_group", m.n_group);
+  m.topk_group = f.positive_or("topk_group", m.topk_group);
+  m.routed_scaling_factor = f.positive_number_or("routed_scaling_factor", m.routed_scaling_factor);
+  return m;
+}
+
 void read_config(ModelConfig& c, const json& j, const std::string& where) {
   const Fields f{j, where};
   const std::vector<std::string> archs = f.string_list("architectures");
@@ -192,6 +209,7 @@ void read_config(ModelConfig& c, const json& j, const std::string& where) {
   // DeepSeek: dense layers before first_k_dense_replace; kept in raw, checked here.
   f.non_negative_or("first_k_dense_replace", 0);
   f.positive_or("moe_layer_freq", 1);
+  if (f.present("kv_lora_rank")) c.mla = read_mla(f);
 
   if (f.present("bos_token_id")) c.bos_token_id = f.integer_or("bos_token_id", 0);
   if (f.present("eos_token_id")) {

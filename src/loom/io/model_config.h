@@ -46,6 +46,19 @@ struct ModelConfig {
   int64_t decoder_sparse_step = 1;
   std::vector<int64_t> mlp_only_layers;
 
+  // DeepSeek (read when kv_lora_rank is given): multi-head latent attention and DeepSeekMoE
+  // routing. Absent fields take transformers' DeepseekV2Config defaults.
+  struct Mla {
+    int64_t kv_lora_rank = 0;
+    int64_t q_lora_rank = 0;  // 0: queries straight from q_proj (config.json's null)
+    int64_t qk_nope_head_dim = 0, qk_rope_head_dim = 0, v_head_dim = 0;
+    int64_t n_shared_experts = 2;
+    std::string topk_method = "greedy";  // greedy | group_limited_greedy
+    int64_t n_group = 1, topk_group = 1;
+    double routed_scaling_factor = 1.0;
+  };
+  std::optional<Mla> mla;
+
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;  // eos_token_id may be an int or a list
 

@@ -18,6 +18,14 @@ HeadSplit split_heads(const AttentionShape& s, int attn_tp, int rank) {
   return h;
 }
 
+void write_cp_kv(const Tensor& k, const Tensor& v, int64_t layer, const ForwardContext& ctx, const ParallelState& ps) {
+  const auto whole = [&](const Tensor& mine) {
+    const Tensor rows = ps.attn_cp.all_gather(mine.view({mine.size(0), -1}), ctx.cp_counts);
+    return ops::gather_rows(rows, ctx.cp_order).view({-1, mine.size(1), mine.size(2)});
+  };
+  ops::write_kv(whole(k), whole(v), layer, *ctx.cp_whole);
+}
+
 ParallelAttention::ParallelAttention(const ShardLoader& w, const std::string& p, const AttentionShape& s,
                                      const ParallelState& ps)
     : shape_(s), heads_(split_heads(s, ps.attn_tp.size(), ps.attn_tp.rank())), ps_(&ps) {
@@ -27,6 +35,14 @@ ParallelAttention::ParallelAttention(const ShardLoader& w, const std::string& p,
   k_proj_ = w.rows(p + "k_proj.weight", {s.kv_heads * d, h}, kv);
   v_proj_ = w.rows(p + "v_proj.weight", {s.kv_heads * d, h}, kv);
   o_proj_ = w.cols(p + "o_proj.weight", {h, s.heads * d}, q);
+  if (s.bias) {
+    q_bias_ = w.rows(p + "q_proj.bias", {s.heads * d}, q);
+    k_bias_ = w.rows(p + "k_proj.bias", {s.kv_heads * d}, kv);
+    v_bias_ = w.rows(p + "v_proj.bias", {s.kv_heads * d}, kv);
+    if (ps.attn_tp.rank() == 0) o_bias_ = w.full(p + "o_proj.bias", {h});
+  }
+  if (s.sinks)
+    sinks_ = w.source.load(p + "sinks", {s.heads}, DType::f32, io::Slice{0, heads_.q.begin, heads_.q.length}, w.device);
   if (s.qk_norm) {
     q_norm_ = w.full(p + "q_norm.weight", {d});
     k_norm_ = w.full(p + "k_norm.weight", {d});
@@ -37,22 +53,18 @@ Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rop
                                   const ForwardContext& ctx) const {
   const int64_t t = x.size(0), d = shape_.head_dim;
   if (t == 0) return x;  // an idle attention-DP replica (its whole ATTN_TP group is idle with it)
-  Tensor q = ops::linear(x, q_proj_).view({t, -1, d});
-  Tensor k = ops::linear(x, k_proj_).view({t, -1, d});
-  Tensor v = ops::linear(x, v_proj_).view({t, -1, d});
+  const auto bias = [](const Tensor& b) { return b.defined() ? &b : nullptr; };
+  Tensor q = ops::linear(x, q_proj_, bias(q_bias_)).view({t, -1, d});
+  Tensor k = ops::linear(x, k_proj_, bias(k_bias_)).view({t, -1, d});
+  Tensor v = ops::linear(x, v_proj_, bias(v_bias_)).view({t, -1, d});
   ops::qk_norm_rope(q, k, shape_.qk_norm ? &q_norm_ : nullptr, shape_.qk_norm ? &k_norm_ : nullptr,
                     shape_.rms_norm_eps, rope, ctx);
-  if (ctx.cp_split) {  // the whole sequence's K/V, in token order, into this rank's cache
-    const auto whole = [&](const Tensor& mine) {
-      const Tensor rows = ps_->attn_cp.all_gather(mine.view({t, -1}), ctx.cp_counts);
-      return ops::gather_rows(rows, ctx.cp_order).view({-1, mine.size(1), d});
-    };
-    ops::write_kv(whole(k), whole(v), layer, *ctx.cp_whole);
-  }
+  if (ctx.cp_split) write_cp_kv(k, v, layer, ctx, *ps_);
   ops::AttentionParams params;
   params.scale = 1.0f / std::sqrt(static_cast<float>(d));
   params.sliding_window = shape_.sliding_window;
-  Tensor o = ops::linear(ops::attention(q, k, v, layer, params, ctx).view({t, -1}), o_proj_);
+  params.sinks = bias(sinks_);
+  Tensor o = ops::linear(ops::attention(q, k, v, layer, params, ctx).view({t, -1}), o_proj_, bias(o_bias_));
   ps_->attn_tp.all_reduce(o);
   return o;
 }

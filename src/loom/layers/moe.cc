@@ -1,10 +1,19 @@
 #include "loom/layers/moe.h"
 
+#include <algorithm>
+
+#include "loom/io/mxfp4.h"
 #include "loom/layers/moe_tokens.h"
 #include "loom/layers/ops.h"
 #include "loom/parallel/graph_registry.h"
 
 namespace loom::layers {
+
+namespace {
+thread_local RouterObserver g_router_observer;
+}  // namespace
+
+void set_router_observer(RouterObserver observer) { g_router_observer = std::move(observer); }
 
 Range split_experts(int64_t experts, int ep, int rank) {
   LOOM_CHECK_ARG(experts % ep == 0, "--ep-size ", ep, " does not divide the model's ", experts, " experts");
@@ -16,6 +25,11 @@ ParallelMoe::ParallelMoe(const ShardLoader& w, const std::string& p, const MoeSh
   const int64_t h = s.hidden, inter = s.intermediate;
   const Range r = split_range(inter, ps.config.moe_tp(), ps.moe_tp_rank);
   router_ = w.full(p + s.names.router + ".weight", {s.experts, h});
+  if (s.fused_biased_experts) {
+    router_bias_ = w.full(p + s.names.router + ".bias", {s.experts});
+    load_fused_experts(w, p, r);
+    return;
+  }
   gate_up_ = Tensor::empty({experts_.length, 2 * r.length, h}, w.dtype, w.device);
   down_ = Tensor::empty({experts_.length, h, r.length}, w.dtype, w.device);
   for (int64_t e = 0; e < experts_.length; ++e) {
@@ -26,10 +40,100 @@ ParallelMoe::ParallelMoe(const ShardLoader& w, const std::string& p, const MoeSh
   }
 }
 
+// gpt-oss's stacked experts, rearranged on the host into the [gate rows | up rows] layout the
+// expert kernels take: gate_up [E, H, 2I] (gate = even columns, up = odd) becomes this rank's
+// [E_local, 2·I_local, H], down [E, I, H] becomes [E_local, H, I_local]. The MXFP4 form stores
+// the transposes ([E, 2I, H] and [E, H, I], io/mxfp4.h), whose rows dequantize straight into place.
+void ParallelMoe::load_fused_experts(const ShardLoader& w, const std::string& p, Range r) {
+  const int64_t h = shape_.hidden, inter = shape_.intermediate, el = experts_.length, E = shape_.experts;
+  const io::Slice mine{0, experts_.begin, el};
+  Tensor gate_up = Tensor::empty({el, 2 * r.length, h}, DType::f32);
+  Tensor down = Tensor::empty({el, h, r.length}, DType::f32);
+  float *dst = gate_up.data<float>(), *ddst = down.data<float>();
+  // Destination row of gate (half 0, the even source rows) or up (half 1) row j of expert e.
+  const auto row_of = [&](int64_t e, int64_t half, int64_t j) { return dst + ((e * 2 + half) * r.length + j) * h; };
+  if (shape_.mxfp4_experts) {
+    LOOM_CHECK(h % io::kMxfp4Block == 0 && inter % io::kMxfp4Block == 0, "MXFP4 experts need hidden ", h,
+               " and intermediate ", inter, " sizes divisible by ", io::kMxfp4Block);
+    const int64_t hg = h / io::kMxfp4Block, ig = inter / io::kMxfp4Block, half_block = io::kMxfp4Block / 2;
+    const auto u8 = [&](const std::string& name, const Shape& shape) {
+      return w.source.load(p + "experts." + name, shape, DType::u8, mine);
+    };
+    const Tensor gb = u8("gate_up_proj_blocks", {E, 2 * inter, hg, half_block}), gs = u8("gate_up_proj_scales", {E, 2 * inter, hg});
+    const Tensor db = u8("down_proj_blocks", {E, h, ig, half_block}), ds = u8("down_proj_scales", {E, h, ig});
+    for (int64_t e = 0; e < el; ++e)
+      for (int64_t half = 0; half < 2; ++half)
+        for (int64_t j = 0; j < r.length; ++j) {
+          const int64_t src = e * 2 * inter + 2 * (r.begin + j) + half;
+          io::dequantize_mxfp4_row(gb.data<uint8_t>() + src * hg * half_block, gs.data<uint8_t>() + src * hg, h,
+                                   row_of(e, half, j));
+        }
+    std::vector<float> row(inter);
+    for (int64_t e = 0; e < el; ++e)
+      for (int64_t c = 0; c < h; ++c) {
+        const int64_t src = e * h + c;
+        io::dequantize_mxfp4_row(db.data<uint8_t>() + src * ig * half_block, ds.data<uint8_t>() + src * ig, inter,
+                                 row.data());
+        std::copy_n(row.begin() + r.begin, r.length, ddst + src * r.length);
+      }
+  } else {
+    const Tensor gu = w.source.load(p + "experts.gate_up_proj", {E, h, 2 * inter}, DType::f32, mine);
+    const Tensor dn = w.source.load(p + "experts.down_proj", {E, inter, h}, DType::f32, mine);
+    const float *src = gu.data<float>(), *dsrc = dn.data<float>();
+    for (int64_t e = 0; e < el; ++e)
+      for (int64_t half = 0; half < 2; ++half)
+        for (int64_t j = 0; j < r.length; ++j) {
+          const int64_t col = 2 * (r.begin + j) + half;
+          float* out = row_of(e, half, j);
+          for (int64_t c = 0; c < h; ++c) out[c] = src[(e * h + c) * 2 * inter + col];
+        }
+    for (int64_t e = 0; e < el; ++e)
+      for (int64_t c = 0; c < h; ++c)
+        for (int64_t j = 0; j < r.length; ++j) ddst[(e * h + c) * r.length + j] = dsrc[(e * inter + r.begin + j) * h + c];
+  }
+  // The biases are bf16 in both forms; gate_up's interleaves gate and up like the weight.
+  const Tensor gub = w.source.load(p + "experts.gate_up_proj_bias", {E, 2 * inter}, DType::f32, mine);
+  Tensor gate_up_bias = Tensor::empty({el, 2 * r.length}, DType::f32);
+  for (int64_t e = 0; e < el; ++e)
+    for (int64_t half = 0; half < 2; ++half)
+      for (int64_t j = 0; j < r.length; ++j)
+        gate_up_bias.data<float>()[(e * 2 + half) * r.length + j] =
+            gub.data<float>()[e * 2 * inter + 2 * (r.begin + j) + half];
+  const auto place = [&](const Tensor& t) { return t.to(w.dtype).to(w.device); };
+  gate_up_ = place(gate_up);
+  gate_up_bias_ = place(gate_up_bias);
+  down_ = place(down);
+  // The MOE_TP ranks' partial outputs are summed: one of them adds the bias.
+  if (ps_->moe_tp_rank == 0)
+    down_bias_ = place(w.source.load(p + "experts.down_proj_bias", {E, h}, DType::f32, mine));
+}
+
+Tensor ParallelMoe::route(const Tensor& x) const {
+  // The router softmax runs in f32 on any dtype. gpt-oss's softmax over the top-k logits equals
+  // the softmax over all of them renormalised over the top k (norm_topk_prob).
+  Tensor logits = ops::linear(x, router_, router_bias_.defined() ? &router_bias_ : nullptr);
+  if (g_router_observer) g_router_observer(logits);
+  return logits;
+}
+
+ops::Routing ParallelMoe::select(const Tensor& x) const {
+  if (shape_.groups == 0) return ops::route_topk_softmax(route(x), shape_.top_k, shape_.norm_topk_prob);
+  return ops::route_grouped_topk_softmax(
+      route(x), {shape_.top_k, shape_.groups, shape_.topk_group, shape_.norm_topk_prob, shape_.routed_scale});
+}
+
+ops::ExpertOptions ParallelMoe::expert_options() const {
+  ops::ExpertOptions o;
+  if (gate_up_bias_.defined()) o.gate_up_bias = &gate_up_bias_;
+  if (down_bias_.defined()) o.down_bias = &down_bias_;
+  o.swiglu_limit = shape_.swiglu_limit;
+  o.swiglu_alpha = shape_.swiglu_alpha;
+  return o;
+}
+
 Tensor ParallelMoe::experts(const Tensor& x) const {
-  const Tensor logits = ops::linear(x, router_);  // the router softmax runs in f32 on any dtype
-  const ops::Routing r = ops::route_topk_softmax(logits, shape_.top_k, shape_.norm_topk_prob);
-  return ops::moe_experts(x, r, gate_up_, down_, experts_.begin);
+  const ops::Routing r = select(x);
+  return ops::moe_experts(x, r, gate_up_, down_, experts_.begin, expert_options());
 }
 
 Tensor ParallelMoe::forward(const Tensor& x, const ForwardContext& ctx) const {
@@ -54,7 +158,7 @@ Tensor ParallelMoe::all_to_all(const Tensor& x, const ForwardContext& ctx) const
   const Group& g = ps_->exchange(ctx.cp_split).group;
   const int peers = g.size(), me = g.rank();
   const int64_t n = x.size(0), k = shape_.top_k, h = shape_.hidden, E = shape_.experts;
-  const ops::Routing r = ops::route_topk_softmax(ops::linear(x, router_), k, shape_.norm_topk_prob);
+  const ops::Routing r = select(x);
   // Rows to send, grouped by destination: token t once per EP rank owning one of its experts.
   const ops::DispatchPlan plan = ops::moe_dispatch_plan(r, peers, E);
   const std::vector<int64_t>& send = plan.send;
@@ -80,7 +184,7 @@ Tensor ParallelMoe::all_to_all(const Tensor& x, const ForwardContext& ctx) const
 
   const Tensor x_in = g.all_to_all(ops::gather_rows(x, plan.rows), send, recv);
   const ops::Routing in = ops::unpack_routing(g.all_to_all(plan.meta, send, recv), k);
-  const Tensor y_in = ops::moe_experts(x_in, in, gate_up_, down_, experts_.begin);  // other ranks' experts add 0
+  const Tensor y_in = ops::moe_experts(x_in, in, gate_up_, down_, experts_.begin, expert_options());  // others add 0
   const Tensor y_back = g.all_to_all(y_in, recv, send);
   Tensor out = Tensor::zeros({n, h}, y_back.dtype(), y_back.device());
   ops::index_add_rows(out, y_back, plan.rows);

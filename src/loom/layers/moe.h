@@ -12,9 +12,11 @@
 // `automatic` every step the ranks add up both byte counts (from the per-peer counts the
 // all-to-all exchanges anyway) and all take the smaller; `gather` / `all_to_all` force one (tests run both).
 #pragma once
+#include <functional>
 #include <string>
 
 #include "loom/layers/forward_context.h"
+#include "loom/layers/ops.h"
 #include "loom/layers/parallel_state.h"
 #include "loom/layers/shard_loader.h"
 
@@ -29,7 +31,23 @@ struct MoeShape {
   int64_t hidden = 0, experts = 0, top_k = 0, intermediate = 0;
   bool norm_topk_prob = false;  // renormalise the top-k weights to sum 1
   ExpertNames names;
+  // gpt-oss: the experts stacked in "experts.gate_up_proj" [E, H, 2I] (gate and up interleaved
+  // along the last dim) and "experts.down_proj" [E, I, H], both with "_bias"; the router has a
+  // bias; the activation is the clamped SwiGLU (ops::ExpertOptions).
+  bool fused_biased_experts = false;
+  bool mxfp4_experts = false;  // those experts as "…_blocks" / "…_scales" (io/mxfp4.h), biases bf16
+  float swiglu_limit = 0.0f, swiglu_alpha = 1.0f;
+  // DeepSeek: top-k inside the best `topk_group` of `groups` expert groups, weights times
+  // `routed_scale` (ops::route_grouped_topk_softmax). groups 0: route_topk_softmax.
+  int64_t groups = 0, topk_group = 0;
+  float routed_scale = 1.0f;
 };
+
+// For tests: every router's logits [T, E] pass through the observer set on the thread that
+// computes them (an empty function: none). tests/cuda/model_test.cc tells a bf16 routing flip
+// (a near-tied top-k on the fp32 CPU run) from an error with it.
+using RouterObserver = std::function<void(const Tensor& logits)>;
+void set_router_observer(RouterObserver observer);
 
 // This rank's experts; throws InvalidArgument when ep does not divide the model's experts.
 Range split_experts(int64_t experts, int ep, int rank);
@@ -47,8 +65,14 @@ class ParallelMoe {
   // Undefined when `automatic` finds the all-gather path moves fewer bytes.
   Tensor all_to_all(const Tensor& x, const ForwardContext& ctx) const;
 
-  Tensor router_;         // [E, H]
-  Tensor gate_up_, down_;  // [E_local, 2·I_local, H], [E_local, H, I_local]
+  void load_fused_experts(const ShardLoader& w, const std::string& prefix, Range inter);
+  Tensor route(const Tensor& x) const;  // x [T, H] -> routing logits [T, E]
+  ops::Routing select(const Tensor& x) const;  // x [T, H] -> each token's top-k experts and weights
+  ops::ExpertOptions expert_options() const;
+
+  Tensor router_, router_bias_;  // [E, H], [E] (gpt-oss)
+  Tensor gate_up_, down_;        // [E_local, 2·I_local, H], [E_local, H, I_local]
+  Tensor gate_up_bias_, down_bias_;  // [E_local, 2·I_local], [E_local, H] (gpt-oss; down's on MOE_TP rank 0 only)
   Range experts_;
   MoeShape shape_;
   const ParallelState* ps_ = nullptr;

@@ -57,11 +57,41 @@ struct Routing {
 };
 Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormalize);
 
+// DeepSeek's router: softmax over expert logits [T, E], then the top k of the experts in the best
+// `topk_group` of `groups` equal expert groups (kernels/cpu grouped_topk; groups 1: plain top-k);
+// weights renormalised to sum 1 when `renormalize`, then multiplied by `scale`.
+struct GroupedTopk {
+  int64_t k = 1, groups = 1, topk_group = 1;
+  bool renormalize = false;
+  float scale = 1.0f;  // routed_scaling_factor
+};
+Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTopk& g);
+
+// What some families add to the plain SwiGLU expert (gpt-oss: biases on both projections and a
+// clamped SwiGLU). The defaults are Qwen3-MoE's and Mixtral's expert.
+struct ExpertOptions {
+  const Tensor* gate_up_bias = nullptr;  // [E_local, 2I], added to gate_up_e x
+  const Tensor* down_bias = nullptr;     // [E_local, H], added to down_e(...) (so scaled by the weight)
+  // > 0: gpt-oss's activation (up + 1) · g · σ(alpha · g) with g = min(gate, limit) and up
+  // clamped to [-limit, limit], instead of silu(gate) · up.
+  float swiglu_limit = 0.0f;
+  float swiglu_alpha = 1.0f;
+  bool plain() const { return !gate_up_bias && !down_bias && swiglu_limit <= 0; }
+};
+
 // Routed experts over this rank's experts [expert_begin, expert_begin + E_local):
 // out[t] = Σ_j weights[t, j] · down_e(silu(gate_e x) * up_e x) for e = ids[t, j] in range.
 // w_gate_up [E_local, 2I, H], w_down [E_local, H, I]. Tokens routed elsewhere contribute 0.
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
-                   const Tensor& w_down, int64_t expert_begin);
+                   const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options = {});
+
+// out[t, h] = x[t, h] · w[h]ᵀ for every head: x [T, heads, K] (rows and heads at any stride, K
+// contiguous), w [heads, N, K] -> [T, heads, N] (latent attention's per-head absorbed weights).
+Tensor per_head_linear(const Tensor& x, const Tensor& w);
+
+// dst = src, same shape and dtype, for views whose last dim is contiguous and whose other dims
+// flatten to rows of one stride (e.g. narrow() of the last dim): latent attention's slices.
+void copy_(Tensor& dst, const Tensor& src);
 
 // Rows `ctx.logit_rows` of x [T, H] -> [R, H].
 Tensor gather_rows(const Tensor& x, const Tensor& rows);

@@ -1,6 +1,7 @@
 // The CPU branch of layers/ops.h (fp32, over kernels/cpu) and the dispatch to the CUDA branch.
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 
 #include "loom/kernels/cpu/ops.h"
 #include "loom/layers/group.h"
@@ -137,9 +138,28 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t topk, bool renor
   return r;
 }
 
+Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTopk& g) {
+  if (router_logits.device().is_cuda()) return cuda::route_grouped_topk_softmax(router_logits, g);
+  Tensor scores = host_f32(router_logits, "route_grouped_topk_softmax").clone();
+  const int64_t t = scores.size(0), e = scores.size(1);
+  LOOM_CHECK(g.groups >= 1 && e % g.groups == 0 && g.topk_group >= 1 && g.topk_group <= g.groups && g.k >= 1 &&
+                 g.k <= e,
+             "router: top-", g.k, " of ", e, " experts in the best ", g.topk_group, " of ", g.groups, " groups");
+  k::softmax(scores.data<float>(), t, e);
+  Routing r{Tensor::empty({t, g.k}, DType::f32), Tensor::empty({t, g.k}, DType::i32)};
+  k::grouped_topk(scores.data<float>(), t, e, g.groups, g.topk_group, g.k, r.weights.data<float>(),
+                  r.ids.data<int32_t>());
+  for (int64_t i = 0; i < t; ++i) {
+    float* w = r.weights.data<float>() + i * g.k;
+    const float sum = std::accumulate(w, w + g.k, 0.0f);
+    for (int64_t j = 0; j < g.k; ++j) w[j] = (g.renormalize ? w[j] / sum : w[j]) * g.scale;
+  }
+  return r;
+}
+
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
-                   const Tensor& w_down, int64_t expert_begin) {
-  if (x.device().is_cuda()) return cuda::moe_experts(x, routing, w_gate_up, w_down, expert_begin);
+                   const Tensor& w_down, int64_t expert_begin, const ExpertOptions& opt) {
+  if (x.device().is_cuda()) return cuda::moe_experts(x, routing, w_gate_up, w_down, expert_begin, opt);
   Tensor xc = host_f32(x, "moe_experts");
   const int64_t t = xc.size(0), hidden = xc.size(1), topk = routing.ids.size(1);
   const int64_t local = w_gate_up.size(0), inter = w_down.size(2);
@@ -162,13 +182,30 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
     std::vector<float> xg(m * hidden), gu(m * 2 * inter), act(m * inter), y(m * hidden);
     for (int64_t r = 0; r < m; ++r)
       std::memcpy(&xg[r * hidden], xc.data<float>() + rows[r] * hidden, hidden * sizeof(float));
-    k::linear(xg.data(), w_gate_up[e].data<float>(), nullptr, gu.data(), m, 2 * inter, hidden);
-    k::silu_and_mul(gu.data(), act.data(), m, inter);
-    k::linear(act.data(), w_down[e].data<float>(), nullptr, y.data(), m, hidden, inter);
+    const auto bias_of = [e](const Tensor* b) { return b ? (*b)[e].data<float>() : nullptr; };
+    k::linear(xg.data(), w_gate_up[e].data<float>(), bias_of(opt.gate_up_bias), gu.data(), m, 2 * inter, hidden);
+    if (opt.swiglu_limit > 0) k::clamped_swiglu(gu.data(), act.data(), m, inter, opt.swiglu_alpha, opt.swiglu_limit);
+    else k::silu_and_mul(gu.data(), act.data(), m, inter);
+    k::linear(act.data(), w_down[e].data<float>(), bias_of(opt.down_bias), y.data(), m, hidden, inter);
     for (int64_t r = 0; r < m; ++r)
       for (int64_t d = 0; d < hidden; ++d) o[rows[r] * hidden + d] += scale[r] * y[r * hidden + d];
   }
   return out;
+}
+
+Tensor per_head_linear(const Tensor& x, const Tensor& w) {
+  if (x.device().is_cuda()) return cuda::per_head_linear(x, w);
+  const int64_t heads = w.size(0);
+  LOOM_CHECK(x.dim() == 3 && x.size(1) == heads && x.size(2) == w.size(2), "per_head_linear: x ", x.str(), ", w ",
+             w.str());
+  Tensor out = Tensor::empty({x.size(0), heads, w.size(1)}, DType::f32);
+  for (int64_t h = 0; h < heads; ++h) out.narrow(1, h, 1).copy_from(linear(x.narrow(1, h, 1), w[h]));
+  return out;
+}
+
+void copy_(Tensor& dst, const Tensor& src) {
+  if (dst.device().is_cuda()) return cuda::copy_(dst, src);
+  dst.copy_from(src);
 }
 
 Tensor gather_rows(const Tensor& x, const Tensor& rows) {

@@ -97,11 +97,9 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
-  check_bf16(x, "linear", "input");
-  check_bf16(w, "linear", "weight");
-  LOOM_CHECK(bias == nullptr, "linear: a bias is not supported on CUDA yet (", w.str(), ")");
-  const int64_t k = w.size(1), n = w.size(0), m = x.numel() / k;
+namespace {
+
+Tensor linear_no_bias(const Tensor& x, const Tensor& w, int64_t k, int64_t n, int64_t m) {
   LOOM_CHECK(x.size(-1) == k, "linear: input ", x.str(), " against weight ", w.str());
   Shape shape = x.shape();
   shape.back() = n;
@@ -122,6 +120,22 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
                             static_cast<int>(m), static_cast<int>(k), &alpha, w.data_ptr(), CUDA_R_16BF,
                             static_cast<int>(k), x.data_ptr(), CUDA_R_16BF, static_cast<int>(k), &beta, y.data_ptr(),
                             CUDA_R_16BF, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return y;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  check_bf16(x, "linear", "input");
+  check_bf16(w, "linear", "weight");
+  if (bias) check_bf16(*bias, "linear", "bias");
+  const int64_t k = w.size(1), n = w.size(0), m = x.numel() / k;
+  LOOM_CHECK(!bias || bias->numel() == n, "linear: bias ", bias ? bias->str() : "", " for weight ", w.str());
+  Tensor y = linear_no_bias(x, w, k, n, m);
+  if (bias && m > 0) {
+    OpScope scope("bias add", x);
+    kc::add_bias(y.data_ptr(), bias->data_ptr(), m, n, stream_for(x));
+  }
   return y;
 }
 
@@ -207,27 +221,32 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   check_bf16(q, "attention", "q");
   check_bf16(k, "attention", "k");
   check_bf16(v, "attention", "v");
-  LOOM_CHECK(params.sliding_window == 0 && params.sinks == nullptr,
-             "attention: sliding windows and sinks are not supported on CUDA yet");
   const Tensor& kcache = ctx.kv->k[layer];
   const Tensor& vcache = ctx.kv->v[layer];
   check_bf16(kcache, "attention", "K cache");
   check_bf16(vcache, "attention", "V cache");
-  LOOM_CHECK(kcache.size(2) == vcache.size(2), "attention on CUDA needs equal K and V head dims");
-  const int64_t tokens = q.size(0), hq = q.size(1), hk = kcache.size(1), d = kcache.size(2);
-  LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && v.size(2) == d && q.size(2) == d,
-             "attention: q ", q.str(), ", k ", k.str(), ", v ", v.str(), " against the cache ", kcache.str());
+  const int64_t tokens = q.size(0), hq = q.size(1), hk = kcache.size(1), d = kcache.size(2), dv = vcache.size(2);
+  LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && v.size(2) == dv && q.size(2) == d,
+             "attention: q ", q.str(), ", k ", k.str(), ", v ", v.str(), " against the caches ", kcache.str(), ", ",
+             vcache.str());
   kc::PagedKvArgs kv{kcache.data_ptr(), vcache.data_ptr(), ctx.page_table.data<int32_t>(),
                      ctx.token_starts.data<int32_t>(), ctx.start_pos.data<int32_t>(), ctx.num_seqs,
-                     ctx.max_pages, ctx.page_size, hk, d};
+                     ctx.max_pages, ctx.page_size, hk, d, dv};
   cudaStream_t s = stream_for(q);
   {
     OpScope scope("write_kv", q);
     kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, s);
   }
 
-  Tensor out = Tensor::empty({tokens, hq, d}, DType::bf16, q.device());
-  if (attention_use_flashinfer(q, out, hq, hk, d, ctx, s)) {
+  if (params.sinks)
+    LOOM_CHECK(params.sinks->dtype() == DType::f32 && params.sinks->device() == q.device() &&
+                   params.sinks->numel() == hq,
+               "attention: sinks ", params.sinks->str(), " must be f32 [", hq, "] on ", q.device().str());
+  Tensor out = Tensor::empty({tokens, hq, dv}, DType::bf16, q.device());
+  // Windows and sinks (gpt-oss) and V narrower than K (latent attention) stay on loom's kernel:
+  // the FlashInfer wrapper has none of them.
+  const bool plain = params.sliding_window == 0 && params.sinks == nullptr && dv == d;
+  if (plain && attention_use_flashinfer(q, out, hq, hk, d, ctx, s)) {
     kc::FlashInferPrefillWorkspace& fi = flashinfer_workspace(q.device().index);
     bool planned = false;
     {
@@ -248,10 +267,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
       max_new = std::max<int64_t>(max_new, ctx.h_token_starts[i + 1] - ctx.h_token_starts[i]);
   const int splits = kc::attention_splits(ctx.num_seqs, hk, ctx.decode_only);
   Tensor workspace;
-  if (splits > 1) workspace = Tensor::empty({splits, tokens, hq, d + 1}, DType::f32, q.device());
+  if (splits > 1) workspace = Tensor::empty({splits, tokens, hq, dv + 1}, DType::f32, q.device());
   OpScope scope(ctx.decode_only ? "attention (decode, split keys)" : "attention (prefill)", q);
   kc::attention(kv, q.data_ptr(), out.data_ptr(), tokens, hq, params.scale, max_new, splits,
-                splits > 1 ? workspace.data<float>() : nullptr, s);
+                splits > 1 ? workspace.data<float>() : nullptr, s, params.sliding_window,
+                params.sinks ? params.sinks->data<float>() : nullptr);
   return out;
 }
 
@@ -274,6 +294,69 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormal
   kc::route_topk(router_logits.data_ptr(), t, e, k, renormalize, r.weights.data<float>(), r.ids.data<int32_t>(),
                  stream_for(router_logits));
   return r;
+}
+
+Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTopk& g) {
+  OpScope scope("route_grouped_topk_softmax", router_logits);
+  check_bf16(router_logits, "route_grouped_topk_softmax", "logits");
+  const int64_t t = router_logits.size(0), e = router_logits.size(1);
+  Routing r{Tensor::empty({t, g.k}, DType::f32, router_logits.device()),
+            Tensor::empty({t, g.k}, DType::i32, router_logits.device())};
+  kc::route_topk(router_logits.data_ptr(), t, e, g.k, g.renormalize, r.weights.data<float>(), r.ids.data<int32_t>(),
+                 stream_for(router_logits), g.groups, g.topk_group, g.scale);
+  return r;
+}
+
+// One strided-batched cuBLAS GEMM over the heads: head h's rows of x are x.stride(0) apart and
+// its first element x.stride(1) after head h - 1's.
+Tensor per_head_linear(const Tensor& x, const Tensor& w) {
+  OpScope scope("per_head_linear (cuBLAS)", x);
+  check_bf16(w, "per_head_linear", "w");
+  LOOM_CHECK(x.dtype() == DType::bf16 && x.device() == w.device(), "per_head_linear: x ", x.str(), " must be bf16 on ",
+             w.device().str());
+  LOOM_CHECK(x.dim() == 3 && w.dim() == 3 && x.size(1) == w.size(0) && x.size(2) == w.size(2) &&
+                 x.strides()[2] == 1 && w.is_contiguous(),
+             "per_head_linear: x ", x.str(), " (last dim contiguous), w ", w.str());
+  const int64_t t = x.size(0), heads = w.size(0), n = w.size(1), k = w.size(2);
+  Tensor y = Tensor::empty({t, heads, n}, DType::bf16, x.device());
+  if (t == 0) return y;
+  stream_for(x);
+  const float alpha = 1.0f, beta = 0.0f;
+  // Column-major per head: y_hᵀ [n, t] = w_h (read transposed) · x_hᵀ [k, t].
+  CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      loom::cuda::cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(t),
+      static_cast<int>(k), &alpha, w.data_ptr(), CUDA_R_16BF, static_cast<int>(k), n * k, x.data_ptr(), CUDA_R_16BF,
+      static_cast<int>(x.strides()[0]), x.strides()[1], &beta, y.data_ptr(), CUDA_R_16BF, static_cast<int>(heads * n),
+      n, static_cast<int>(heads), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return y;
+}
+
+namespace {
+
+// A view as rows of `width` contiguous elements `pitch` apart (false when its dims do not flatten so).
+bool as_rows(const Tensor& t, int64_t* rows, int64_t* pitch) {
+  const int n = t.dim();
+  if (n == 0 || t.strides()[n - 1] != 1) return false;
+  *rows = t.numel() / std::max<int64_t>(t.size(-1), 1);
+  *pitch = n >= 2 ? t.strides()[n - 2] : t.size(-1);
+  for (int i = 0; i + 2 < n; ++i)
+    if (t.size(i + 1) > 1 && t.strides()[i] != t.strides()[i + 1] * t.size(i + 1)) return false;
+  return true;
+}
+
+}  // namespace
+
+void copy_(Tensor& dst, const Tensor& src) {
+  OpScope scope("copy_ (strided)", dst);
+  LOOM_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype() && dst.device() == src.device(),
+             "copy_: ", src.str(), " into ", dst.str());
+  int64_t rows = 0, dpitch = 0, spitch = 0;
+  LOOM_CHECK(as_rows(dst, &rows, &dpitch) && as_rows(src, &rows, &spitch), "copy_: ", src.str(), " into ", dst.str(),
+             " needs rows of contiguous elements at one stride");
+  if (rows == 0 || dst.size(-1) == 0) return;
+  const size_t e = dtype_size(dst.dtype());
+  CUDA_CHECK(cudaMemcpy2DAsync(dst.data_ptr(), dpitch * e, src.data_ptr(), spitch * e, dst.size(-1) * e, rows,
+                               cudaMemcpyDeviceToDevice, stream_for(dst)));
 }
 
 namespace {
@@ -306,7 +389,7 @@ bool moe_use_cutlass(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_d
 }  // namespace
 
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up, const Tensor& w_down,
-                   int64_t expert_begin) {
+                   int64_t expert_begin, const ExpertOptions& opt) {
   check_bf16(x, "moe_experts", "input");
   check_bf16(w_gate_up, "moe_experts", "w_gate_up");
   check_bf16(w_down, "moe_experts", "w_down");
@@ -323,9 +406,14 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
   cudaStream_t s = stream_for(x);
   const int64_t slots = t * k;
   bool forced = false;
-  const bool cutlass = moe_use_cutlass(x, w_gate_up, w_down, slots, experts, hidden, inter, &forced);
+  // Biased experts and the clamped SwiGLU (gpt-oss) take loom's grouped kernels with two epilogue
+  // kernels; the fused decode kernels and CUTLASS's path do not have them.
+  const bool plain = opt.plain();
+  if (opt.gate_up_bias) check_bf16(*opt.gate_up_bias, "moe_experts", "gate_up bias");
+  if (opt.down_bias) check_bf16(*opt.down_bias, "moe_experts", "down bias");
+  const bool cutlass = plain && moe_use_cutlass(x, w_gate_up, w_down, slots, experts, hidden, inter, &forced);
   // Few tokens: two GEMV-style kernels straight from the routing (no sort, no grouped tiles).
-  if (!(cutlass && forced) &&
+  if (plain && !(cutlass && forced) &&
       kc::moe_decode_applies(t, k, hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr())) {
     OpScope scope("moe decode (gate_up+silu, down+combine)", x);
     Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
@@ -389,15 +477,25 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
                          hidden, gate_up.data_ptr(), nullptr, plan, s);
   }
   Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
-  {
+  if (plain) {
     OpScope scope("moe silu_and_mul", x);
     kc::silu_and_mul(gate_up.data_ptr(), act.data_ptr(), slots, inter, s);
+  } else {
+    OpScope scope("moe bias + activation", x);
+    kc::moe_bias_activation(gate_up.data_ptr(), opt.gate_up_bias ? opt.gate_up_bias->data_ptr() : nullptr,
+                            plan.offsets, experts, slots, inter, opt.swiglu_alpha, opt.swiglu_limit, act.data_ptr(),
+                            s);
   }
   Tensor y = Tensor::empty({slots, hidden}, DType::bf16, dev);
   {
     OpScope scope("moe down grouped GEMM", x);
     kc::moe_grouped_gemm(act.data_ptr(), nullptr, w_down.data_ptr(), hidden * inter, hidden, inter, y.data_ptr(),
                          plan.sorted_weight, plan, s);
+  }
+  if (opt.down_bias) {
+    OpScope scope("moe down bias", x);
+    kc::moe_add_expert_bias(y.data_ptr(), opt.down_bias->data_ptr(), plan.sorted_weight, plan.offsets, experts, slots,
+                            hidden, s);
   }
   OpScope scope("moe combine", x);
   kc::moe_combine(y.data_ptr(), plan.slot_pos, t, k, hidden, out.data_ptr(), s);

@@ -20,7 +20,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
 Tensor silu_and_mul(const Tensor& gate_up);
 Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormalize);
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
-                   const Tensor& w_down, int64_t expert_begin);
+                   const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options);
+Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTopk& g);
+Tensor per_head_linear(const Tensor& x, const Tensor& w);
+void copy_(Tensor& dst, const Tensor& src);
 Tensor gather_rows(const Tensor& x, const Tensor& rows);
 // The parallel layers' ops (ops_cuda_parallel.cc).
 Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin);

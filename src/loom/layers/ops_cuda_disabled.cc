@@ -23,7 +23,12 @@ Tensor attention(const Tensor&, const Tensor&, const Tensor&, int64_t, const Att
 }
 Tensor silu_and_mul(const Tensor&) { unavailable("silu_and_mul"); }
 Routing route_topk_softmax(const Tensor&, int64_t, bool) { unavailable("route_topk_softmax"); }
-Tensor moe_experts(const Tensor&, const Routing&, const Tensor&, const Tensor&, int64_t) { unavailable("moe_experts"); }
+Tensor moe_experts(const Tensor&, const Routing&, const Tensor&, const Tensor&, int64_t, const ExpertOptions&) {
+  unavailable("moe_experts");
+}
+Routing route_grouped_topk_softmax(const Tensor&, const GroupedTopk&) { unavailable("route_grouped_topk_softmax"); }
+Tensor per_head_linear(const Tensor&, const Tensor&) { unavailable("per_head_linear"); }
+void copy_(Tensor&, const Tensor&) { unavailable("copy_"); }
 Tensor gather_rows(const Tensor&, const Tensor&) { unavailable("gather_rows"); }
 Tensor embedding_slice(const Tensor&, const Tensor&, int64_t) { unavailable("embedding_slice"); }
 void write_kv(const Tensor&, const Tensor&, int64_t, const ForwardContext&) { unavailable("write_kv"); }

@@ -36,7 +36,7 @@ void write_kv(const Tensor& k, const Tensor& v, int64_t layer, const ForwardCont
              " tokens");
   const kc::PagedKvArgs kv{kcache.data_ptr(), vcache.data_ptr(), ctx.page_table.data<int32_t>(),
                            ctx.token_starts.data<int32_t>(), ctx.start_pos.data<int32_t>(), ctx.num_seqs,
-                           ctx.max_pages, ctx.page_size, hk, d};
+                           ctx.max_pages, ctx.page_size, hk, d, vcache.size(2)};
   kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, stream_for(k));
 }
 

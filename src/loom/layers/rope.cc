@@ -5,9 +5,9 @@
 #include <vector>
 
 namespace loom::layers {
-namespace {
-
 double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; }
+
+namespace {
 
 // The dimension whose wavelength makes `rotations` turns over `max_pos` positions.
 double correction_dim(double rotations, int64_t dim, double base, double max_pos) {
@@ -46,7 +46,7 @@ ops::Rope make_rope(const io::RopeParameters& p, int64_t dim, int64_t max_pos, D
       const float extrapolation_weight = 1.0f - ramp;
       inv[i] = interpolation * (1 - extrapolation_weight) + extrapolation * extrapolation_weight;
     }
-    if (p.mscale && p.mscale_all_dim)
+    if (p.mscale.value_or(0) != 0 && p.mscale_all_dim.value_or(0) != 0)  // as transformers: both given and non-zero
       scaling = static_cast<float>(yarn_mscale(p.factor, *p.mscale) / yarn_mscale(p.factor, *p.mscale_all_dim));
     else
       scaling = static_cast<float>(yarn_mscale(p.factor, 1.0));

@@ -3,6 +3,8 @@
 #include <map>
 
 #include "loom/model/causal_lm.h"
+#include "loom/model/deepseek_v2.h"
+#include "loom/model/gpt_oss.h"
 #include "loom/model/mixtral.h"
 #include "loom/model/moe_decoder.h"
 #include "loom/model/qwen3_moe.h"
@@ -18,6 +20,8 @@ const std::map<std::string, Loader>& loaders() {
       {"Qwen3ForCausalLM", load_qwen3_moe},
       {"Qwen3MoeForCausalLM", load_qwen3_moe},
       {"MixtralForCausalLM", load_mixtral},
+      {"DeepseekV2ForCausalLM", load_deepseek_v2},
+      {"GptOssForCausalLM", load_gpt_oss},
   };
   return m;
 }
@@ -32,6 +36,7 @@ std::string supported_architectures() {
 
 void check_parallel_fit(const io::ModelConfig& config, const parallel::ParallelConfig& parallel) {
   if (parallel.world_size() == 1) return;
+  if (config.architecture == "DeepseekV2ForCausalLM") return check_deepseek_v2_parallel(config, parallel);
   if (loaders().count(config.architecture)) return check_moe_decoder_parallel(config, parallel);
   throw InvalidArgument(str("architecture '", config.architecture, "' runs on one rank only (", parallel.str(), ")"));
 }

@@ -70,6 +70,17 @@ void silu_and_mul(const float* gate_up, float* out, int64_t m, int64_t inter) {
   }
 }
 
+void clamped_swiglu(const float* gate_up, float* out, int64_t m, int64_t inter, float alpha, float limit) {
+  for (int64_t r = 0; r < m; ++r) {
+    const float* g = gate_up + r * 2 * inter;
+    const float* u = g + inter;
+    for (int64_t i = 0; i < inter; ++i) {
+      const float gate = std::min(g[i], limit), up = std::clamp(u[i], -limit, limit);
+      out[r * inter + i] = (up + 1.0f) * gate / (1.0f + std::exp(-alpha * gate));
+    }
+  }
+}
+
 void topk(const float* x, int64_t rows, int64_t n, int64_t k, float* values, int32_t* indices) {
   std::vector<int32_t> order(n);
   for (int64_t r = 0; r < rows; ++r) {
@@ -82,6 +93,21 @@ void topk(const float* x, int64_t rows, int64_t n, int64_t k, float* values, int
       indices[r * k + j] = order[j];
       values[r * k + j] = row[order[j]];
     }
+  }
+}
+
+void grouped_topk(const float* x, int64_t rows, int64_t n, int64_t groups, int64_t topk_group, int64_t k,
+                  float* values, int32_t* indices) {
+  const int64_t size = n / groups;
+  std::vector<float> best(groups), kept(n), best_kept(topk_group);
+  std::vector<int32_t> kept_groups(topk_group);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * n;
+    for (int64_t g = 0; g < groups; ++g) best[g] = *std::max_element(row + g * size, row + (g + 1) * size);
+    topk(best.data(), 1, groups, topk_group, best_kept.data(), kept_groups.data());
+    std::fill(kept.begin(), kept.end(), 0.0f);
+    for (int32_t g : kept_groups) std::copy(row + g * size, row + (g + 1) * size, kept.begin() + g * size);
+    topk(kept.data(), 1, n, k, values + r * k, indices + r * k);
   }
 }
 

@@ -23,9 +23,17 @@ void softmax(float* x, int64_t rows, int64_t n);
 
 // out[m, i] = silu(gate_up[m, i]) * gate_up[m, inter + i] (gate and up concatenated).
 void silu_and_mul(const float* gate_up, float* out, int64_t m, int64_t inter);
+// gpt-oss: out = (clamp(up, ±limit) + 1) · g · σ(alpha · g), g = min(gate, limit); gate_up rows [gate | up].
+void clamped_swiglu(const float* gate_up, float* out, int64_t m, int64_t inter, float alpha, float limit);
 
 // The k largest of each row, descending; ties go to the lower index.
 void topk(const float* x, int64_t rows, int64_t n, int64_t k, float* values, int32_t* indices);
+
+// DeepSeek's group-limited top-k: each row's n scores form `groups` equal runs; the `topk_group`
+// runs with the highest maximum are kept, the others' scores count as 0, and the k largest are
+// taken as topk takes them (topk_group == groups: plain top-k).
+void grouped_topk(const float* x, int64_t rows, int64_t n, int64_t groups, int64_t topk_group, int64_t k,
+                  float* values, int32_t* indices);
 
 // out[i] = table[ids[i]], rows of length dim.
 void embedding(const float* table, const int32_t* ids, float* out, int64_t n, int64_t dim);

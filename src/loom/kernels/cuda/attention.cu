@@ -16,19 +16,15 @@ constexpr int kRows = 64, kKeys = 64, kWarps = 4;
 
 __device__ __forceinline__ int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+__host__ __device__ __forceinline__ int64_t v_dim(const PagedKvArgs& kv) { return kv.dv ? kv.dv : kv.d; }
+
 __device__ __forceinline__ int64_t kv_slot(const PagedKvArgs& kv, int64_t seq, int64_t pos) {
   return static_cast<int64_t>(kv.page_table[seq * kv.max_pages + pos / kv.page_size]) * kv.page_size +
          pos % kv.page_size;
 }
 
 __device__ __forceinline__ int seq_of_token(const int32_t* token_starts, int64_t num_seqs, int64_t t) {
-  int lo = 0, hi = static_cast<int>(num_seqs) - 1;
-  while (lo < hi) {  // last s with token_starts[s] <= t
-    const int mid = (lo + hi + 1) / 2;
-    if (token_starts[mid] <= t) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
+  return last_start_at_most(token_starts, num_seqs, t);
 }
 
 __global__ void write_kv_kernel(PagedKvArgs kv, const bf16* k, const bf16* v, const int32_t* positions,
@@ -36,13 +32,11 @@ __global__ void write_kv_kernel(PagedKvArgs kv, const bf16* k, const bf16* v, co
   const int64_t t = blockIdx.x;
   const int s = seq_of_token(kv.token_starts, kv.num_seqs, t);
   const int64_t slot = kv_slot(kv, s, positions[t]);
-  const int64_t n = kv.hk * kv.d;
-  bf16* kc = static_cast<bf16*>(kv.k_cache) + slot * n;
-  bf16* vc = static_cast<bf16*>(kv.v_cache) + slot * n;
-  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-    kc[c] = k[t * n + c];
-    vc[c] = v[t * n + c];
-  }
+  const int64_t nk = kv.hk * kv.d, nv = kv.hk * v_dim(kv);
+  bf16* kc = static_cast<bf16*>(kv.k_cache) + slot * nk;
+  bf16* vc = static_cast<bf16*>(kv.v_cache) + slot * nv;
+  for (int64_t c = threadIdx.x; c < nk; c += blockDim.x) kc[c] = k[t * nk + c];
+  for (int64_t c = threadIdx.x; c < nv; c += blockDim.x) vc[c] = v[t * nv + c];
 }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -77,25 +71,28 @@ struct AttnArgs {
   PagedKvArgs kv;
   const bf16* q;
   bf16* out;
-  float* part;  // [splits, T, hq, d + 1] (o..., lse) when splits > 1
+  float* part;  // [splits, T, hq, dv + 1] (o..., lse) when splits > 1
   int64_t tokens, hq;
   float scale_log2;
   int splits;
+  int64_t window;      // > 0: each query sees its last `window` positions only
+  const float* sinks;  // [hq] natural-log logits in every softmax's denominator, or null
 };
 
-// DP: head dim rounded up to 16 (the padding is zero in Q and K, and never written out).
-template <int DP>
+// DP / DPV: K's and V's head dims rounded up to 16 (the padding is zero in Q, K and V, and never
+// written out). They differ for latent attention (DeepSeek's key [k_pe | c], value c).
+template <int DP, int DPV>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
-  constexpr int LDS = DP + 8;  // bf16 elements per shared row (pad: fewer bank conflicts)
-  constexpr int KSTEPS = DP / 16, DTILES = DP / 8;
+  constexpr int LDS = DP + 8, LDSV = DPV + 8;  // bf16 elements per shared row (pad: fewer bank conflicts)
+  constexpr int KSTEPS = DP / 16, DTILES = DPV / 8;
   // Q passes through Ks on its way to registers (static shared memory stays under 48 KB).
   __shared__ __align__(16) bf16 Ks[kKeys * LDS];
-  __shared__ __align__(16) bf16 Vs[kKeys * LDS];
+  __shared__ __align__(16) bf16 Vs[kKeys * LDSV];
   bf16* Qs = Ks;
   static_assert(kRows == kKeys, "Q tile staged in the K buffer");
 
   const PagedKvArgs& kv = a.kv;
-  const int d = static_cast<int>(kv.d);
+  const int d = static_cast<int>(kv.d), dv = static_cast<int>(v_dim(kv));
   const int group = static_cast<int>(a.hq / kv.hk);
   const int64_t seq = blockIdx.y / kv.hk;
   const int kvh = static_cast<int>(blockIdx.y % kv.hk);
@@ -107,11 +104,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
   if (row0 >= n_new * group) return;  // this sequence has fewer rows than the grid allows
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
 
-  // Keys this block needs: up to the causal limit of its last query, then this split's share.
+  // Keys this block needs: from the window's start of its first query (0 without a window) up to
+  // the causal limit of its last query, then this split's share.
   const int64_t last_q = imin64(n_new - 1, (row0 + kRows - 1) / group);
   const int64_t kv_len = start + last_q + 1;
-  const int64_t chunk = ((kv_len + a.splits - 1) / a.splits + kKeys - 1) / kKeys * kKeys;
-  const int64_t key_begin = split * chunk, key_end = imin64(kv_len, key_begin + chunk);
+  const int64_t key_lo = a.window > 0 ? max(int64_t(0), start + row0 / group - a.window + 1) : 0;
+  const int64_t chunk = ((kv_len - key_lo + a.splits - 1) / a.splits + kKeys - 1) / kKeys * kKeys;
+  const int64_t key_begin = key_lo + split * chunk, key_end = imin64(kv_len, key_begin + chunk);
 
   // Q tile: row r -> (query qi = r / group, head kvh * group + r % group).
   for (int c = tid; c < kRows * (DP / 8); c += blockDim.x) {
@@ -134,12 +133,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
     qf[ks][2] = *reinterpret_cast<const uint32_t*>(&Qs[(wr + g) * LDS + ks * 16 + 2 * tq + 8]);
     qf[ks][3] = *reinterpret_cast<const uint32_t*>(&Qs[(wr + g + 8) * LDS + ks * 16 + 2 * tq + 8]);
   }
-  // Causal limit of this thread's two rows (-1: padding row, sees nothing).
-  int64_t limit[2];
+  // Causal limit of this thread's two rows (-1: padding row, sees nothing) and the window's start.
+  int64_t limit[2], lower[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t row = row0 + wr + g + 8 * h, qi = row / group;
     limit[h] = qi < n_new ? start + qi : -1;
+    lower[h] = a.window > 0 ? limit[h] - a.window + 1 : 0;
   }
 
   float o[DTILES][4];
@@ -149,17 +149,38 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
 
   for (int64_t kb = key_begin; kb < key_end; kb += kKeys) {
     __syncthreads();  // the previous tile is consumed
-    for (int c = tid; c < kKeys * (DP / 8); c += blockDim.x) {
-      const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
-      const int64_t pos = kb + r;
-      uint4 kvec = make_uint4(0, 0, 0, 0), vvec = make_uint4(0, 0, 0, 0);
-      if (pos < key_end && dc < d) {
-        const int64_t off = (kv_slot(kv, seq, pos) * kv.hk + kvh) * d + dc;
-        kvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.k_cache) + off);
-        vvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.v_cache) + off);
+    if constexpr (DP == DPV) {  // d == dv (launch_attention_dv): K and V rows share their slot lookup
+      for (int c = tid; c < kKeys * (DP / 8); c += blockDim.x) {
+        const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
+        const int64_t pos = kb + r;
+        uint4 kvec = make_uint4(0, 0, 0, 0), vvec = make_uint4(0, 0, 0, 0);
+        if (pos < key_end && dc < d) {
+          const int64_t off = (kv_slot(kv, seq, pos) * kv.hk + kvh) * d + dc;
+          kvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.k_cache) + off);
+          vvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.v_cache) + off);
+        }
+        *reinterpret_cast<uint4*>(&Ks[r * LDS + dc]) = kvec;
+        *reinterpret_cast<uint4*>(&Vs[r * LDSV + dc]) = vvec;
       }
-      *reinterpret_cast<uint4*>(&Ks[r * LDS + dc]) = kvec;
-      *reinterpret_cast<uint4*>(&Vs[r * LDS + dc]) = vvec;
+    } else {  // latent attention: V narrower than K
+      for (int c = tid; c < kKeys * (DP / 8); c += blockDim.x) {
+        const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
+        const int64_t pos = kb + r;
+        uint4 kvec = make_uint4(0, 0, 0, 0);
+        if (pos < key_end && dc < d)
+          kvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.k_cache) +
+                                                 (kv_slot(kv, seq, pos) * kv.hk + kvh) * d + dc);
+        *reinterpret_cast<uint4*>(&Ks[r * LDS + dc]) = kvec;
+      }
+      for (int c = tid; c < kKeys * (DPV / 8); c += blockDim.x) {
+        const int r = c / (DPV / 8), dc = (c % (DPV / 8)) * 8;
+        const int64_t pos = kb + r;
+        uint4 vvec = make_uint4(0, 0, 0, 0);
+        if (pos < key_end && dc < dv)
+          vvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.v_cache) +
+                                                 (kv_slot(kv, seq, pos) * kv.hk + kvh) * dv + dc);
+        *reinterpret_cast<uint4*>(&Vs[r * LDSV + dc]) = vvec;
+      }
     }
     __syncthreads();
 
@@ -195,7 +216,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
       for (int i = 0; i < 4; ++i) {
         const int h = i >> 1;
         const int64_t key = kb + nt * 8 + 2 * tq + (i & 1);
-        const bool ok = key < key_end && key <= limit[h];
+        const bool ok = key < key_end && key <= limit[h] && key >= lower[h];
         s[nt][i] = ok ? s[nt][i] * a.scale_log2 : -INFINITY;
         tile_max[h] = fmaxf(tile_max[h], s[nt][i]);
       }
@@ -234,7 +255,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
 #pragma unroll
       for (int dt = 0; dt < DTILES; dt += 2) {
         uint32_t b[4];
-        ldmatrix_x4_trans(b, &Vs[(j * 16 + (lane & 15)) * LDS + (dt + (lane >> 4)) * 8]);
+        ldmatrix_x4_trans(b, &Vs[(j * 16 + (lane & 15)) * LDSV + (dt + (lane >> 4)) * 8]);
         mma_bf16(o[dt], pa, b[0], b[1]);
         mma_bf16(o[dt + 1], pa, b[2], b[3]);
       }
@@ -252,33 +273,38 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
     const int64_t row = row0 + wr + g + 8 * h, qi = row / group;
     if (qi >= n_new) continue;
     const int64_t t = t0 + qi, head = kvh * group + row % group;
-    const float inv = l[h] > 0 ? 1.0f / l[h] : 0.0f;
+    // A sink joins the denominator once: here without splits, in the merge with them.
+    const float sink = a.sinks && a.splits == 1 && m[h] != -INFINITY
+                           ? exp2f(a.sinks[head] * 1.4426950408889634f - m[h]) : 0.0f;
+    const float inv = l[h] + sink > 0 ? 1.0f / (l[h] + sink) : 0.0f;
     if (a.splits == 1) {
-      bf16* dst = a.out + (t * a.hq + head) * d;
+      bf16* dst = a.out + (t * a.hq + head) * dv;
 #pragma unroll
       for (int dt = 0; dt < DTILES; ++dt) {
         const int col = dt * 8 + 2 * tq;
-        if (col < d) *reinterpret_cast<__nv_bfloat162*>(dst + col) =
+        if (col < dv) *reinterpret_cast<__nv_bfloat162*>(dst + col) =
             __floats2bfloat162_rn(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
       }
     } else {
-      float* dst = a.part + ((static_cast<int64_t>(split) * a.tokens + t) * a.hq + head) * (d + 1);
+      float* dst = a.part + ((static_cast<int64_t>(split) * a.tokens + t) * a.hq + head) * (dv + 1);
 #pragma unroll
       for (int dt = 0; dt < DTILES; ++dt) {
         const int col = dt * 8 + 2 * tq;
-        if (col < d) dst[col] = o[dt][2 * h] * inv, dst[col + 1] = o[dt][2 * h + 1] * inv;
+        if (col < dv) dst[col] = o[dt][2 * h] * inv, dst[col + 1] = o[dt][2 * h + 1] * inv;
       }
-      if (tq == 0) dst[d] = l[h] > 0 ? m[h] + log2f(l[h]) : -INFINITY;  // log2-sum-exp of the split
+      if (tq == 0) dst[dv] = l[h] > 0 ? m[h] + log2f(l[h]) : -INFINITY;  // log2-sum-exp of the split
     }
   }
 }
 
 // Merges split partials: one block per (token, head).
-__global__ void merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq, int d, int splits) {
+__global__ void merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq, int d, int splits,
+                                    const float* sinks) {
   const int64_t th = blockIdx.x;  // t * hq + head
   const int64_t stride = tokens * hq * (d + 1);
   float mx = -INFINITY;
   for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part[s * stride + th * (d + 1) + d]);
+  const float sink = sinks && mx != -INFINITY ? exp2f(sinks[th % hq] * 1.4426950408889634f - mx) : 0.0f;
   for (int c = threadIdx.x; c < d; c += blockDim.x) {
     float acc = 0, wsum = 0;
     for (int s = 0; s < splits; ++s) {
@@ -288,16 +314,27 @@ __global__ void merge_splits_kernel(const float* part, bf16* out, int64_t tokens
       acc += w * part[s * stride + th * (d + 1) + c];
       wsum += w;
     }
-    out[th * d + c] = to_bf(wsum > 0 ? acc / wsum : 0.0f);
+    out[th * d + c] = to_bf(wsum > 0 ? acc / (wsum + sink) : 0.0f);
   }
 }
 
-template <int DP>
+template <int DP, int DPV>
 void launch_attention(const AttnArgs& a, int64_t row_tiles, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(a.kv.num_seqs * a.kv.hk),
                   static_cast<unsigned>(a.splits));
-  attention_kernel<DP><<<grid, kWarps * 32, 0, s>>>(a);
+  attention_kernel<DP, DPV><<<grid, kWarps * 32, 0, s>>>(a);
   CUDA_CHECK_LAUNCH("attention");
+}
+
+// V's head dim is K's, or fits in half of K's padded size (latent attention's value is a part of
+// its key): two instantiations per K size.
+template <int DP>
+void launch_attention_dv(const AttnArgs& a, int64_t row_tiles, cudaStream_t s) {
+  if (v_dim(a.kv) == a.kv.d) return launch_attention<DP, DP>(a, row_tiles, s);
+  if constexpr (DP >= 32) {
+    if (v_dim(a.kv) <= DP / 2) return launch_attention<DP, DP / 2>(a, row_tiles, s);
+  }
+  LOOM_CHECK(false, "attention: V head dim ", v_dim(a.kv), " must equal K's (", a.kv.d, ") or be at most ", DP / 2);
 }
 
 }  // namespace
@@ -322,23 +359,25 @@ int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
 }
 
 void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
-               int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s) {
+               int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s, int64_t sliding_window,
+               const float* sinks) {
   if (tokens == 0) return;
-  LOOM_CHECK(kv.d % 8 == 0 && kv.d <= 128, "attention: head_dim ", kv.d, " must be a multiple of 8, at most 128");
+  LOOM_CHECK(kv.d % 8 == 0 && kv.d <= 128 && v_dim(kv) % 8 == 0 && v_dim(kv) <= kv.d, "attention: head dims ",
+             kv.d, " (K) and ", v_dim(kv), " (V) must be multiples of 8, V's at most K's, K's at most 128");
   LOOM_CHECK(hq % kv.hk == 0, "attention: ", hq, " query heads over ", kv.hk, " kv heads");
   LOOM_CHECK(num_splits == 1 || workspace, "attention: split keys need a workspace");
   const int64_t group = hq / kv.hk;
   const int64_t row_tiles = (max_new_tokens * group + kRows - 1) / kRows;
   AttnArgs a{kv, static_cast<const bf16*>(q), static_cast<bf16*>(out), workspace, tokens, hq,
-             scale * 1.4426950408889634f, num_splits};
+             scale * 1.4426950408889634f, num_splits, sliding_window, sinks};
   const int64_t dp = (kv.d + 15) / 16 * 16;
-  if (dp <= 16) launch_attention<16>(a, row_tiles, s);
-  else if (dp <= 32) launch_attention<32>(a, row_tiles, s);
-  else if (dp <= 64) launch_attention<64>(a, row_tiles, s);
-  else launch_attention<128>(a, row_tiles, s);
+  if (dp <= 16) launch_attention_dv<16>(a, row_tiles, s);
+  else if (dp <= 32) launch_attention_dv<32>(a, row_tiles, s);
+  else if (dp <= 64) launch_attention_dv<64>(a, row_tiles, s);
+  else launch_attention_dv<128>(a, row_tiles, s);
   if (num_splits > 1) {
     merge_splits_kernel<<<static_cast<unsigned>(tokens * hq), 128, 0, s>>>(workspace, static_cast<bf16*>(out), tokens,
-                                                                         hq, static_cast<int>(kv.d), num_splits);
+                                                                         hq, static_cast<int>(v_dim(kv)), num_splits, sinks);
     CUDA_CHECK_LAUNCH("attention merge");
   }
 }

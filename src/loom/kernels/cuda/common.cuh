@@ -35,6 +35,18 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(v);
 }
 
+// The last index i in [0, n) with starts[i] <= t (starts ascending, starts[0] <= t): which
+// sequence holds token t, or which expert's rows hold row t.
+__device__ __forceinline__ int last_start_at_most(const int32_t* starts, int64_t n, int64_t t) {
+  int lo = 0, hi = static_cast<int>(n) - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (starts[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 1 ? 1 : (b > 1048576 ? 1048576 : b));

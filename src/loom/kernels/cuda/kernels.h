@@ -73,9 +73,11 @@ void dummy_fill(void* out, FillType type, int64_t n, int64_t run, int64_t src_st
                 bool norm, float scale, cudaStream_t s);
 
 // ---- moe.cu ----
-// Softmax over logits [t, e] (bf16) in f32, top-k (ties: lower id), optional renormalisation.
+// Softmax over logits [t, e] (bf16) in f32, top-k (ties: lower id), optional renormalisation,
+// then weights times `scale`. groups > 1 (at most 32): the top k among the experts of the
+// topk_group groups (of e / groups consecutive experts) whose best probability is highest.
 void route_topk(const void* logits, int64_t t, int64_t e, int64_t k, bool renormalize, float* weights,
-                int32_t* ids, cudaStream_t s);
+                int32_t* ids, cudaStream_t s, int64_t groups = 1, int64_t topk_group = 1, float scale = 1.0f);
 
 // The token order of the grouped expert GEMMs, built on the device (capturable). Routed slots
 // i = token * k + j whose expert is local are sorted by expert: expert e's rows are
@@ -106,6 +108,19 @@ void moe_grouped_gemm(const void* a, const int32_t* a_rows, const void* b, int64
 void moe_combine(const void* y, const int32_t* slot_pos, int64_t t, int64_t k, int64_t h, void* out,
                  cudaStream_t s);
 
+// ---- biased.cu ----
+// y[m, n] += bias[n].
+void add_bias(void* y, const void* bias, int64_t m, int64_t n, cudaStream_t s);
+// Experts with biases (gpt-oss), on a plan's expert-sorted rows (rows at or past offsets[experts]
+// are left alone): act[r] = activation(gate_up[r] + gate_up_bias[e(r)]) with e(r) the local expert
+// whose rows hold r; limit > 0 is the clamped SwiGLU (up + 1)·g·σ(alpha·g), g = min(gate, limit),
+// up in [-limit, limit]; else silu(gate)·up. gate_up_bias may be null.
+void moe_bias_activation(const void* gate_up, const void* gate_up_bias, const int32_t* offsets, int64_t experts,
+                         int64_t rows, int64_t inter, float alpha, float limit, void* act, cudaStream_t s);
+// y[r] += row_scale[r] · bias[e(r)] (the down projection's bias, weighted like its output).
+void moe_add_expert_bias(void* y, const void* bias, const float* row_scale, const int32_t* offsets, int64_t experts,
+                         int64_t rows, int64_t h, cudaStream_t s);
+
 // ---- gemv.cu ----
 // Decode-sized products (at most kDecodeMaxRows rows): weight-streaming GEMV kernels. A row's
 // result is independent of how many rows share the launch. Keep kDecodeMaxRows a CUDA-graph
@@ -135,16 +150,21 @@ struct PagedKvArgs {
   const int32_t* token_starts;  // [S + 1]
   const int32_t* start_pos;     // [S]
   int64_t num_seqs, max_pages, page_size, hk, d;
+  int64_t dv = 0;  // V's head dim when it differs from K's (latent attention); 0: d
 };
-// Writes k/v [T, hk, d] of the step at `positions` into the cache.
+// Writes k [T, hk, d] and v [T, hk, v_dim] of the step at `positions` into the cache.
 void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t* positions, int64_t tokens,
               cudaStream_t s);
 // Causal attention of q [T, hq, d] over each sequence's cache (flash-style, online softmax,
-// mma.sync tensor cores), out [T, hq, d]. max_new_tokens bounds any sequence's new tokens.
-// With num_splits > 1 the keys are split across blocks and partials (workspace: f32
-// [num_splits, T, hq, d + 1]) combined after; see attention_splits().
+// mma.sync tensor cores), out [T, hq, v_dim]; d at most 128, v_dim = d or at most half of d
+// rounded up to 16 (32, 64). max_new_tokens bounds any
+// sequence's new tokens. With num_splits > 1 the keys are split across blocks and partials
+// (workspace: f32 [num_splits, T, hq, v_dim + 1]) combined after; see attention_splits(). sliding_window > 0 limits
+// each query to its last sliding_window positions; sinks (device f32 [hq], or null) add
+// exp(sinks[head]) to each softmax's denominator (gpt-oss).
 void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
-               int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s);
+               int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s, int64_t sliding_window = 0,
+               const float* sinks = nullptr);
 // Split count for a step: enough blocks to fill the GPU when there are few sequences (decode).
 int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only);
 

@@ -11,10 +11,12 @@ namespace loom::kernels::cuda {
 namespace {
 
 // ---------------- router ----------------
-// One warp per token; probabilities staged in shared memory, top-k by repeated arg-max.
+// One warp per token; probabilities staged in shared memory, top-k by repeated arg-max. With
+// groups > 1 (DeepSeek), only the experts of the topk_group groups with the highest best
+// probability compete (lane g holds group g's best; groups <= 32).
 constexpr int kRouteWarps = 4;
 __global__ void route_topk_kernel(const bf16* logits, int64_t t, int e, int k, bool renormalize, float* weights,
-                                  int32_t* ids) {
+                                  int32_t* ids, int groups, int topk_group, float scale) {
   extern __shared__ float probs_all[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t tok = blockIdx.x * int64_t(kRouteWarps) + warp;
@@ -33,6 +35,33 @@ __global__ void route_topk_kernel(const bf16* logits, int64_t t, int e, int k, b
   }
   sum = warp_sum(sum);
   __syncwarp();
+  if (groups > 1) {
+    const int size = e / groups;
+    float best = -1.0f;  // lane g: group g's best probability
+    for (int g = 0; g < groups; ++g) {
+      float m = -1.0f;
+      for (int i = g * size + lane; i < (g + 1) * size; i += 32) m = fmaxf(m, p[i]);
+      m = warp_max(m);
+      if (lane == g) best = m;
+    }
+    bool kept = false;
+    for (int j = 0; j < topk_group; ++j) {  // arg-max over lanes, lowest group on ties
+      float bv = best;
+      int bg = lane < groups ? lane : 0x7fffffff;
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int og = __shfl_xor_sync(0xffffffffu, bg, o);
+        if (ov > bv || (ov == bv && og < bg)) bv = ov, bg = og;
+      }
+      if (lane == bg) kept = true, best = -2.0f;
+    }
+    for (int g = 0; g < groups; ++g) {
+      const bool keep = __shfl_sync(0xffffffffu, kept, g);
+      if (!keep)
+        for (int i = g * size + lane; i < (g + 1) * size; i += 32) p[i] = -3.0f;  // out of the race
+    }
+    __syncwarp();
+  }
   float picked_sum = 0;
   for (int j = 0; j < k; ++j) {
     float bv = -1.0f;
@@ -53,7 +82,7 @@ __global__ void route_topk_kernel(const bf16* logits, int64_t t, int e, int k, b
     }
     __syncwarp();
   }
-  if (renormalize && lane < k) weights[tok * k + lane] /= picked_sum;
+  if (lane < k) weights[tok * k + lane] = (renormalize ? weights[tok * k + lane] / picked_sum : weights[tok * k + lane]) * scale;
   // (lane < k reads the value lane 0 wrote before the last __syncwarp; k <= 32 is checked on the host)
 }
 
@@ -284,12 +313,17 @@ __global__ void moe_combine_kernel(const bf16* y, const int32_t* slot_pos, int k
 }  // namespace
 
 void route_topk(const void* logits, int64_t t, int64_t e, int64_t k, bool renormalize, float* weights,
-                int32_t* ids, cudaStream_t s) {
+                int32_t* ids, cudaStream_t s, int64_t groups, int64_t topk_group, float scale) {
   LOOM_CHECK(k >= 1 && k <= e && k <= 32, "route_topk: top-", k, " of ", e, " experts (at most 32)");
+  LOOM_CHECK(groups >= 1 && groups <= 32 && e % groups == 0 && topk_group >= 1 && topk_group <= groups &&
+                 k <= topk_group * (e / groups),
+             "route_topk: top-", k, " of ", e, " experts in the best ", topk_group, " of ", groups,
+             " groups (at most 32 groups)");
   if (t == 0) return;
   const unsigned blocks = static_cast<unsigned>((t + kRouteWarps - 1) / kRouteWarps);
   route_topk_kernel<<<blocks, 32 * kRouteWarps, kRouteWarps * e * sizeof(float), s>>>(
-      static_cast<const bf16*>(logits), t, static_cast<int>(e), static_cast<int>(k), renormalize, weights, ids);
+      static_cast<const bf16*>(logits), t, static_cast<int>(e), static_cast<int>(k), renormalize, weights, ids,
+      static_cast<int>(groups), static_cast<int>(topk_group), scale);
   CUDA_CHECK_LAUNCH("route_topk");
 }
 
