@@ -15,6 +15,7 @@
 #include "loom/cli/parallel_flags.h"
 #include "loom/cli/tokenizer_flags.h"
 #include "loom/engine/engine.h"
+#include "loom/engine/heap.h"
 #include "loom/server/http_server.h"
 
 namespace loom::cli {
@@ -36,6 +37,7 @@ std::string default_model_name(const std::string& model_path) {
 }  // namespace
 
 int cmd_serve(Args& args) {
+  engine::bound_heap_fragmentation();  // a server's RSS must not creep up (engine/heap.h)
   runtime::RunnerOptions runner_options = parse_runner_flags(args);
   LOOM_CHECK_ARG(!parse_parallel_run_flags(args, runner_options),
                  "--report-comm is for loom logits/generate (the server keeps no per-request counts)");

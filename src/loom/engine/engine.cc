@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "loom/engine/heap.h"
 #include "loom/engine/validate.h"
 
 namespace loom::engine {
@@ -82,15 +83,26 @@ void Engine::shutdown(std::chrono::milliseconds grace) {
 }
 
 void Engine::loop() {
+  bool worked = false;  // since the heap was last released
   while (true) {
     std::vector<std::pair<uint64_t, Request>> inbox;
     std::vector<uint64_t> aborts;
     bool abort_all = false;
     {
       std::unique_lock<std::mutex> g(mu_);
-      wake_.wait(g, [this] {
+      const auto has_work = [this] {
         return stop_ || !inbox_.empty() || !aborts_.empty() || abort_everything_ || !scheduler_->idle();
-      });
+      };
+      const auto linger = options_.release_heap_after_idle;
+      if (worked && linger.count() > 0 && !wake_.wait_for(g, linger, has_work)) {
+        worked = false;  // idle for `linger`: what the steps freed goes back to the system
+        g.unlock();
+        release_free_heap();
+        std::lock_guard<std::mutex> relock(mu_);
+        ++stats_.heap_releases;
+        continue;
+      }
+      wake_.wait(g, has_work);
       inbox.swap(inbox_);
       aborts.swap(aborts_);
       abort_all = abort_everything_;
@@ -102,9 +114,12 @@ void Engine::loop() {
     for (uint64_t id : aborts) scheduler_->abort(id);
     if (abort_all) scheduler_->abort_all();
     if (!scheduler_->idle()) scheduler_->step();
+    worked = true;
 
     std::lock_guard<std::mutex> g(mu_);
+    const uint64_t heap_releases = stats_.heap_releases;  // the engine's count, not the scheduler's
     stats_ = scheduler_->stats();
+    stats_.heap_releases = heap_releases;
     queued_ = static_cast<int64_t>(scheduler_->num_waiting());
     if (scheduler_->idle() && inbox_.empty()) {
       leak_report_ = scheduler_->idle_leak_report();

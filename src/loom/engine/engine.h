@@ -23,6 +23,9 @@ namespace loom::engine {
 struct EngineOptions {
   SchedulerOptions scheduler;
   int64_t max_queue = 1024;  // waiting requests beyond this are refused (QueueFull)
+  // Once idle this long after work, the engine gives the heap's free pages back (engine/heap.h);
+  // 0 never does.
+  std::chrono::milliseconds release_heap_after_idle{1000};
 };
 
 class Engine {

@@ -50,6 +50,8 @@ std::string render_metrics(const engine::EngineStats& s, const std::string& mode
   w.metric("loom_kv_pages_total", "gauge", "Usable KV pages in the pool.", s.kv_pages_total);
   w.metric("loom_kv_pages_free", "gauge", "KV pages free in the pool.", s.kv_pages_free);
   w.metric("loom_kv_pages_cached", "gauge", "KV pages held by the prefix cache.", s.kv_pages_cached);
+  // At idle none is locked and free + cached = total; anything else is a leak (the soak reads this).
+  w.metric("loom_kv_pages_locked", "gauge", "Prefix-cache pages in use by running requests.", s.kv_pages_locked);
   w.metric("loom_kv_page_size", "gauge", "Tokens per KV page.", s.page_size);
   const double used = s.kv_pages_total > 0
                           ? static_cast<double>(s.kv_pages_total - s.kv_pages_free) / static_cast<double>(s.kv_pages_total)
@@ -68,6 +70,8 @@ std::string render_metrics(const engine::EngineStats& s, const std::string& mode
            s.prefix_cache_hit_tokens);
   w.metric("loom_retractions_total", "counter", "Requests retracted to free KV pages.", s.retractions);
   w.metric("loom_engine_steps_total", "counter", "Forward steps run.", s.steps);
+  w.metric("loom_heap_releases_total", "counter", "Times the idle engine gave the heap's free pages back.",
+           s.heap_releases);
   w.histogram("loom_time_to_first_token_seconds", "Time from submission to the first token.", s.ttft);
   w.histogram("loom_inter_token_latency_seconds", "Time between consecutive tokens of a request.", s.inter_token);
 
