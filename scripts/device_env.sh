@@ -22,6 +22,10 @@ fi
 if [ -f .third_party.tar.gz ] && { [ ! -d third_party/flashinfer ] || [ ! -d third_party/xgrammar ]; }; then
   mkdir -p third_party && tar xzf .third_party.tar.gz -C third_party
 fi
+# Where a device script writes what comes back ($OUT on the device tool), and the benchmark model.
+LOGS=${OUT:-/tmp/loom-device}
+mkdir -p "$LOGS"
+MODEL=bench/models/qwen3-30b-a3b
 libdirs="$LOOM_DEBROOT/usr/lib:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu/openblas-pthread"
 export LD_LIBRARY_PATH="$libdirs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export LOOM_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$LOOM_DEBROOT/usr -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdirs -DCMAKE_CXX_FLAGS=-idirafter$LOOM_DEBROOT/usr/include -DCMAKE_CUDA_ARCHITECTURES=90a-real;80-virtual -DLOOM_HEAVY_JOBS=4"

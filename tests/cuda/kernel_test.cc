@@ -67,8 +67,9 @@ TEST(CudaKernels, RmsNormWithAndWithoutResidual) {
 TEST(CudaKernels, QkNormRopeAtRandomPositions) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(3);
+  // Fewer than 128 tokens split each token's heads over blocks of 8; 130 keeps a block per token.
   for (auto [tokens, hq, hk, d, rot] : {std::tuple{1, 4, 2, 8, 8}, {5, 8, 1, 24, 24}, {37, 4, 4, 128, 128},
-                                        {9, 6, 3, 32, 16}}) {
+                                        {9, 6, 3, 32, 16}, {1, 32, 4, 128, 128}, {130, 12, 2, 64, 64}}) {
     Tensor q = rand_host({tokens, hq, d}, 2.0f, rng), k = rand_host({tokens, hk, d}, 2.0f, rng);
     const Tensor qn = rand_host({d}, 1.0f, rng), kn = rand_host({d}, 1.0f, rng);
     std::vector<float> inv(rot / 2);
@@ -141,6 +142,53 @@ TEST(CudaKernels, GemvMatchesTheCpuReference) {
       EXPECT_LT(rel_error(host_values(y), ops::linear(x, w).to_float_vector()), kBf16Kernel)
           << "ops::linear m " << m << " n " << n << " k " << k;
     }
+}
+
+// q, k and v of a decode step in one launch (ops::linears): weights of different heights, with
+// and without biases, against the CPU; 16 rows fall back to one product per weight.
+TEST(CudaKernels, SeveralGemvsInOneLaunchMatchTheCpuReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(16);
+  for (int m : {1, 3, 8, 16}) {
+    const int k = 1000;
+    const Tensor x = rand_host({m, k}, 1.0f, rng);
+    const std::vector<Tensor> w = {rand_host({512, k}, 0.1f, rng), rand_host({64, k}, 0.1f, rng),
+                                   rand_host({77, k}, 0.1f, rng)};
+    const Tensor b0 = rand_host({512}, 1.0f, rng), b2 = rand_host({77}, 1.0f, rng);
+    const std::vector<Tensor> ref = ops::linears(x, {&w[0], &w[1], &w[2]}, {&b0, nullptr, &b2});
+    const Tensor xg = to_gpu_bf16(x), b0g = to_gpu_bf16(b0), b2g = to_gpu_bf16(b2);
+    const std::vector<Tensor> wg = {to_gpu_bf16(w[0]), to_gpu_bf16(w[1]), to_gpu_bf16(w[2])};
+    const std::vector<Tensor> got = ops::linears(xg, {&wg[0], &wg[1], &wg[2]}, {&b0g, nullptr, &b2g});
+    ASSERT_EQ(got.size(), 3u);
+    for (int j = 0; j < 3; ++j) {
+      EXPECT_EQ(got[j].shape(), ref[j].shape()) << "m " << m << " weight " << j;
+      EXPECT_LT(rel_error(host_values(got[j]), ref[j].to_float_vector()), kBf16Kernel) << "m " << m << " weight " << j;
+    }
+    // Without biases each output equals its own GEMV exactly (same kernel, same order).
+    const std::vector<Tensor> plain = ops::linears(xg, {&wg[0], &wg[1], &wg[2]});
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(host_values(plain[j]), host_values(ops::linear(xg, wg[j]))) << "m " << m;
+  }
+}
+
+// The router GEMV and its top-k in one launch equal the two-launch path exactly (same logits,
+// same experts, same weights), at every decode row count and at the fallback size.
+TEST(CudaKernels, FusedRouterEqualsRouterThenTopk) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(17);
+  for (auto [m, e, h, k, renorm] : {std::tuple{1, 128, 2048, 8, true}, {3, 60, 1000, 4, false}, {8, 8, 64, 2, true},
+                                    {12, 128, 256, 8, true}}) {
+    const Tensor x = to_gpu_bf16(rand_host({m, h}, 1.0f, rng)), w = to_gpu_bf16(rand_host({e, h}, 0.1f, rng));
+    Tensor logits;
+    const ops::Routing fused = ops::linear_route_topk_softmax(x, w, k, renorm, &logits);
+    const Tensor two_step = ops::linear(x, w);
+    const ops::Routing ref = ops::route_topk_softmax(two_step, k, renorm);
+    EXPECT_EQ(host_values(logits), host_values(two_step)) << "m " << m << " E " << e;
+    EXPECT_EQ(host_values(fused.ids), host_values(ref.ids)) << "m " << m << " E " << e;
+    EXPECT_EQ(host_values(fused.weights), host_values(ref.weights)) << "m " << m << " E " << e;
+    // Twice in a row: the completion counter was left at zero.
+    const ops::Routing again = ops::linear_route_topk_softmax(x, w, k, renorm);
+    EXPECT_EQ(host_values(again.ids), host_values(ref.ids));
+  }
 }
 
 // A row's GEMV result must not depend on the rows beside it (a padded graph bucket vs eager).
@@ -352,6 +400,7 @@ struct PagedCase {
   int window = 0;      // sliding window (0: none)
   bool sinks = false;  // gpt-oss's per-head sink logits
   int dv = 0;          // V's head dim when narrower than K's (latent attention); 0: d
+  bool kernel_writes_kv = false;  // decode: the attention kernel stores the step's K/V itself
 };
 
 void run_attention_case(const PagedCase& pc, std::mt19937& rng) {
@@ -396,17 +445,19 @@ void run_attention_case(const PagedCase& pc, std::mt19937& rng) {
                      gctx.token_starts.data<int32_t>(), gctx.start_pos.data<int32_t>(), gctx.num_seqs,
                      gctx.max_pages, pc.page_size, pc.hk, pc.d, dv};
   const Tensor kg = to_gpu_bf16(k), vg = to_gpu_bf16(v), qg = to_gpu_bf16(q);
-  kc::write_kv(kv, kg.data_ptr(), vg.data_ptr(), gctx.positions.data<int32_t>(), tokens, stream());
+  if (!pc.kernel_writes_kv)
+    kc::write_kv(kv, kg.data_ptr(), vg.data_ptr(), gctx.positions.data<int32_t>(), tokens, stream());
   int64_t max_new = 0;
   for (auto [start, n] : pc.seqs) max_new = std::max<int64_t>(max_new, n);
   const int splits = kc::attention_splits(gctx.num_seqs, pc.hk, gctx.decode_only);
   Tensor work = poisoned({std::max(splits, 1), tokens, pc.hq, dv + 1}, DType::f32);
   Tensor out = poisoned({tokens, pc.hq, dv}, DType::bf16);
   kc::attention(kv, qg.data_ptr(), out.data_ptr(), tokens, pc.hq, params.scale, max_new, splits, work.data<float>(),
-                stream(), pc.window, pc.sinks ? sinks_gpu.data<float>() : nullptr);
+                stream(), pc.window, pc.sinks ? sinks_gpu.data<float>() : nullptr,
+                pc.kernel_writes_kv ? kg.data_ptr() : nullptr, pc.kernel_writes_kv ? vg.data_ptr() : nullptr);
   EXPECT_LT(rel_error(host_values(out), ref.to_float_vector()), kBf16Kernel)
       << "hq " << pc.hq << " hk " << pc.hk << " d " << pc.d << " splits " << splits << " window " << pc.window
-      << " sinks " << pc.sinks << " dv " << dv;
+      << " sinks " << pc.sinks << " dv " << dv << " kernel writes KV " << pc.kernel_writes_kv;
   EXPECT_LT(rel_error(host_values(gpu_kv.k[0]), cpu_kv.k[0].to_float_vector()), 1e-6) << "K cache written";
   EXPECT_LT(rel_error(host_values(gpu_kv.v[0]), cpu_kv.v[0].to_float_vector()), 1e-6) << "V cache written";
 }
@@ -426,9 +477,12 @@ TEST(CudaKernels, DecodeAttentionSplitsLongContexts) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(9);
   const std::vector<std::pair<int, int>> seqs = {{0, 1}, {300, 1}, {1000, 1}, {63, 1}};
-  for (auto [hq, hk, d] : {std::tuple{4, 2, 8}, {8, 1, 24}, {32, 4, 128}, {4, 4, 16}})
-    run_attention_case({seqs, hq, hk, d, 16}, rng);
-  run_attention_case({{{2047, 1}}, 16, 2, 128, 16}, rng);
+  for (bool kernel_writes_kv : {false, true}) {
+    for (auto [hq, hk, d] : {std::tuple{4, 2, 8}, {8, 1, 24}, {32, 4, 128}, {4, 4, 16}})
+      run_attention_case({seqs, hq, hk, d, 16, 0, false, 0, kernel_writes_kv}, rng);
+    run_attention_case({{{2047, 1}}, 16, 2, 128, 16, 0, false, 0, kernel_writes_kv}, rng);
+    run_attention_case({{{5, 1}}, 32, 4, 128, 16, 0, false, 0, kernel_writes_kv}, rng);  // key 5 is a new one
+  }
 }
 
 // gpt-oss's attention: sliding windows shorter and longer than a key tile, sinks, both together;
@@ -441,7 +495,7 @@ TEST(CudaKernels, AttentionWithSlidingWindowAndSinks) {
   for (const auto& seqs : {prefill, decode})
     for (auto [window, sinks] : {std::pair{8, false}, {0, true}, {8, true}, {100, true}, {1, false}})
       for (auto [hq, hk, d] : {std::tuple{4, 2, 16}, {8, 1, 64}})
-        run_attention_case({seqs, hq, hk, d, 16, window, sinks}, rng);
+        run_attention_case({seqs, hq, hk, d, 16, window, sinks, 0, seqs == decode}, rng);
 }
 
 // Latent attention's shapes (DeepSeek's absorbed MLA: every head over one K/V head, V the latent
@@ -453,7 +507,7 @@ TEST(CudaKernels, AttentionWithNarrowerValues) {
   const std::vector<std::pair<int, int>> decode = {{0, 1}, {300, 1}, {1000, 1}};
   for (const auto& seqs : {prefill, decode})
     for (auto [hq, d, dv] : {std::tuple{4, 40, 32}, {16, 128, 64}, {8, 72, 64}, {4, 64, 16}})
-      run_attention_case({seqs, hq, 1, d, 16, 0, false, dv}, rng);
+      run_attention_case({seqs, hq, 1, d, 16, 0, false, dv, seqs == decode}, rng);
 }
 
 TEST(CudaKernels, GreedySelectionIsArgmaxWithLowestIdOnTies) {

@@ -54,9 +54,11 @@ Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rop
   const int64_t t = x.size(0), d = shape_.head_dim;
   if (t == 0) return x;  // an idle attention-DP replica (its whole ATTN_TP group is idle with it)
   const auto bias = [](const Tensor& b) { return b.defined() ? &b : nullptr; };
-  Tensor q = ops::linear(x, q_proj_, bias(q_bias_)).view({t, -1, d});
-  Tensor k = ops::linear(x, k_proj_, bias(k_bias_)).view({t, -1, d});
-  Tensor v = ops::linear(x, v_proj_, bias(v_bias_)).view({t, -1, d});
+  std::vector<Tensor> qkv =
+      ops::linears(x, {&q_proj_, &k_proj_, &v_proj_}, {bias(q_bias_), bias(k_bias_), bias(v_bias_)});
+  Tensor q = qkv[0].view({t, -1, d});
+  Tensor k = qkv[1].view({t, -1, d});
+  Tensor v = qkv[2].view({t, -1, d});
   ops::qk_norm_rope(q, k, shape_.qk_norm ? &q_norm_ : nullptr, shape_.qk_norm ? &k_norm_ : nullptr,
                     shape_.rms_norm_eps, rope, ctx);
   if (ctx.cp_split) write_cp_kv(k, v, layer, ctx, *ps_);

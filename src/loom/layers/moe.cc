@@ -117,6 +117,13 @@ Tensor ParallelMoe::route(const Tensor& x) const {
 }
 
 ops::Routing ParallelMoe::select(const Tensor& x) const {
+  if (shape_.groups == 0 && !router_bias_.defined()) {  // the router and its top-k: one launch at decode
+    Tensor logits;
+    ops::Routing r = ops::linear_route_topk_softmax(x, router_, shape_.top_k, shape_.norm_topk_prob,
+                                                    g_router_observer ? &logits : nullptr);
+    if (g_router_observer) g_router_observer(logits);
+    return r;
+  }
   if (shape_.groups == 0) return ops::route_topk_softmax(route(x), shape_.top_k, shape_.norm_topk_prob);
   return ops::route_grouped_topk_softmax(
       route(x), {shape_.top_k, shape_.groups, shape_.topk_group, shape_.norm_topk_prob, shape_.routed_scale});

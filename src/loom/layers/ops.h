@@ -3,6 +3,7 @@
 // ops_cuda.cc. Outputs are new tensors on the inputs' device unless an argument says "in place".
 #pragma once
 #include <optional>
+#include <vector>
 
 #include "loom/layers/forward_context.h"
 #include "loom/tensor/tensor.h"
@@ -14,6 +15,11 @@ Tensor embedding(const Tensor& table, const Tensor& ids);
 
 // x [T, K] · w[N, K]ᵀ (+ bias [N]) -> [T, N]
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
+
+// x · w_jᵀ (+ biases[j]) for each weight: one launch on CUDA at decode sizes (a step's q, k and v).
+// biases: empty, or one per weight (null: none).
+std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& weights,
+                            const std::vector<const Tensor*>& biases = {});
 
 // RMSNorm over the last dim -> new tensor.
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
@@ -56,6 +62,10 @@ struct Routing {
   Tensor ids;
 };
 Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormalize);
+// route_topk_softmax(linear(x, w), k, renormalize), in one launch on CUDA at decode sizes; the
+// router logits are left in *logits when it is given.
+Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, bool renormalize,
+                                  Tensor* logits = nullptr);
 
 // DeepSeek's router: softmax over expert logits [T, E], then the top k of the experts in the best
 // `topk_group` of `groups` equal expert groups (kernels/cpu grouped_topk; groups 1: plain top-k);

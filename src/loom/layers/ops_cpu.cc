@@ -51,6 +51,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   return y;
 }
 
+std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& weights,
+                            const std::vector<const Tensor*>& biases) {
+  LOOM_CHECK(biases.empty() || biases.size() == weights.size(), "linears: ", biases.size(), " biases for ",
+             weights.size(), " weights");
+  if (x.device().is_cuda()) return cuda::linears(x, weights, biases);
+  std::vector<Tensor> out;
+  for (size_t j = 0; j < weights.size(); ++j) out.push_back(linear(x, *weights[j], biases.empty() ? nullptr : biases[j]));
+  return out;
+}
+
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
   if (x.device().is_cuda()) return cuda::rms_norm(x, w, eps);
   Tensor xc = host_f32(x, "rms_norm");
@@ -117,6 +127,13 @@ Tensor silu_and_mul(const Tensor& gate_up) {
   Tensor out = Tensor::empty({m, inter}, DType::f32);
   k::silu_and_mul(g.data<float>(), out.data<float>(), m, inter);
   return out;
+}
+
+Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, bool renormalize, Tensor* logits) {
+  if (x.device().is_cuda()) return cuda::linear_route_topk_softmax(x, w, k, renormalize, logits);
+  Tensor l = linear(x, w);
+  if (logits) *logits = l;
+  return route_topk_softmax(l, k, renormalize);
 }
 
 Routing route_topk_softmax(const Tensor& router_logits, int64_t topk, bool renormalize) {

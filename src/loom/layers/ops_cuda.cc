@@ -139,6 +139,43 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   return y;
 }
 
+std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& weights,
+                            const std::vector<const Tensor*>& biases) {
+  const auto bias = [&](size_t j) { return biases.empty() ? nullptr : biases[j]; };
+  std::vector<Tensor> out;
+  check_bf16(x, "linears", "input");
+  const int64_t k = x.size(-1), m = x.numel() / k;
+  bool one_launch = m > 0 && weights.size() <= static_cast<size_t>(kc::kMaxGemvTargets);
+  for (const Tensor* w : weights) {
+    check_bf16(*w, "linears", "weight");
+    one_launch = one_launch && w->size(1) == k && kc::gemv_applies(m, k, x.data_ptr(), w->data_ptr());
+  }
+  if (!one_launch) {
+    for (size_t j = 0; j < weights.size(); ++j) out.push_back(linear(x, *weights[j], bias(j)));
+    return out;
+  }
+  std::vector<kc::GemvTarget> targets;
+  for (const Tensor* w : weights) {
+    Shape shape = x.shape();
+    shape.back() = w->size(0);
+    out.push_back(Tensor::empty(shape, DType::bf16, x.device()));
+    targets.push_back({w->data_ptr(), out.back().data_ptr(), w->size(0)});
+  }
+  cudaStream_t s = stream_for(x);
+  {
+    OpScope scope("linears (one GEMV)", x);
+    kc::gemv_multi(x.data_ptr(), targets.data(), static_cast<int>(targets.size()), m, k, s);
+  }
+  for (size_t j = 0; j < weights.size(); ++j)
+    if (const Tensor* b = bias(j)) {
+      check_bf16(*b, "linears", "bias");
+      LOOM_CHECK(b->numel() == weights[j]->size(0), "linears: bias ", b->str(), " for weight ", weights[j]->str());
+      OpScope scope("bias add", x);
+      kc::add_bias(out[j].data_ptr(), b->data_ptr(), m, weights[j]->size(0), s);
+    }
+  return out;
+}
+
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
   OpScope scope("rms_norm", x);
   check_bf16(x, "rms_norm", "input");
@@ -233,7 +270,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
                      ctx.token_starts.data<int32_t>(), ctx.start_pos.data<int32_t>(), ctx.num_seqs,
                      ctx.max_pages, ctx.page_size, hk, d, dv};
   cudaStream_t s = stream_for(q);
-  {
+  // A decode step's K/V are stored by the attention kernel itself (one launch fewer per layer).
+  const bool kernel_writes_kv = ctx.decode_only && !ctx.cp_split;
+  if (!kernel_writes_kv) {
     OpScope scope("write_kv", q);
     kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, s);
   }
@@ -271,7 +310,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   OpScope scope(ctx.decode_only ? "attention (decode, split keys)" : "attention (prefill)", q);
   kc::attention(kv, q.data_ptr(), out.data_ptr(), tokens, hq, params.scale, max_new, splits,
                 splits > 1 ? workspace.data<float>() : nullptr, s, params.sliding_window,
-                params.sinks ? params.sinks->data<float>() : nullptr);
+                params.sinks ? params.sinks->data<float>() : nullptr, kernel_writes_kv ? k.data_ptr() : nullptr,
+                kernel_writes_kv ? v.data_ptr() : nullptr);
   return out;
 }
 
@@ -293,6 +333,24 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormal
             Tensor::empty({t, k}, DType::i32, router_logits.device())};
   kc::route_topk(router_logits.data_ptr(), t, e, k, renormalize, r.weights.data<float>(), r.ids.data<int32_t>(),
                  stream_for(router_logits));
+  return r;
+}
+
+Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, bool renormalize, Tensor* logits) {
+  check_bf16(x, "linear_route_topk_softmax", "input");
+  check_bf16(w, "linear_route_topk_softmax", "router weight");
+  const int64_t hidden = w.size(1), e = w.size(0), t = x.numel() / std::max<int64_t>(hidden, 1);
+  if (!(x.size(-1) == hidden && kc::router_topk_applies(t, hidden, e, k, x.data_ptr(), w.data_ptr()))) {
+    Tensor l = linear(x, w, nullptr);
+    if (logits) *logits = l;
+    return route_topk_softmax(l, k, renormalize);
+  }
+  OpScope scope("router GEMV + top-k", x);
+  Tensor l = Tensor::empty({t, e}, DType::bf16, x.device());
+  Routing r{Tensor::empty({t, k}, DType::f32, x.device()), Tensor::empty({t, k}, DType::i32, x.device())};
+  kc::router_topk(x.data_ptr(), w.data_ptr(), l.data_ptr(), t, hidden, e, k, renormalize, r.weights.data<float>(),
+                  r.ids.data<int32_t>(), stream_for(x));
+  if (logits) *logits = l;
   return r;
 }
 

@@ -10,6 +10,8 @@ namespace loom::layers::ops::cuda {
 
 Tensor embedding(const Tensor& table, const Tensor& ids);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
+std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& weights,
+                            const std::vector<const Tensor*>& biases);
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
 Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps);
 void add_(Tensor& residual, const Tensor& x);
@@ -19,6 +21,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
                  const AttentionParams& params, const ForwardContext& ctx);
 Tensor silu_and_mul(const Tensor& gate_up);
 Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormalize);
+Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, bool renormalize, Tensor* logits);
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
                    const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options);
 Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTopk& g);

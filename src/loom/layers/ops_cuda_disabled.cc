@@ -11,6 +11,12 @@ namespace {
 
 Tensor embedding(const Tensor&, const Tensor&) { unavailable("embedding"); }
 Tensor linear(const Tensor&, const Tensor&, const Tensor*) { unavailable("linear"); }
+Routing linear_route_topk_softmax(const Tensor&, const Tensor&, int64_t, bool, Tensor*) {
+  unavailable("linear_route_topk_softmax");
+}
+std::vector<Tensor> linears(const Tensor&, const std::vector<const Tensor*>&, const std::vector<const Tensor*>&) {
+  unavailable("linears");
+}
 Tensor rms_norm(const Tensor&, const Tensor&, float) { unavailable("rms_norm"); }
 Tensor add_rms_norm(Tensor&, const Tensor&, const Tensor&, float) { unavailable("add_rms_norm"); }
 void add_(Tensor&, const Tensor&) { unavailable("add_"); }

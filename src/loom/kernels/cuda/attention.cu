@@ -77,7 +77,39 @@ struct AttnArgs {
   int splits;
   int64_t window;      // > 0: each query sees its last `window` positions only
   const float* sinks;  // [hq] natural-log logits in every softmax's denominator, or null
+  // Decode: the step's own K/V [T, hk, d|dv] (null: already in the cache). Keys at positions from
+  // start_pos on are read from here, and the first split's block of each KV head stores them in the
+  // cache: no separate write kernel.
+  const bf16* new_k;
+  const bf16* new_v;
 };
+
+// Where key `pos` of sequence `seq`, KV head `kvh` starts in K (or V, with `dim` = dv and the V
+// pointers): the cache, or the step's new K/V.
+__device__ __forceinline__ const bf16* key_row(const AttnArgs& a, const void* cache, const bf16* fresh, int64_t seq,
+                                               int kvh, int64_t pos, int64_t start, int64_t t0, int64_t dim) {
+  if (fresh != nullptr && pos >= start) return fresh + ((t0 + (pos - start)) * a.kv.hk + kvh) * dim;
+  return static_cast<const bf16*>(cache) + (kv_slot(a.kv, seq, pos) * a.kv.hk + kvh) * dim;
+}
+
+// A key tile of rows[r] (null: past the keys, zeros) into shared memory at row stride LD, columns
+// past `dim` zero: every 16-byte chunk of the thread loaded before any is stored.
+template <int DP, int LD>
+__device__ __forceinline__ void load_tile(const bf16* const* rows, int dim, bf16* dst, int tid) {
+  constexpr int kChunksPerRow = DP / 8, kChunks = kKeys * kChunksPerRow / (kWarps * 32);
+  static_assert(kKeys * kChunksPerRow % (kWarps * 32) == 0, "tile chunks spread evenly over the threads");
+  uint4 v[kChunks];
+#pragma unroll
+  for (int i = 0; i < kChunks; ++i) {
+    const int c = tid + i * kWarps * 32, r = c / kChunksPerRow, dc = (c % kChunksPerRow) * 8;
+    v[i] = rows[r] != nullptr && dc < dim ? *reinterpret_cast<const uint4*>(rows[r] + dc) : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int i = 0; i < kChunks; ++i) {
+    const int c = tid + i * kWarps * 32, r = c / kChunksPerRow, dc = (c % kChunksPerRow) * 8;
+    *reinterpret_cast<uint4*>(&dst[r * LD + dc]) = v[i];
+  }
+}
 
 // DP / DPV: K's and V's head dims rounded up to 16 (the padding is zero in Q, K and V, and never
 // written out). They differ for latent attention (DeepSeek's key [k_pe | c], value c).
@@ -88,6 +120,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
   // Q passes through Ks on its way to registers (static shared memory stays under 48 KB).
   __shared__ __align__(16) bf16 Ks[kKeys * LDS];
   __shared__ __align__(16) bf16 Vs[kKeys * LDSV];
+  __shared__ const bf16* k_rows[kKeys];
+  __shared__ const bf16* v_rows[kKeys];
   bf16* Qs = Ks;
   static_assert(kRows == kKeys, "Q tile staged in the K buffer");
 
@@ -103,6 +137,15 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   if (row0 >= n_new * group) return;  // this sequence has fewer rows than the grid allows
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
+  if (a.new_k && blockIdx.x == 0 && split == 0) {  // the step's K/V of this head into the cache
+    for (int64_t i = 0; i < n_new; ++i) {
+      const int64_t slot = kv_slot(kv, seq, start + i), src = (t0 + i) * kv.hk + kvh, dst = slot * kv.hk + kvh;
+      for (int c = tid; c < d; c += blockDim.x)
+        static_cast<bf16*>(kv.k_cache)[dst * d + c] = a.new_k[src * d + c];
+      for (int c = tid; c < dv; c += blockDim.x)
+        static_cast<bf16*>(kv.v_cache)[dst * dv + c] = a.new_v[src * dv + c];
+    }
+  }
 
   // Keys this block needs: from the window's start of its first query (0 without a window) up to
   // the causal limit of its last query, then this split's share.
@@ -112,17 +155,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
   const int64_t chunk = ((kv_len - key_lo + a.splits - 1) / a.splits + kKeys - 1) / kKeys * kKeys;
   const int64_t key_begin = key_lo + split * chunk, key_end = imin64(kv_len, key_begin + chunk);
 
-  // Q tile: row r -> (query qi = r / group, head kvh * group + r % group).
-  for (int c = tid; c < kRows * (DP / 8); c += blockDim.x) {
-    const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
+  // Q tile: row r -> (query qi = r / group, head kvh * group + r % group); past the queries, zeros.
+  for (int r = tid; r < kRows; r += blockDim.x) {
     const int64_t row = row0 + r, qi = row / group;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (qi < n_new && dc < d) {
-      const int64_t head = kvh * group + row % group;
-      v = *reinterpret_cast<const uint4*>(a.q + ((t0 + qi) * a.hq + head) * d + dc);
-    }
-    *reinterpret_cast<uint4*>(&Qs[r * LDS + dc]) = v;
+    k_rows[r] = qi < n_new ? a.q + ((t0 + qi) * a.hq + kvh * group + row % group) * d : nullptr;
   }
+  __syncthreads();
+  load_tile<DP, LDS>(k_rows, d, Qs, tid);
   __syncthreads();
   uint32_t qf[KSTEPS][4];
   const int wr = warp * 16;
@@ -142,6 +181,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
     lower[h] = a.window > 0 ? limit[h] - a.window + 1 : 0;
   }
 
+  const bool active = row0 + wr < n_new * group;
   float o[DTILES][4];
 #pragma unroll
   for (int i = 0; i < DTILES; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -149,40 +189,22 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
 
   for (int64_t kb = key_begin; kb < key_end; kb += kKeys) {
     __syncthreads();  // the previous tile is consumed
-    if constexpr (DP == DPV) {  // d == dv (launch_attention_dv): K and V rows share their slot lookup
-      for (int c = tid; c < kKeys * (DP / 8); c += blockDim.x) {
-        const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
-        const int64_t pos = kb + r;
-        uint4 kvec = make_uint4(0, 0, 0, 0), vvec = make_uint4(0, 0, 0, 0);
-        if (pos < key_end && dc < d) {
-          const int64_t off = (kv_slot(kv, seq, pos) * kv.hk + kvh) * d + dc;
-          kvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.k_cache) + off);
-          vvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.v_cache) + off);
-        }
-        *reinterpret_cast<uint4*>(&Ks[r * LDS + dc]) = kvec;
-        *reinterpret_cast<uint4*>(&Vs[r * LDSV + dc]) = vvec;
-      }
-    } else {  // latent attention: V narrower than K
-      for (int c = tid; c < kKeys * (DP / 8); c += blockDim.x) {
-        const int r = c / (DP / 8), dc = (c % (DP / 8)) * 8;
-        const int64_t pos = kb + r;
-        uint4 kvec = make_uint4(0, 0, 0, 0);
-        if (pos < key_end && dc < d)
-          kvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.k_cache) +
-                                                 (kv_slot(kv, seq, pos) * kv.hk + kvh) * d + dc);
-        *reinterpret_cast<uint4*>(&Ks[r * LDS + dc]) = kvec;
-      }
-      for (int c = tid; c < kKeys * (DPV / 8); c += blockDim.x) {
-        const int r = c / (DPV / 8), dc = (c % (DPV / 8)) * 8;
-        const int64_t pos = kb + r;
-        uint4 vvec = make_uint4(0, 0, 0, 0);
-        if (pos < key_end && dc < dv)
-          vvec = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(kv.v_cache) +
-                                                 (kv_slot(kv, seq, pos) * kv.hk + kvh) * dv + dc);
-        *reinterpret_cast<uint4*>(&Vs[r * LDSV + dc]) = vvec;
-      }
+    // Each key's K and V row addresses first (one page-table read per key), then every chunk of the
+    // tile loaded at once (kChunks 16-byte loads in flight per thread), then stored: the loads of a
+    // tile wait on memory once, not once per chunk.
+    for (int r = tid; r < kKeys; r += blockDim.x) {
+      const int64_t pos = kb + r;
+      const bool valid = pos < key_end;
+      k_rows[r] = valid ? key_row(a, kv.k_cache, a.new_k, seq, kvh, pos, start, t0, d) : nullptr;
+      v_rows[r] = valid ? key_row(a, kv.v_cache, a.new_v, seq, kvh, pos, start, t0, dv) : nullptr;
     }
     __syncthreads();
+    load_tile<DP, LDS>(k_rows, d, Ks, tid);
+    load_tile<DPV, LDSV>(v_rows, dv, Vs, tid);
+    __syncthreads();
+    // A warp whose 16 rows are all past the queries (a decode tile holds one GQA group: 8 rows)
+    // only helps load; its tensor-core work would be thrown away.
+    if (!active) continue;
 
     // S = Q Kᵀ for this warp's 16 rows x 64 keys: 8 n-tiles of 8 keys.
     float s[kKeys / 8][4];
@@ -303,10 +325,12 @@ __global__ void merge_splits_kernel(const float* part, bf16* out, int64_t tokens
   const int64_t th = blockIdx.x;  // t * hq + head
   const int64_t stride = tokens * hq * (d + 1);
   float mx = -INFINITY;
+#pragma unroll 8
   for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part[s * stride + th * (d + 1) + d]);
   const float sink = sinks && mx != -INFINITY ? exp2f(sinks[th % hq] * 1.4426950408889634f - mx) : 0.0f;
   for (int c = threadIdx.x; c < d; c += blockDim.x) {
     float acc = 0, wsum = 0;
+#pragma unroll 8
     for (int s = 0; s < splits; ++s) {
       const float lse = part[s * stride + th * (d + 1) + d];
       if (lse == -INFINITY) continue;
@@ -358,9 +382,10 @@ int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
   return static_cast<int>(std::clamp<int64_t>(want, 1, 32));
 }
 
+
 void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
                int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s, int64_t sliding_window,
-               const float* sinks) {
+               const float* sinks, const void* new_k, const void* new_v) {
   if (tokens == 0) return;
   LOOM_CHECK(kv.d % 8 == 0 && kv.d <= 128 && v_dim(kv) % 8 == 0 && v_dim(kv) <= kv.d, "attention: head dims ",
              kv.d, " (K) and ", v_dim(kv), " (V) must be multiples of 8, V's at most K's, K's at most 128");
@@ -368,8 +393,11 @@ void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, 
   LOOM_CHECK(num_splits == 1 || workspace, "attention: split keys need a workspace");
   const int64_t group = hq / kv.hk;
   const int64_t row_tiles = (max_new_tokens * group + kRows - 1) / kRows;
-  AttnArgs a{kv, static_cast<const bf16*>(q), static_cast<bf16*>(out), workspace, tokens, hq,
-             scale * 1.4426950408889634f, num_splits, sliding_window, sinks};
+  LOOM_CHECK((new_k == nullptr) == (new_v == nullptr) && (!new_k || max_new_tokens == 1),
+             "attention: the step's k and v come together, for decode steps only");
+  AttnArgs a{kv,         static_cast<const bf16*>(q), static_cast<bf16*>(out), workspace, tokens, hq,
+             scale * 1.4426950408889634f, num_splits, sliding_window, sinks,
+             static_cast<const bf16*>(new_k), static_cast<const bf16*>(new_v)};
   const int64_t dp = (kv.d + 15) / 16 * 16;
   if (dp <= 16) launch_attention_dv<16>(a, row_tiles, s);
   else if (dp <= 32) launch_attention_dv<32>(a, row_tiles, s);

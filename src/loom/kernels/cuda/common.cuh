@@ -47,6 +47,15 @@ __device__ __forceinline__ int last_start_at_most(const int32_t* starts, int64_t
   return lo;
 }
 
+// Zeroed counters for "the last block to finish does the epilogue" launches (the decode router's
+// top-k after its GEMV): each such kernel counts its blocks in and the last one resets its counter,
+// so they are zero between launches. Per host thread and device (rank threads sharing a
+// GPU run on their own streams at once); kernels of one stream run one after another. Allocated by
+// the first call, which must not be inside a graph capture (the graph runner runs a step eagerly
+// before capturing it).
+constexpr int64_t kCompletionCounters = 1 << 16;
+unsigned* completion_counters();
+
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 1 ? 1 : (b > 1048576 ? 1048576 : b));

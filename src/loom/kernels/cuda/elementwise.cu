@@ -43,19 +43,73 @@ __global__ void rms_norm_kernel(const bf16* x, bf16* residual, const bf16* w, bf
     out[row * dim + c] = to_bf(to_f(src[c]) * inv * to_f(w[c]));
 }
 
+// The same with 16-byte chunks held in registers (dim % 8 == 0, at most kNormChunks chunks per
+// thread): one load of x (and of the residual) per chunk, all in flight together, no second pass
+// over memory. Same arithmetic and rounding as rms_norm_kernel.
+constexpr int kNormThreads = 256, kNormChunks = 4;
+__global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const bf16* x, bf16* residual, const bf16* w,
+                                                                    bf16* out, int64_t dim, float eps) {
+  const int64_t row = blockIdx.x;
+  const int chunks = static_cast<int>(dim / 8);
+  const uint4* xr = reinterpret_cast<const uint4*>(x + row * dim);
+  uint4* rr = residual ? reinterpret_cast<uint4*>(residual + row * dim) : nullptr;
+  uint4 xv[kNormChunks], rv[kNormChunks], wv[kNormChunks];
+#pragma unroll
+  for (int i = 0; i < kNormChunks; ++i) {
+    const int c = threadIdx.x + i * kNormThreads;
+    if (c < chunks) {
+      xv[i] = xr[c];
+      wv[i] = reinterpret_cast<const uint4*>(w)[c];
+      if (rr) rv[i] = rr[c];
+    }
+  }
+  float v[kNormChunks][8];
+  float ss = 0;
+#pragma unroll
+  for (int i = 0; i < kNormChunks; ++i) {
+    if (threadIdx.x + i * kNormThreads >= chunks) break;
+    const bf16* xe = reinterpret_cast<const bf16*>(&xv[i]);
+    bf16* re = reinterpret_cast<bf16*>(&rv[i]);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      float f = to_f(xe[j]);
+      if (rr) {
+        re[j] = to_bf(to_f(re[j]) + f);
+        f = to_f(re[j]);
+      }
+      v[i][j] = f;
+      ss += f * f;
+    }
+    if (rr) rr[threadIdx.x + i * kNormThreads] = rv[i];
+  }
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
+#pragma unroll
+  for (int i = 0; i < kNormChunks; ++i) {
+    const int c = threadIdx.x + i * kNormThreads;
+    if (c >= chunks) break;
+    const bf16* we = reinterpret_cast<const bf16*>(&wv[i]);
+    uint4 o;
+    bf16* oe = reinterpret_cast<bf16*>(&o);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) oe[j] = to_bf(v[i][j] * inv * to_f(we[j]));
+    reinterpret_cast<uint4*>(out + row * dim)[c] = o;
+  }
+}
+
 __global__ void add_kernel(bf16* r, const bf16* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     r[i] = to_bf(to_f(r[i]) + to_f(x[i]));
 }
 
-// One block per token: the token's RoPE angles (sincosf, the costly part at large positions) are
-// computed once into shared memory and shared by all of its q and k heads; then one warp per head
-// stages the head in shared memory for the norm and the rotation.
+// A block per token (prefill) or per 8 heads of a token (few tokens: a decode step's one token
+// would otherwise walk its 36 heads on one SM): the token's RoPE angles (sincosf, the costly part
+// at large positions) are computed once per block into shared memory and shared by its q and k
+// heads; then one warp per head stages the head in shared memory for the norm and the rotation.
 constexpr int kRopeWarps = 8;
 
 __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const bf16* k_norm,
                                     const int32_t* positions, const float* inv_freq, int64_t hq, int64_t hk,
-                                    int64_t d, int64_t rotary_dim, float scaling, float eps) {
+                                    int64_t d, int64_t rotary_dim, float scaling, float eps, int heads_per_warp) {
   extern __shared__ float smem[];
   const int64_t half = rotary_dim / 2;
   float* cos_t = smem;                     // [half]
@@ -63,6 +117,8 @@ __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const 
   float* bufs = smem + 2 * half;           // [kRopeWarps][d]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t t = blockIdx.x;
+  const int64_t head_begin = static_cast<int64_t>(blockIdx.y) * kRopeWarps * heads_per_warp;
+  const int64_t head_end = min(hq + hk, head_begin + kRopeWarps * heads_per_warp);
   const float pos = static_cast<float>(positions[t]);
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
     float sn, cs;
@@ -72,7 +128,7 @@ __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const 
   }
   __syncthreads();
   float* buf = bufs + warp * d;
-  for (int64_t h = warp; h < hq + hk; h += kRopeWarps) {
+  for (int64_t h = head_begin + warp; h < head_end; h += kRopeWarps) {
     const bool is_q = h < hq;
     bf16* v = is_q ? q + (t * hq + h) * d : k + (t * hk + (h - hq)) * d;
     const bf16* norm = is_q ? q_norm : k_norm;
@@ -202,6 +258,15 @@ void gather_rows(const void* x, const int32_t* rows, void* out, int64_t n, int64
 void rms_norm(const void* x, void* residual, const void* w, void* out, int64_t rows, int64_t dim, float eps,
               cudaStream_t s) {
   if (rows == 0) return;
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (dim % 8 == 0 && dim / 8 <= int64_t{kNormThreads} * kNormChunks && aligned(x) && aligned(w) && aligned(out) &&
+      (!residual || aligned(residual))) {
+    rms_norm_vec_kernel<<<static_cast<unsigned>(rows), kNormThreads, 0, s>>>(
+        static_cast<const bf16*>(x), static_cast<bf16*>(residual), static_cast<const bf16*>(w),
+        static_cast<bf16*>(out), dim, eps);
+    CUDA_CHECK_LAUNCH("rms_norm");
+    return;
+  }
   rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(dim), 0, s>>>(
       static_cast<const bf16*>(x), static_cast<bf16*>(residual), static_cast<const bf16*>(w),
       static_cast<bf16*>(out), dim, eps);
@@ -219,9 +284,14 @@ void qk_norm_rope(void* q, void* k, const void* q_norm, const void* k_norm, cons
                   float scaling, float eps, cudaStream_t s) {
   if (tokens == 0 || hq + hk == 0) return;
   const size_t smem = (static_cast<size_t>(rotary_dim / 2) * 2 + kRopeWarps * static_cast<size_t>(d)) * sizeof(float);
-  qk_norm_rope_kernel<<<static_cast<unsigned>(tokens), 32 * kRopeWarps, smem, s>>>(
+  // Enough blocks to spread a small batch's heads over the SMs; a large one keeps a block per token.
+  const int64_t heads = hq + hk;
+  const int heads_per_warp = tokens >= 128 ? static_cast<int>((heads + kRopeWarps - 1) / kRopeWarps) : 1;
+  const dim3 grid(static_cast<unsigned>(tokens),
+                  static_cast<unsigned>((heads + kRopeWarps * heads_per_warp - 1) / (kRopeWarps * heads_per_warp)));
+  qk_norm_rope_kernel<<<grid, 32 * kRopeWarps, smem, s>>>(
       static_cast<bf16*>(q), static_cast<bf16*>(k), static_cast<const bf16*>(q_norm),
-      static_cast<const bf16*>(k_norm), positions, inv_freq, hq, hk, d, rotary_dim, scaling, eps);
+      static_cast<const bf16*>(k_norm), positions, inv_freq, hq, hk, d, rotary_dim, scaling, eps, heads_per_warp);
   CUDA_CHECK_LAUNCH("qk_norm_rope");
 }
 

@@ -5,13 +5,14 @@
 // result does not depend on the batch it was computed in (graphs and eager agree).
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/route_topk.cuh"
 #include "loom/tensor/error.h"
 
 namespace loom::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
-constexpr int kUnroll = 4;      // 16-byte chunks per lane loaded before any is used
+constexpr int kUnroll = 4;      // 16-byte chunks per lane loaded before any is used (8 was slower: bench/NOTES.md)
 constexpr int kDenseRows = 2;   // weight rows per warp in the dense GEMV
 constexpr int kMaxTopK = 32;
 
@@ -66,11 +67,22 @@ __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const u
   }
 }
 
-// y[i, n] = x[i, :] · w[n, :] for i < m <= M; each warp owns kDenseRows consecutive n.
+// The weights of one launch: segment j's blocks [block_end[j - 1], block_end[j]) compute
+// y_j = x · w_jᵀ (n_j outputs).
+struct GemvSegments {
+  const bf16* w[kMaxGemvTargets];
+  bf16* y[kMaxGemvTargets];
+  int64_t n[kMaxGemvTargets];
+  unsigned block_end[kMaxGemvTargets];
+  int count;
+};
+
+// y[i, n] = x[i, :] · w[n, :] for i < m <= M over block `block`'s rows; each warp owns kDenseRows
+// consecutive n.
 template <int M>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, const bf16* w, bf16* y, int m, int64_t n,
-                                                        int k) {
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kDenseRows;
+__device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k,
+                                           unsigned block) {
+  const int64_t n0 = (static_cast<int64_t>(block) * kWarps + (threadIdx.x >> 5)) * kDenseRows;
   if (n0 >= n) return;
   const int k8 = k / 8;
   const uint4* rows[kDenseRows];
@@ -86,6 +98,35 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, const bf1
       const float v = warp_sum(acc[r][i]);
       if ((threadIdx.x & 31) == 0 && i < m && n0 + r < n) y[i * n + n0 + r] = to_bf(v);
     }
+}
+
+template <int M>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k) {
+  int j = 0;
+  while (j + 1 < seg.count && blockIdx.x >= seg.block_end[j]) ++j;
+  gemv_block<M>(x, seg.w[j], seg.y[j], m, seg.n[j], k, blockIdx.x - (j > 0 ? seg.block_end[j - 1] : 0u));
+}
+
+// The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last
+// block to finish routes the m <= kWarps tokens, a warp each (route_topk.cuh).
+template <int M>
+__global__ void __launch_bounds__(kThreads) router_topk_kernel(const bf16* x, const bf16* w, bf16* logits, int m,
+                                                               int e, int k, int top_k, bool renormalize,
+                                                               float* weights, int32_t* ids, unsigned* done) {
+  extern __shared__ float probs[];  // [kWarps][e]
+  __shared__ bool last;
+  gemv_block<M>(x, w, logits, m, e, k, blockIdx.x);
+  __threadfence();  // this block's logits are visible before it counts itself
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(done, 1u) == gridDim.x - 1;
+    if (last) *done = 0;  // ready for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int warp = threadIdx.x >> 5;
+  if (warp < m) route_token(logits, warp, e, top_k, renormalize, weights, ids, 1, 1, 1.0f, probs + warp * e);
 }
 
 // MoE decode, gate/up: for routed slot blockIdx.y (token slot / top_k) and intermediate index i
@@ -169,20 +210,60 @@ bool gemv_applies(int64_t m, int64_t k, const void* x, const void* w) {
 }
 
 void gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k, cudaStream_t s) {
-  LOOM_CHECK(gemv_applies(m, k, x, w), "gemv: ", m, " rows of K ", k, " (needs 1..", kDecodeMaxRows,
-             " rows, K % 8 == 0, 16-byte aligned)");
-  if (n == 0) return;
+  const GemvTarget target{w, y, n};
+  gemv_multi(x, &target, 1, m, k, s);
+}
+
+void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s) {
+  LOOM_CHECK(count >= 1 && count <= kMaxGemvTargets, "gemv: ", count, " weights in one launch (1..",
+             kMaxGemvTargets, ")");
+  GemvSegments seg{};
+  seg.count = count;
   const int64_t per_block = int64_t(kWarps) * kDenseRows;
-  const unsigned blocks = static_cast<unsigned>((n + per_block - 1) / per_block);
+  int64_t blocks = 0;
+  for (int j = 0; j < count; ++j) {
+    LOOM_CHECK(gemv_applies(m, k, x, targets[j].w), "gemv: ", m, " rows of K ", k, " (needs 1..", kDecodeMaxRows,
+               " rows, K % 8 == 0, 16-byte aligned)");
+    seg.w[j] = static_cast<const bf16*>(targets[j].w);
+    seg.y[j] = static_cast<bf16*>(targets[j].y);
+    seg.n[j] = targets[j].n;
+    blocks += (targets[j].n + per_block - 1) / per_block;
+    seg.block_end[j] = static_cast<unsigned>(blocks);
+  }
+  if (blocks == 0) return;
+  const auto* xb = static_cast<const bf16*>(x);
+  const int mi = static_cast<int>(m), ki = static_cast<int>(k);
+  const unsigned grid = static_cast<unsigned>(blocks);
+  if (m == 1) gemv_kernel<1><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  else if (m == 2) gemv_kernel<2><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  else if (m <= 4) gemv_kernel<4><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  else gemv_kernel<8><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  CUDA_CHECK_LAUNCH("gemv");
+}
+
+bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w) {
+  return gemv_applies(m, hidden, x, w) && m <= kWarps && experts >= top_k && top_k >= 1 && top_k <= 32 &&
+         experts * kWarps * static_cast<int64_t>(sizeof(float)) <= 32 * 1024;
+}
+
+void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t hidden, int64_t experts,
+                 int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s) {
+  LOOM_CHECK(router_topk_applies(m, hidden, experts, top_k, x, w), "router_topk: ", m, " tokens, hidden ", hidden,
+             ", top-", top_k, " of ", experts, " experts");
+  const int64_t per_block = int64_t(kWarps) * kDenseRows;
+  const unsigned blocks = static_cast<unsigned>((experts + per_block - 1) / per_block);
+  const size_t smem = kWarps * experts * sizeof(float);
   const auto* xb = static_cast<const bf16*>(x);
   const auto* wb = static_cast<const bf16*>(w);
-  auto* yb = static_cast<bf16*>(y);
-  const int mi = static_cast<int>(m), ki = static_cast<int>(k);
-  if (m == 1) gemv_kernel<1><<<blocks, kThreads, 0, s>>>(xb, wb, yb, mi, n, ki);
-  else if (m == 2) gemv_kernel<2><<<blocks, kThreads, 0, s>>>(xb, wb, yb, mi, n, ki);
-  else if (m <= 4) gemv_kernel<4><<<blocks, kThreads, 0, s>>>(xb, wb, yb, mi, n, ki);
-  else gemv_kernel<8><<<blocks, kThreads, 0, s>>>(xb, wb, yb, mi, n, ki);
-  CUDA_CHECK_LAUNCH("gemv");
+  auto* lb = static_cast<bf16*>(logits);
+  const int mi = static_cast<int>(m), hi = static_cast<int>(hidden), e = static_cast<int>(experts);
+  const int k = static_cast<int>(top_k);
+  unsigned* done = completion_counters();
+  if (m == 1) router_topk_kernel<1><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
+  else if (m == 2) router_topk_kernel<2><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
+  else if (m <= 4) router_topk_kernel<4><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
+  else router_topk_kernel<8><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
+  CUDA_CHECK_LAUNCH("router_topk");
 }
 
 bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t inter, const void* x,

@@ -130,6 +130,20 @@ constexpr int64_t kDecodeMaxRows = 8;
 bool gemv_applies(int64_t m, int64_t k, const void* x, const void* w);
 // y[m, n] = x[m, k] · w[n, k]ᵀ (bf16, f32 accumulation).
 void gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k, cudaStream_t s);
+// Several GEMVs over the same x in one launch (a decode step's q, k and v): targets[j].y [m, n] =
+// x · targets[j].wᵀ, each weight as gemv() takes it.
+constexpr int kMaxGemvTargets = 4;
+struct GemvTarget {
+  const void* w;
+  void* y;
+  int64_t n;
+};
+void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s);
+// The router of a decode step in one launch: logits [m, experts] = x · wᵀ (bf16), then route_topk's
+// softmax top-k (no groups) of each row into weights f32 [m, top_k] and ids i32 [m, top_k].
+bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w);
+void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t hidden, int64_t experts,
+                 int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s);
 // Whether moe_decode() takes this shape (tokens <= kDecodeMaxRows, top_k <= 32, dims % 8 == 0, aligned).
 bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t inter, const void* x,
                         const void* w_gate_up, const void* w_down);
@@ -161,10 +175,11 @@ void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t
 // sequence's new tokens. With num_splits > 1 the keys are split across blocks and partials
 // (workspace: f32 [num_splits, T, hq, v_dim + 1]) combined after; see attention_splits(). sliding_window > 0 limits
 // each query to its last sliding_window positions; sinks (device f32 [hq], or null) add
-// exp(sinks[head]) to each softmax's denominator (gpt-oss).
+// exp(sinks[head]) to each softmax's denominator (gpt-oss). new_k / new_v (decode, one token per
+// sequence): the step's k and v, which the kernel stores in the cache itself (no write_kv first).
 void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
                int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s, int64_t sliding_window = 0,
-               const float* sinks = nullptr);
+               const float* sinks = nullptr, const void* new_k = nullptr, const void* new_v = nullptr);
 // Split count for a step: enough blocks to fill the GPU when there are few sequences (decode).
 int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only);
 
