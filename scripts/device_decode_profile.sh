@@ -28,6 +28,11 @@ fi
 ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy --batch-size 1,8,32,128 --input-len 1024 \
   --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 >"$LOGS/latency.log" 2>&1 ||
   tail -5 "$LOGS/latency.log"
+if [ -n "${LOOM_AB_ENV:-}" ]; then  # the same with an A/B switch set, e.g. LOOM_AB_ENV=LOOM_ATTENTION_MIN_BLOCKS=3
+  env "$LOOM_AB_ENV" ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy --batch-size 1,8,32,128 \
+    --input-len 1024 --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 >"$LOGS/latency_ab.log" 2>&1 ||
+    tail -5 "$LOGS/latency_ab.log"
+fi
 echo "latency: $((SECONDS - t0)) s"
 # Eager prefill, one warm-up and one measured decode step; only loom's own kernels are timed (the
 # weights' fill kernels and cuBLAS/FlashInfer prefill kernels are not), each alone.
@@ -46,6 +51,7 @@ fi
 echo
 echo "test_cuda: ${tests:-skipped}"
 sed -n '/^loom bench latency:/,$p' "$LOGS/latency.log"
+[ -s "$LOGS/latency_ab.log" ] && echo "with $LOOM_AB_ENV:" && sed -n '/^loom bench latency:/,$p' "$LOGS/latency_ab.log"
 for bs in ${LOOM_NCU_BS:-1 128}; do
   [ -s "$LOGS/ncu_bs$bs.csv" ] || continue
   python3 - "$LOGS/ncu_bs$bs.csv" "$bs" <<'PY'

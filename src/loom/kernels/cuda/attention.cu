@@ -111,15 +111,64 @@ __device__ __forceinline__ void load_tile(const bf16* const* rows, int dim, bf16
   }
 }
 
+// The four warps' (m, l, o) of the same 16 rows (key-split decode) into warp 0's registers: each
+// warp's state rescaled to the rows' common maximum and summed. `buf` holds [kWarps][16][DPV] f32
+// (the K/V tiles' bytes, consumed by then).
+template <int DPV>
+__device__ __forceinline__ void merge_key_split(float* buf, float (&o)[DPV / 8][4], float (&m)[2], float (&l)[2],
+                                                int warp, int g, int tq) {
+  __shared__ float s_m[kWarps][16], s_l[kWarps][16];
+  __syncthreads();  // every warp is done with the K/V tiles
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = g + 8 * h;
+    if (tq == 0) s_m[warp][row] = m[h], s_l[warp][row] = l[h];
+#pragma unroll
+    for (int dt = 0; dt < DPV / 8; ++dt) {
+      float* dst = buf + (warp * 16 + row) * DPV + dt * 8 + 2 * tq;
+      dst[0] = o[dt][2 * h], dst[1] = o[dt][2 * h + 1];
+    }
+  }
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = g + 8 * h;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][row]);
+    float scale[kWarps], sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      scale[w] = s_m[w][row] == -INFINITY ? 0.0f : exp2f(s_m[w][row] - mx);
+      sum += scale[w] * s_l[w][row];
+    }
+    m[h] = mx;
+    l[h] = sum;
+#pragma unroll
+    for (int dt = 0; dt < DPV / 8; ++dt)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) acc += scale[w] * buf[(w * 16 + row) * DPV + dt * 8 + 2 * tq + c];
+        o[dt][2 * h + c] = acc;
+      }
+  }
+}
+
 // DP / DPV: K's and V's head dims rounded up to 16 (the padding is zero in Q, K and V, and never
 // written out). They differ for latent attention (DeepSeek's key [k_pe | c], value c).
 template <int DP, int DPV>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
   constexpr int LDS = DP + 8, LDSV = DPV + 8;  // bf16 elements per shared row (pad: fewer bank conflicts)
   constexpr int KSTEPS = DP / 16, DTILES = DPV / 8;
-  // Q passes through Ks on its way to registers (static shared memory stays under 48 KB).
-  __shared__ __align__(16) bf16 Ks[kKeys * LDS];
-  __shared__ __align__(16) bf16 Vs[kKeys * LDSV];
+  // Q passes through Ks on its way to registers (static shared memory stays under 48 KB); the
+  // decode warps' states are merged through the same bytes (merge_key_split).
+  __shared__ __align__(16) bf16 KVs[kKeys * LDS + kKeys * LDSV];
+  bf16* Ks = KVs;
+  bf16* Vs = KVs + kKeys * LDS;
+  static_assert(sizeof(KVs) >= kWarps * 16 * DPV * sizeof(float), "the decode merge fits in the tiles' bytes");
   __shared__ const bf16* k_rows[kKeys];
   __shared__ const bf16* v_rows[kKeys];
   bf16* Qs = Ks;
@@ -163,8 +212,15 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
   __syncthreads();
   load_tile<DP, LDS>(k_rows, d, Qs, tid);
   __syncthreads();
+  // Decode: when a block's real rows fit in one 16-row MMA tile (one token's GQA group), the four
+  // warps split every key tile instead of the rows: warp w takes keys [16w, 16w + 16) of each tile
+  // over the same 16 rows, and their softmax states are merged at the end. (Splitting rows left
+  // three warps idle on padding and the GPU's attention at 0.8 TB/s at batch 128.)
+  const bool split_keys = n_new * group <= 16;  // then row0 == 0
+  const int wr = split_keys ? 0 : warp * 16;
+  const int kofs = split_keys ? 16 * warp : 0;     // this warp's keys within a tile
+  const int ntiles = split_keys ? 2 : kKeys / 8;   // ... as 8-key n-tiles
   uint32_t qf[KSTEPS][4];
-  const int wr = warp * 16;
 #pragma unroll
   for (int ks = 0; ks < KSTEPS; ++ks) {
     qf[ks][0] = *reinterpret_cast<const uint32_t*>(&Qs[(wr + g) * LDS + ks * 16 + 2 * tq]);
@@ -211,21 +267,23 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
 #pragma unroll
     for (int nt = 0; nt < kKeys / 8; ++nt) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+      if (nt >= ntiles) break;
       if constexpr (KSTEPS % 2 == 0) {
         // K fragments of two k-steps per ldmatrix: lanes 8i..8i+7 address keys nt*8 + (lane & 7)
         // at dims ks*16 + 8i (i = 0..3 covers dims [ks*16, ks*16 + 32)).
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ks += 2) {
           uint32_t b[4];
-          ldmatrix_x4(b, &Ks[(nt * 8 + (lane & 7)) * LDS + ks * 16 + (lane >> 3) * 8]);
+          ldmatrix_x4(b, &Ks[(kofs + nt * 8 + (lane & 7)) * LDS + ks * 16 + (lane >> 3) * 8]);
           mma_bf16(s[nt], qf[ks], b[0], b[1]);
           mma_bf16(s[nt], qf[ks + 1], b[2], b[3]);
         }
       } else {
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {
-          const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&Ks[(nt * 8 + g) * LDS + ks * 16 + 2 * tq]);
-          const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&Ks[(nt * 8 + g) * LDS + ks * 16 + 2 * tq + 8]);
+          const int key = kofs + nt * 8 + g;
+          const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&Ks[key * LDS + ks * 16 + 2 * tq]);
+          const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&Ks[key * LDS + ks * 16 + 2 * tq + 8]);
           mma_bf16(s[nt], qf[ks], b0, b1);
         }
       }
@@ -236,8 +294,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
     for (int nt = 0; nt < kKeys / 8; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
+        if (nt >= ntiles) break;
         const int h = i >> 1;
-        const int64_t key = kb + nt * 8 + 2 * tq + (i & 1);
+        const int64_t key = kb + kofs + nt * 8 + 2 * tq + (i & 1);
         const bool ok = key < key_end && key <= limit[h] && key >= lower[h];
         s[nt][i] = ok ? s[nt][i] * a.scale_log2 : -INFINITY;
         tile_max[h] = fmaxf(tile_max[h], s[nt][i]);
@@ -256,6 +315,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
     for (int nt = 0; nt < kKeys / 8; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
+        if (nt >= ntiles) break;
         const int h = i >> 1;
         const float p = m[h] == -INFINITY ? 0.0f : exp2f(s[nt][i] - m[h]);
         s[nt][i] = p;
@@ -269,6 +329,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
     // O += P V: the S accumulators are exactly the A fragments of P (two n-tiles per k-step).
 #pragma unroll
     for (int j = 0; j < kKeys / 16; ++j) {
+      if (2 * j >= ntiles) break;
       const uint32_t pa[4] = {pack_bf16(s[2 * j][0], s[2 * j][1]), pack_bf16(s[2 * j][2], s[2 * j][3]),
                               pack_bf16(s[2 * j + 1][0], s[2 * j + 1][1]),
                               pack_bf16(s[2 * j + 1][2], s[2 * j + 1][3])};
@@ -277,18 +338,22 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
 #pragma unroll
       for (int dt = 0; dt < DTILES; dt += 2) {
         uint32_t b[4];
-        ldmatrix_x4_trans(b, &Vs[(j * 16 + (lane & 15)) * LDSV + (dt + (lane >> 4)) * 8]);
+        ldmatrix_x4_trans(b, &Vs[(kofs + j * 16 + (lane & 15)) * LDSV + (dt + (lane >> 4)) * 8]);
         mma_bf16(o[dt], pa, b[0], b[1]);
         mma_bf16(o[dt + 1], pa, b[2], b[3]);
       }
     }
   }
 
-  // Finish: row sums across the quad, normalise, write.
+  // Finish: row sums across the quad, the decode warps' states merged into warp 0, normalise, write.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  if (split_keys) {
+    merge_key_split<DPV>(reinterpret_cast<float*>(KVs), o, m, l, warp, g, tq);
+    if (warp != 0) return;
   }
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
