@@ -275,3 +275,27 @@ TEST(ModelConfig, ErrorsNameTheDirectoryFileAndField) {
   fails(R"({"vocab_size": 100})", {"'architectures'"});
   fails("[1, 2]", {"JSON object"});
 }
+
+// The benchmark configs (bench/models: the public model cards' config.json, run with dummy
+// weights) load, and DeepSeek-V2-Lite's latent attention and routing read as its card gives them.
+TEST(ModelConfig, BenchConfigsLoad) {
+  const std::string bench = std::string(LOOM_TEST_DATA) + "/../../bench/models";
+  const ModelConfig qwen = ModelConfig::load(bench + "/qwen3-30b-a3b");
+  EXPECT_EQ(qwen.num_experts, 128);
+  const ModelConfig ds = ModelConfig::load(bench + "/deepseek-v2-lite");
+  EXPECT_EQ(ds.architecture, "DeepseekV2ForCausalLM");
+  EXPECT_EQ(ds.num_hidden_layers, 27);
+  EXPECT_EQ(ds.hidden_size, 2048);
+  EXPECT_EQ(ds.num_attention_heads, 16);
+  EXPECT_EQ(ds.num_experts, 64);
+  EXPECT_EQ(ds.num_experts_per_tok, 6);
+  EXPECT_EQ(ds.moe_intermediate_size, 1408);
+  ASSERT_TRUE(ds.mla.has_value());
+  EXPECT_EQ(ds.mla->kv_lora_rank, 512);
+  EXPECT_EQ(ds.mla->q_lora_rank, 0);
+  EXPECT_EQ(ds.mla->qk_nope_head_dim, 128);
+  EXPECT_EQ(ds.mla->qk_rope_head_dim, 64);
+  EXPECT_EQ(ds.mla->v_head_dim, 128);
+  EXPECT_EQ(ds.mla->n_shared_experts, 2);
+  EXPECT_EQ(ds.rope.mscale_all_dim.value_or(0), 0.707);
+}
