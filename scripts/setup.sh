@@ -8,7 +8,7 @@ if [ "${LOOM_SKIP_APT:-0}" != 1 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build ccache pkg-config curl \
     libgtest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev \
-    libpcre2-dev libutf8proc-dev libgloo-dev libcpp-httplib-dev libssl-dev python3-pip python3-venv \
+    libpcre2-dev libutf8proc-dev libgloo-dev libboost1.74-dev libcpp-httplib-dev libssl-dev python3-pip python3-venv \
     clang-14 libclang-rt-14-dev >/dev/null
 fi
 

@@ -12,17 +12,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  static const loom::server::ProtocolContext ctx = [] {
-    loom::server::ProtocolContext c;
-    c.tokenizer = &loom::fuzz::qwen3();
-    c.limits.vocab_size = 151936;
-    c.limits.context_length = 40960;
-    c.limits.kv_capacity = 16384;
-    c.served_model_name = "fuzz";
-    c.tool_call_parser = "qwen3";
-    c.reasoning_parser = "qwen3";
-    return c;
-  }();
+  const loom::server::ProtocolContext& ctx = loom::fuzz::protocol_context();
   const auto endpoint = data[0] % 2 ? loom::server::Endpoint::chat : loom::server::Endpoint::completions;
   const std::string body(reinterpret_cast<const char*>(data + 1), size - 1);
   try {

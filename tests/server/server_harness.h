@@ -31,6 +31,7 @@ struct HarnessOptions {
   int tp = 1;  // > 1: a parallel runner of that many CPU ranks
   std::string tool_call_parser, reasoning_parser;
   std::function<void(runtime::Runner&)> before_serving;  // e.g. to inject a rank failure
+  std::function<void(ServerOptions&)> configure_server;  // e.g. short timeouts, one I/O thread
   std::string model_dir = tiny_model_dir();
   Device device = Device::cpu();
 };
@@ -67,6 +68,7 @@ class ServerHarness {
     so.shutdown_grace = std::chrono::milliseconds(2000);
     so.tool_call_parser = o.tool_call_parser;
     so.reasoning_parser = o.reasoning_parser;
+    if (o.configure_server) o.configure_server(so);
     http_ = std::make_unique<HttpServer>(*engine_, so);
     port_ = http_->bind();
     thread_ = std::thread([this] { http_->serve(); });

@@ -16,6 +16,7 @@
 #include "loom/cli/tokenizer_flags.h"
 #include "loom/engine/engine.h"
 #include "loom/engine/heap.h"
+#include "loom/server/chat_output_parser.h"
 #include "loom/server/http_server.h"
 
 namespace loom::cli {
@@ -56,6 +57,8 @@ int cmd_serve(Args& args) {
   so.served_model_name = args.string("served-model-name", default_model_name(runner_options.model_path));
   LOOM_CHECK_ARG(!so.served_model_name.empty(), "--served-model-name must not be empty");
   so.max_request_bytes = static_cast<size_t>(args.integer({"max-request-bytes"}, static_cast<int64_t>(so.max_request_bytes), 1024, int64_t{1} << 32));
+  // --http-threads: the server's I/O threads (default 4). Every connection is served by them
+  // asynchronously, so it bounds threads, not connections (thousands of streams are fine).
   so.http_threads = static_cast<int>(args.integer({"http-threads"}, so.http_threads, 1, 4096));
   so.shutdown_grace = std::chrono::milliseconds(1000 * args.integer({"shutdown-timeout"}, 10, 0, 3600));
 

@@ -28,6 +28,13 @@ const ojson* field(const ojson& body, const char* name) {
   return it == body.end() || it->is_null() ? nullptr : &*it;
 }
 
+// obj[name] is the string `want`. Unlike obj.value(name, "") == want, a non-string there is no
+// exception but simply not a match (found by fuzzing: a 500 for {"type": {}}).
+bool field_equals(const ojson& obj, const char* name, const char* want) {
+  const ojson* f = obj.is_object() ? field(obj, name) : nullptr;
+  return f && f->is_string() && f->get_ref<const std::string&>() == want;
+}
+
 ApiError wrong_type(const char* name, const char* expected, const ojson& v) {
   return bad_request(name, str("'", name, "' must be ", expected, ", got ", v.type_name()));
 }
@@ -104,7 +111,7 @@ ojson template_messages(const ojson& body) {
     if (content != msg.end() && content->is_array()) {
       std::string text;
       for (const auto& part : *content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+        if (!part.is_object() || !field_equals(part, "type", "text") || !part.contains("text") || !part["text"].is_string())
           throw bad_request("messages", "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
         text += part["text"].get<std::string>();
       }
@@ -148,7 +155,7 @@ ChatTools chat_tools(const ojson& body) {
   std::vector<std::string> names;
   for (const auto& tool : *t) {
     const auto fn = tool.is_object() ? tool.find("function") : tool.end();
-    if (!tool.is_object() || tool.value("type", "") != "function" || fn == tool.end() || !fn->is_object() ||
+    if (!tool.is_object() || !field_equals(tool, "type", "function") || fn == tool.end() || !fn->is_object() ||
         !fn->contains("name") || !(*fn)["name"].is_string())
       throw bad_request("tools", "every tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
     const std::string name = (*fn)["name"].get<std::string>();
@@ -167,7 +174,7 @@ ChatTools chat_tools(const ojson& body) {
   }
   if (c->is_object()) {
     const auto fn = c->find("function");
-    if (c->value("type", "") != "function" || fn == c->end() || !fn->is_object() || !fn->contains("name") ||
+    if (!field_equals(*c, "type", "function") || fn == c->end() || !fn->is_object() || !fn->contains("name") ||
         !(*fn)["name"].is_string())
       throw bad_request("tool_choice", "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", "
                                        "\"function\": {\"name\": ...}}");

@@ -1,9 +1,9 @@
-// Hands a request's outputs from the engine thread (which must never block) to the HTTP thread
+// Hands a request's outputs from the engine thread (which must never block) to the connection
 // that answers the client. A request with n choices is n engine requests feeding one channel;
-// each output comes tagged with its choice.
+// each output comes tagged with its choice. The connection is woken by a callback, not by polling:
+// its I/O thread sleeps in the event loop until the engine has something for it.
 #pragma once
-#include <chrono>
-#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -18,7 +18,10 @@ struct ChoiceOutput {
 
 class RequestChannel {
  public:
-  explicit RequestChannel(int choices = 1) : unfinished_(choices) {}
+  // `on_ready` runs on the engine thread after each push, outside the channel's lock; it must
+  // only schedule work (post to the connection's strand), never block or take long.
+  explicit RequestChannel(int choices, std::function<void()> on_ready = nullptr)
+      : unfinished_(choices), on_ready_(std::move(on_ready)) {}
 
   // Engine thread: queue choice `choice`'s output and wake the reader.
   void push(int choice, const engine::RequestOutput& out) {
@@ -27,13 +30,12 @@ class RequestChannel {
       pending_.push_back({choice, out});
       if (out.finished) --unfinished_;
     }
-    cv_.notify_all();
+    if (on_ready_) on_ready_();
   }
 
-  // Outputs that arrived, waiting at most `timeout` for the first one (empty on timeout).
-  std::vector<ChoiceOutput> take(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> g(mu_);
-    cv_.wait_for(g, timeout, [this] { return !pending_.empty(); });
+  // The outputs that arrived since the last call (never waits).
+  std::vector<ChoiceOutput> take() {
+    std::lock_guard<std::mutex> g(mu_);
     std::vector<ChoiceOutput> out;
     out.swap(pending_);
     return out;
@@ -47,9 +49,9 @@ class RequestChannel {
 
  private:
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::vector<ChoiceOutput> pending_;
   int unfinished_;
+  const std::function<void()> on_ready_;
 };
 
 }  // namespace loom::server
