@@ -29,9 +29,23 @@ variants = {
         moe_intermediate_size=16, num_experts=12, num_experts_per_tok=4, norm_topk_prob=True,
         decoder_sparse_step=1, mlp_only_layers=[1], num_hidden_layers=3, rms_norm_eps=1e-6,
         rope_theta=1000000.0, tie_word_embeddings=False)),
+    # DeepSeek-V2 with the released latent (kv_lora_rank 512 + qk_rope_head_dim 64: FlashInfer's MLA
+    # kernel on CUDA), the q LoRA, grouped top-k, a scaled routed sum and V2-Lite's YaRN.
+    "deepseek-v2-latent512": ("DeepseekV2Config", dict(
+        hidden_size=128, num_attention_heads=16, num_key_value_heads=16, q_lora_rank=32, kv_lora_rank=512,
+        qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32, intermediate_size=96, moe_intermediate_size=32,
+        n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=2,
+        topk_group=1, topk_method="group_limited_greedy", routed_scaling_factor=1.5, num_hidden_layers=3,
+        rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_scaling=dict(type="yarn", factor=40.0, original_max_position_embeddings=4096, beta_fast=32,
+                          beta_slow=1, mscale=0.707, mscale_all_dim=0.707))),
 }
+# python3 scripts/make_shape_variants.py OUT_DIR [NAME...]: only the named variants.
+only = sys.argv[2:]
 torch.manual_seed(0)
 for name, (cls, kw) in variants.items():
+    if only and name not in only:
+        continue
     cfg = getattr(transformers, cls)(vocab_size=VOCAB, max_position_embeddings=4096, **kw)
     model = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
     with torch.no_grad():  # larger-than-init weights so logits are not all ~0

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cuda/cuda_test_util.h"
+#include "cuda/paged_batch.h"
 #include "loom/kernels/cuda/flashinfer_prefill.h"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/layers/ops.h"
@@ -54,29 +55,15 @@ std::unique_ptr<const Batch> make_batch(const std::vector<std::pair<int, int>>& 
   auto owned = std::make_unique<Batch>();
   Batch& b = *owned;
   b.hq = hq, b.hk = hk, b.d = d, b.page_size = page_size;
-  int64_t pages_needed = 0;
-  for (auto [start, n] : seqs) pages_needed += (start + n + page_size - 1) / page_size;
-  const int64_t pages = pages_needed + 3, slots = pages * page_size;  // + page 0 and two unused
+  const int64_t pages = pages_for(seqs, page_size), slots = pages * page_size;
   const Tensor kc_host = rand_host({slots, hk, d}, 1.0f, rng), vc_host = rand_host({slots, hk, d}, 1.0f, rng);
   b.cpu_kv.page_size = b.gpu_kv.page_size = page_size;
   b.cpu_kv.k.push_back(kc_host.clone());
   b.cpu_kv.v.push_back(vc_host.clone());
   b.gpu_kv.k.push_back(to_gpu_bf16(kc_host));
   b.gpu_kv.v.push_back(to_gpu_bf16(vc_host));
-  std::vector<int32_t> free_pages(pages - 1);
-  std::iota(free_pages.begin(), free_pages.end(), 1);
-  std::shuffle(free_pages.begin(), free_pages.end(), rng);
-  model::ForwardBatch batch;
-  for (auto [start, n] : seqs) {
-    model::SequenceInput s;
-    s.start_pos = start;
-    s.tokens.assign(n, 0);
-    const int64_t np = (start + n + page_size - 1) / page_size;
-    s.page_table.assign(free_pages.end() - np, free_pages.end());
-    free_pages.resize(free_pages.size() - np);
-    batch.seqs.push_back(s);
-    b.tokens += n;
-  }
+  const model::ForwardBatch batch = shuffled_page_batch(seqs, pages, page_size, rng);
+  for (const auto& seq : seqs) b.tokens += seq.second;
   b.q = rand_host({b.tokens, hq, d}, 1.0f, rng);
   b.k = rand_host({b.tokens, hk, d}, 1.0f, rng);
   b.v = rand_host({b.tokens, hk, d}, 1.0f, rng);

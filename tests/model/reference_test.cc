@@ -33,7 +33,7 @@ TEST_P(ReferenceTest, LogitsAndGreedyTokensMatchTransformers) {
   EXPECT_EQ(runner->kv_pool().num_free(), runner->kv_pool().num_pages()) << "pages leaked";
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest, ::testing::ValuesIn(loom::testing::decoder_checkpoints()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest, ::testing::ValuesIn(loom::testing::reference_checkpoints()),
                          [](const auto& info) { return loom::testing::checkpoint_test_name(info.param); });
 
 }  // namespace

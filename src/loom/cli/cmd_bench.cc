@@ -53,28 +53,44 @@ double measure_bandwidth(const Device& dev) {
   return gbps[gbps.size() / 2];
 }
 
+// Attention weights of one layer (elements): q, k, v, o; for latent attention (DeepSeek) the
+// q projection (or its LoRA pair), kv_a (latent + rope), kv_b (absorbed as W_UK and W_UV), o.
+double attention_weights(const io::ModelConfig& c) {
+  const double h = static_cast<double>(c.hidden_size), heads = static_cast<double>(c.num_attention_heads);
+  if (!c.mla) return h * c.head_dim * (heads * 2.0 + c.num_key_value_heads * 2.0);
+  const auto& m = *c.mla;
+  const double qk = static_cast<double>(m.qk_nope_head_dim + m.qk_rope_head_dim);
+  const double q = m.q_lora_rank > 0 ? m.q_lora_rank * (h + 1.0 + heads * qk) : h * heads * qk;
+  return q + h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank +
+         m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim) + heads * m.v_head_dim * h;
+}
+
 // Bytes one decode step of `bs` sequences must read from HBM: every dense weight once, the
-// experts the batch routes to (expected distinct experts under uniform routing), the KV of every
-// sequence at `context` tokens, the embedding rows of the batch.
+// experts the batch routes to (expected distinct experts under uniform routing) and any shared
+// experts, the KV of every sequence at `context` tokens (for latent attention the cached key
+// [k_pe | c] only: the value is read from it), the embedding rows of the batch.
 double decode_step_bytes(const io::ModelConfig& c, int64_t bs, double context, const KvLayout& kv) {
   const double b = 2.0;  // bf16
-  const double h = static_cast<double>(c.hidden_size), d = static_cast<double>(c.head_dim);
-  const double attn = h * d * (c.num_attention_heads * 2.0 + c.num_key_value_heads * 2.0);
-  double per_layer = attn + 2 * h;  // + norms
+  const double h = static_cast<double>(c.hidden_size);
+  const double shared = c.mla ? static_cast<double>(c.mla->n_shared_experts) : 0.0;
+  double per_layer = attention_weights(c) + 2 * h;  // + norms
   double total = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     double layer = per_layer;
     if (c.is_moe_layer(l)) {
       const double e = static_cast<double>(c.num_experts), k = static_cast<double>(c.num_experts_per_tok);
       const double touched = e * (1.0 - std::pow(1.0 - k / e, static_cast<double>(bs)));
-      layer += e * h + touched * 3.0 * h * c.moe_intermediate_size;
+      layer += e * h + (touched + shared) * 3.0 * h * c.moe_intermediate_size;
     } else {
       layer += 3.0 * h * c.intermediate_size;
     }
     total += layer * b;
   }
   total += (static_cast<double>(c.vocab_size) * h + bs * h + h) * b;  // lm_head, embedding rows, final norm
-  total += static_cast<double>(bs) * context * static_cast<double>(kv.bytes_per_token());
+  const double kv_bytes = c.mla ? static_cast<double>(c.num_hidden_layers) *
+                                      (c.mla->kv_lora_rank + c.mla->qk_rope_head_dim) * b
+                                : static_cast<double>(kv.bytes_per_token());
+  total += static_cast<double>(bs) * context * kv_bytes;
   return total;
 }
 

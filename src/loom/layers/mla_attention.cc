@@ -85,6 +85,7 @@ Tensor MlaAttention::forward(const Tensor& x, int64_t layer, const ops::Rope& ro
   if (ctx.cp_split) write_cp_kv(key, value, layer, ctx, *ps_);
   ops::AttentionParams params;
   params.scale = shape_.softmax_scale;
+  params.value_in_key = true;
   const Tensor o_latent = ops::attention(query, key, value, layer, params, ctx);  // [t, hl, c]
   Tensor o = ops::linear(ops::per_head_linear(o_latent, w_uv_).view({t, -1}), o_proj_);
   ps_->attn_tp.all_reduce(o);

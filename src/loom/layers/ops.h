@@ -48,6 +48,9 @@ struct AttentionParams {
   float scale = 1.0f;
   int64_t sliding_window = 0;     // 0 = full attention
   const Tensor* sinks = nullptr;  // [Hq] f32, gpt-oss
+  // v is k's last Dv dims (latent attention: key [k_pe | c], value c). A kernel may then read the
+  // value from the cached key (FlashInfer's MLA kernel on CUDA); the CPU reads v as given.
+  bool value_in_key = false;
 };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer,
                  const AttentionParams& params, const ForwardContext& ctx);

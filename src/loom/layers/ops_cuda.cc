@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "loom/kernels/cuda/flashinfer_mla.h"
 #include "loom/kernels/cuda/flashinfer_prefill.h"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/sm90/moe_grouped_gemm.h"
@@ -251,7 +252,72 @@ kc::FlashInferPrefillWorkspace& flashinfer_workspace(int device) {
   return *w;
 }
 
+// FlashInfer's MLA schedules per rank thread and GPU: one for eager steps (re-planned when the
+// batch changes) and one that captured graphs read (re-planned before each replay).
+kc::FlashInferMlaWorkspace& mla_workspace(int device, bool for_graphs) {
+  thread_local std::map<std::pair<int, bool>, std::unique_ptr<kc::FlashInferMlaWorkspace>> workspaces;
+  std::unique_ptr<kc::FlashInferMlaWorkspace>& w = workspaces[{device, for_graphs}];
+  if (!w) w = std::make_unique<kc::FlashInferMlaWorkspace>(device);
+  return *w;
+}
+
+// The replay preps registered by captures on this thread, one per workspace (every layer of a
+// capture registers the same one).
+std::map<const void*, ReplayPrep>& replay_preps() {
+  thread_local std::map<const void*, ReplayPrep> preps;
+  return preps;
+}
+
+std::vector<int32_t> key_counts(const ForwardContext& ctx) {
+  std::vector<int32_t> kv_lens(ctx.num_seqs);
+  for (int64_t i = 0; i < ctx.num_seqs; ++i)
+    kv_lens[i] = ctx.h_start_pos[i] + (ctx.h_token_starts[i + 1] - ctx.h_token_starts[i]);
+  return kv_lens;
+}
+
+// Latent attention over the cached keys [k_pe | c] with the value c read from them.
+void attend_latent(const Tensor& q, Tensor& out, const ForwardContext& ctx, float scale, const kc::PagedKvArgs& kv,
+                   cudaStream_t s) {
+  const int device = q.device().index;
+  const int64_t heads = q.size(1);
+  const std::vector<int32_t> kv_lens = key_counts(ctx);
+  const kc::MlaBatch batch{ctx.h_token_starts.data(), kv_lens.data(), ctx.num_seqs, ctx.max_pages};
+  const kc::MlaArgs args{q.data_ptr(), kv.k_cache, kv.page_table, out.data_ptr(), q.size(0), heads, kv.page_size,
+                         scale};
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
+  if (capture == cudaStreamCaptureStatusNone) {
+    // The graphs' workspace too, now: its buffers cannot be allocated while a capture runs (a
+    // graph runner's warm-up forward comes here first).
+    (void)mla_workspace(device, true);
+    OpScope scope("attention (latent, FlashInfer MLA)", q);
+    mla_workspace(device, false).attend(batch, args, s);
+    return;
+  }
+  kc::FlashInferMlaWorkspace& ws = mla_workspace(device, true);
+  const int64_t shape = ws.plan(batch, heads, /*upload=*/false, s);  // the launch shape only
+  ws.run(args, s);
+  replay_preps()[&ws] = [&ws, heads, shape, device](const ForwardContext& replayed) {
+    const std::vector<int32_t> lens = key_counts(replayed);
+    const kc::MlaBatch b{replayed.h_token_starts.data(), lens.data(), replayed.num_seqs, replayed.max_pages};
+    const int64_t got = ws.plan(b, heads, /*upload=*/true, loom::cuda::current_stream(device));
+    LOOM_CHECK(got == shape, "FlashInfer MLA: a replay's schedule has ", got, " CTAs per cluster, its capture ",
+               shape);
+  };
+}
+
 }  // namespace
+
+bool latent_attention_supported(int device, int64_t latent, int64_t rope) {
+  return kc::flashinfer_mla_supports(device, latent, rope);
+}
+
+std::vector<ReplayPrep> take_replay_preps() {
+  std::vector<ReplayPrep> out;
+  for (auto& [key, prep] : replay_preps()) out.push_back(std::move(prep));
+  replay_preps().clear();
+  return out;
+}
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, const AttentionParams& params,
                  const ForwardContext& ctx) {
@@ -270,8 +336,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
                      ctx.token_starts.data<int32_t>(), ctx.start_pos.data<int32_t>(), ctx.num_seqs,
                      ctx.max_pages, ctx.page_size, hk, d, dv};
   cudaStream_t s = stream_for(q);
-  // A decode step's K/V are stored by the attention kernel itself (one launch fewer per layer).
-  const bool kernel_writes_kv = ctx.decode_only && !ctx.cp_split;
+  // Latent attention with a latent FlashInfer's MLA kernel takes (DeepSeek's 512 + 64) runs there;
+  // smaller latents (the test checkpoints) on loom's kernel below, which reads V from the V cache.
+  // A context-parallel prefill needs nothing more: its two chunks are two sequences over the same
+  // pages, every key before them already gathered into the cache (write_cp_kv).
+  const bool latent = params.value_in_key && hk == 1 && dv < d && ctx.num_seqs > 0 &&
+                      kc::flashinfer_mla_supports(q.device().index, dv, d - dv);
+  // A decode step's K/V are stored by loom's attention kernel itself (one launch fewer per layer).
+  const bool kernel_writes_kv = ctx.decode_only && !ctx.cp_split && !latent;
   if (!kernel_writes_kv) {
     OpScope scope("write_kv", q);
     kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, s);
@@ -282,6 +354,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
                    params.sinks->numel() == hq,
                "attention: sinks ", params.sinks->str(), " must be f32 [", hq, "] on ", q.device().str());
   Tensor out = Tensor::empty({tokens, hq, dv}, DType::bf16, q.device());
+  if (latent) {
+    attend_latent(q, out, ctx, params.scale, kv, s);
+    return out;
+  }
   // Windows and sinks (gpt-oss) and V narrower than K (latent attention) stay on loom's kernel:
   // the FlashInfer wrapper has none of them.
   const bool plain = params.sliding_window == 0 && params.sinks == nullptr && dv == d;

@@ -1,6 +1,7 @@
 // The CUDA branch of layers/ops.h (same signatures; bf16 activations, fp32 accumulation).
 // Defined in ops_cuda.cc; without the CUDA backend each throws.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,19 @@ void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows);
 DispatchPlan moe_dispatch_plan(const Routing& routing, int peers, int64_t experts);
 Routing unpack_routing(const Tensor& meta, int64_t k);
 Tensor concat_vocab_shards(const Tensor& shards, int parts, int64_t vocab);
+
+// Whether latent attention (ops::attention with value_in_key) of `latent` + `rope` dims runs on
+// `device` (FlashInfer's MLA kernel: latent 512 + 64 on an sm_90 GPU, in a build with FlashInfer).
+// Smaller latents run on loom's own attention kernel (model/deepseek_v2.cc checks which).
+bool latent_attention_supported(int device, int64_t latent, int64_t rope);
+
+// Host work a captured forward needs before each replay: FlashInfer's MLA schedule depends on the
+// batch's key counts, which a graph cannot compute. The ops register it while a graph is being
+// captured on this thread; the graph runner takes the list after the capture and calls each one,
+// on the replay's stream, with the replayed batch's host fields (num_seqs, h_token_starts,
+// h_start_pos, max_pages, page_size) before every launch.
+using ReplayPrep = std::function<void(const ForwardContext& batch)>;
+std::vector<ReplayPrep> take_replay_preps();
 
 // Device time per op, for `loom bench latency --profile-ops`: while on, every op above records
 // events around its work (never turn it on around a CUDA-graph capture). take_op_profile()

@@ -43,6 +43,8 @@ DispatchPlan moe_dispatch_plan(const Routing&, int, int64_t) { unavailable("moe_
 Routing unpack_routing(const Tensor&, int64_t) { unavailable("unpack_routing"); }
 Tensor concat_vocab_shards(const Tensor&, int, int64_t) { unavailable("concat_vocab_shards"); }
 void set_op_profiling(bool) { unavailable("set_op_profiling"); }
+bool latent_attention_supported(int, int64_t, int64_t) { return false; }
+std::vector<ReplayPrep> take_replay_preps() { return {}; }
 std::vector<OpTime> take_op_profile() { unavailable("take_op_profile"); }
 
 }  // namespace loom::layers::ops::cuda

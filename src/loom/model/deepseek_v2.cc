@@ -3,8 +3,8 @@
 // first_k_dense_replace (or off moe_layer_freq) have a dense SwiGLU MLP; the others route each
 // token to top-k experts (softmax over all experts' logits; "greedy" or "group_limited_greedy"
 // top-k; weights times routed_scaling_factor) and add n_shared_experts shared experts, one SwiGLU
-// MLP of n_shared_experts · moe_intermediate_size that every token passes. On CUDA only for small
-// latent sizes so far (check_config).
+// MLP of n_shared_experts · moe_intermediate_size that every token passes. On CUDA: DeepSeek's
+// 512 + 64 latent on FlashInfer's MLA kernel, small ones on loom's (check_config).
 #include "loom/model/deepseek_v2.h"
 
 #include <cmath>
@@ -13,6 +13,7 @@
 #include "loom/layers/mlp.h"
 #include "loom/layers/moe.h"
 #include "loom/layers/ops.h"
+#include "loom/layers/ops_cuda.h"
 #include "loom/layers/rope.h"
 #include "loom/model/decoder_trunk.h"
 #include "loom/model/moe_decoder.h"
@@ -58,18 +59,21 @@ layers::MoeShape moe_shape(const io::ModelConfig& c) {
 
 void check_config(const io::ModelConfig& c, const LoadOptions& o) {
   const auto& m = mla_of(c);
-  // On CUDA the latent attention runs on loom's attention kernel (K and V head sizes up to 128);
-  // DeepSeek-V2's real latent (512 + 64) needs an MLA kernel that is not written yet.
-  // (The kernel's key tile is the key size rounded up to 16, 32, 64 or 128; the value, the latent,
-  // must fit in half of it.)
+  // On CUDA, DeepSeek's latent (512 + 64) runs on FlashInfer's MLA kernel (an sm_90 GPU); small
+  // latents (the test checkpoints) on loom's attention kernel, whose key tile is the key size
+  // rounded up to 16, 32, 64 or 128 and whose value, the latent, must fit in half of it.
   const int64_t key_dim = m.kv_lora_rank + m.qk_rope_head_dim;
   const int64_t tile = key_dim <= 16 ? 16 : key_dim <= 32 ? 32 : key_dim <= 64 ? 64 : 128;
-  LOOM_CHECK_ARG(o.device.is_cpu() ||
-                     (key_dim <= 128 && key_dim % 8 == 0 && m.kv_lora_rank % 8 == 0 && m.kv_lora_rank <= tile / 2),
-                 c.architecture, ": on CUDA, multi-head latent attention runs only with kv_lora_rank + "
-                 "qk_rope_head_dim <= 128 (the latent at most half of that, multiples of 8) so far; this model has ",
-                 m.kv_lora_rank, " + ", m.qk_rope_head_dim,
-                 " (an MLA kernel for that size is not written yet); run it with --device cpu");
+  const bool on_loom_kernel =
+      key_dim <= 128 && key_dim % 8 == 0 && m.kv_lora_rank % 8 == 0 && m.kv_lora_rank <= tile / 2;
+  const bool on_mla_kernel =
+      o.device.is_cuda() && layers::ops::cuda::latent_attention_supported(o.device.index, m.kv_lora_rank,
+                                                                           m.qk_rope_head_dim);
+  LOOM_CHECK_ARG(o.device.is_cpu() || on_loom_kernel || on_mla_kernel, c.architecture,
+                 ": on CUDA, multi-head latent attention runs with kv_lora_rank 512 + qk_rope_head_dim 64 "
+                 "(FlashInfer's MLA kernel, on an sm_90 GPU in a build with FlashInfer) or with kv_lora_rank + "
+                 "qk_rope_head_dim <= 128; this model has ",
+                 m.kv_lora_rank, " + ", m.qk_rope_head_dim, " on ", o.device.str(), "; run it with --device cpu");
   LOOM_CHECK_ARG(m.topk_method == "greedy" || m.topk_method == "group_limited_greedy", c.architecture,
                  ": topk_method '", m.topk_method, "' is not supported (DeepSeek-V2 routes by 'greedy' or "
                  "'group_limited_greedy'; 'noaux_tc' is DeepSeek-V3's)");

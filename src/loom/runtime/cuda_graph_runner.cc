@@ -118,6 +118,18 @@ void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs) 
                              stream_));
 }
 
+layers::ForwardContext CudaGraphRunner::staged_batch(int64_t bs) const {
+  const MetaLayout m(max_bs_, max_pages_, dp_.dp);
+  layers::ForwardContext c;
+  c.num_seqs = c.num_tokens = bs;
+  c.max_pages = max_pages_;
+  c.page_size = kv_.page_size;
+  c.decode_only = true;
+  c.h_token_starts.assign(host_meta_ + m.token_starts, host_meta_ + m.token_starts + bs + 1);
+  c.h_start_pos.assign(host_meta_ + m.start_pos, host_meta_ + m.start_pos + bs);
+  return c;
+}
+
 void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
   const layers::ForwardContext ctx = context(bs);
   const Tensor ids = meta_.narrow(0, 0, bs);
@@ -133,6 +145,7 @@ void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
     parallel::GraphCaptureGuard capturing;
     // Thread-local: the ranks of a parallel run capture at once, each on its own thread, and one
     // rank's capture must not forbid the others' CUDA calls (global mode would).
+    (void)layers::ops::cuda::take_replay_preps();  // none of an earlier capture's may leak into this one
     CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
       g.logits = model_.forward_device(ids, ctx);
@@ -140,9 +153,11 @@ void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
       cudaStreamEndCapture(stream_, &graph);  // leave the stream usable, then report the first error
       if (graph) cudaGraphDestroy(graph);
       (void)cudaGetLastError();
+      (void)layers::ops::cuda::take_replay_preps();
       throw;
     }
     CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    g.preps = layers::ops::cuda::take_replay_preps();
   }
   CUDA_CHECK(cudaGraphInstantiate(&g.exec, graph, 0));
   CUDA_CHECK(cudaGraphDestroy(graph));
@@ -165,6 +180,11 @@ Tensor CudaGraphRunner::replay(const model::ForwardBatch& batch) {
   const int64_t bs = *std::lower_bound(buckets_.begin(), buckets_.end(), per_replica);
   fill_inputs(batch, bs);
   Graph& g = graphs_.at(bs);
+  if (!g.preps.empty()) {
+    const layers::ForwardContext staged = staged_batch(bs);
+    cuda::StreamGuard on_stream(stream_);
+    for (const auto& prep : g.preps) prep(staged);
+  }
   CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
   return g.logits.narrow(0, 0, n);
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "loom/layers/ops_cuda.h"
 #include "loom/model/causal_lm.h"
 #include "loom/model/forward_batch.h"
 #include "loom/parallel/graph_registry.h"
@@ -58,9 +59,11 @@ class CudaGraphRunner {
   struct Graph {
     cudaGraphExec_t exec = nullptr;
     Tensor logits;
+    std::vector<layers::ops::cuda::ReplayPrep> preps;  // host work before each replay (ops_cuda.h)
   };
   layers::ForwardContext context(int64_t bs) const;
   void fill_inputs(const model::ForwardBatch& batch, int64_t bs);  // host staging -> device, async
+  layers::ForwardContext staged_batch(int64_t bs) const;           // the host fields of the staged batch
   void capture(int64_t bs, parallel::GraphRegistry* registry);
 
   model::CausalLM& model_;
