@@ -142,22 +142,28 @@ TEST(FlashInferMla, ABatchSplitOverSeveralSchedulesEqualsOne) {
   EXPECT_LT(rel_error(run_workspace(whole, *b), b->ref.to_float_vector()), kBf16Kernel);
 }
 
+// Also with an empty V cache, as DeepSeek-V2 allocates it on this path (the value is the key's
+// tail): the op then writes only K.
 TEST(FlashInferMla, TheAttentionOpTakesItForLatentAttention) {
   SKIP_WITHOUT_MLA_KERNEL();
   std::mt19937 rng(33);
-  for (const auto* seqs : {&kMixed, &kDecode}) {
-    const auto b = make_batch(*seqs, 16, 16, rng);
-    ops::AttentionParams params;
-    params.scale = b->scale;
-    params.value_in_key = true;
-    ops::cuda::set_op_profiling(true);
-    const Tensor out = ops::attention(b->qg, b->kg, b->vg, 0, params, b->gctx);
-    ops::cuda::set_op_profiling(false);
-    std::string op;
-    for (const ops::cuda::OpTime& t : ops::cuda::take_op_profile())
-      if (t.op.rfind("attention (", 0) == 0) op = t.op;
-    EXPECT_EQ(op, "attention (latent, FlashInfer MLA)");
-    EXPECT_LT(rel_error(host_values(out), b->ref.to_float_vector()), kBf16Kernel);
+  for (const bool value_cache : {true, false}) {
+    for (const auto* seqs : {&kMixed, &kDecode}) {
+      SCOPED_TRACE(value_cache ? "with a V cache" : "without a V cache");
+      const auto b = make_batch(*seqs, 16, 16, rng);
+      if (!value_cache) b->gpu_kv.v[0] = Tensor::empty({b->gpu_kv.k[0].size(0), 1, 0}, DType::bf16, Device::cuda(0));
+      ops::AttentionParams params;
+      params.scale = b->scale;
+      params.value_in_key = true;
+      ops::cuda::set_op_profiling(true);
+      const Tensor out = ops::attention(b->qg, b->kg, b->vg, 0, params, b->gctx);
+      ops::cuda::set_op_profiling(false);
+      std::string op;
+      for (const ops::cuda::OpTime& t : ops::cuda::take_op_profile())
+        if (t.op.rfind("attention (", 0) == 0) op = t.op;
+      EXPECT_EQ(op, "attention (latent, FlashInfer MLA)");
+      EXPECT_LT(rel_error(host_values(out), b->ref.to_float_vector()), kBf16Kernel);
+    }
   }
 }
 

@@ -24,10 +24,11 @@ struct MlaShape {
   int64_t kv_lora_rank = 0, nope_dim = 0, rope_dim = 0, v_dim = 0;
   float softmax_scale = 1.0f;
 
-  // One token of one layer in the cache: key [k_pe | c], value c. The value repeats the key's
-  // latent (kv_lora_rank more floats per token) until the attention reads the value from the key.
-  KvLayout kv_layout(int64_t layers, DType dtype) const {
-    return {layers, 1, rope_dim + kv_lora_rank, kv_lora_rank, dtype};
+  // One token of one layer in the cache: key [k_pe | c], and the value c again where the attention
+  // kernel reads it from a V cache (the CPU, loom's small-latent CUDA kernel); FlashInfer's MLA
+  // kernel reads it from the key, so `value_cached` false leaves the V cache empty.
+  KvLayout kv_layout(int64_t layers, DType dtype, bool value_cached) const {
+    return {layers, 1, rope_dim + kv_lora_rank, value_cached ? kv_lora_rank : 0, dtype};
   }
 };
 

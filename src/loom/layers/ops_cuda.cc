@@ -328,8 +328,12 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   const Tensor& vcache = ctx.kv->v[layer];
   check_bf16(kcache, "attention", "K cache");
   check_bf16(vcache, "attention", "V cache");
-  const int64_t tokens = q.size(0), hq = q.size(1), hk = kcache.size(1), d = kcache.size(2), dv = vcache.size(2);
-  LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && v.size(2) == dv && q.size(2) == d,
+  // An empty V cache: the value is the key's tail and only FlashInfer's MLA kernel runs (below).
+  const bool value_cached = vcache.size(2) > 0;
+  const int64_t tokens = q.size(0), hq = q.size(1), hk = kcache.size(1), d = kcache.size(2);
+  const int64_t dv = value_cached ? vcache.size(2) : v.size(2);
+  LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && v.size(2) == dv && q.size(2) == d &&
+                 (value_cached || params.value_in_key),
              "attention: q ", q.str(), ", k ", k.str(), ", v ", v.str(), " against the caches ", kcache.str(), ", ",
              vcache.str());
   kc::PagedKvArgs kv{kcache.data_ptr(), vcache.data_ptr(), ctx.page_table.data<int32_t>(),
@@ -342,11 +346,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   // pages, every key before them already gathered into the cache (write_cp_kv).
   const bool latent = params.value_in_key && hk == 1 && dv < d && ctx.num_seqs > 0 &&
                       kc::flashinfer_mla_supports(q.device().index, dv, d - dv);
+  LOOM_CHECK(value_cached || latent || ctx.num_seqs == 0, "attention: the V cache is empty, but a latent of ", dv,
+             " + ", d - dv, " does not run on FlashInfer's MLA kernel here");
   // A decode step's K/V are stored by loom's attention kernel itself (one launch fewer per layer).
   const bool kernel_writes_kv = ctx.decode_only && !ctx.cp_split && !latent;
   if (!kernel_writes_kv) {
     OpScope scope("write_kv", q);
-    kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, s);
+    kc::write_kv(kv, k.data_ptr(), value_cached ? v.data_ptr() : nullptr, ctx.positions.data<int32_t>(), tokens, s);
   }
 
   if (params.sinks)

@@ -30,14 +30,18 @@ void write_kv(const Tensor& k, const Tensor& v, int64_t layer, const ForwardCont
   const Tensor& kcache = ctx.kv->k[layer];
   const Tensor& vcache = ctx.kv->v[layer];
   const int64_t tokens = k.size(0), hk = kcache.size(1), d = kcache.size(2);
-  LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && v.size(2) == vcache.size(2) &&
+  // An empty V cache (latent attention on FlashInfer's MLA kernel, which reads the value from the
+  // key) takes no value: v is not written.
+  const bool value_cached = vcache.size(2) > 0;
+  LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && (!value_cached || v.size(2) == vcache.size(2)) &&
                  tokens == ctx.num_tokens && v.size(0) == tokens,
              "write_kv: k ", k.str(), ", v ", v.str(), " against the cache ", kcache.str(), " and ", ctx.num_tokens,
              " tokens");
   const kc::PagedKvArgs kv{kcache.data_ptr(), vcache.data_ptr(), ctx.page_table.data<int32_t>(),
                            ctx.token_starts.data<int32_t>(), ctx.start_pos.data<int32_t>(), ctx.num_seqs,
-                           ctx.max_pages, ctx.page_size, hk, d, vcache.size(2)};
-  kc::write_kv(kv, k.data_ptr(), v.data_ptr(), ctx.positions.data<int32_t>(), tokens, stream_for(k));
+                           ctx.max_pages, ctx.page_size, hk, d, v.size(2)};
+  kc::write_kv(kv, k.data_ptr(), value_cached ? v.data_ptr() : nullptr, ctx.positions.data<int32_t>(), tokens,
+               stream_for(k));
 }
 
 void index_add_rows(Tensor& out, const Tensor& src, const Tensor& rows) {

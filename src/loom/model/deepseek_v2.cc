@@ -111,7 +111,12 @@ class DeepseekV2 final : public CausalLM {
       if (o.progress) o.progress("loading weights", l + 1, c.num_hidden_layers);
     }
     rope_ = layers::make_rope(c.rope, mla.rope_dim, c.max_position_embeddings, o.device);
-    kv_layout_ = mla.kv_layout(c.num_hidden_layers, o.dtype);
+    // On FlashInfer's MLA kernel the value is read from the cached key: no V cache.
+    const auto& m = mla_of(c);
+    const bool value_in_key_only =
+        o.device.is_cuda() &&
+        layers::ops::cuda::latent_attention_supported(o.device.index, m.kv_lora_rank, m.qk_rope_head_dim);
+    kv_layout_ = mla.kv_layout(c.num_hidden_layers, o.dtype, !value_in_key_only);
   }
 
   const io::ModelConfig& config() const override { return config_; }

@@ -36,7 +36,8 @@ __global__ void write_kv_kernel(PagedKvArgs kv, const bf16* k, const bf16* v, co
   bf16* kc = static_cast<bf16*>(kv.k_cache) + slot * nk;
   bf16* vc = static_cast<bf16*>(kv.v_cache) + slot * nv;
   for (int64_t c = threadIdx.x; c < nk; c += blockDim.x) kc[c] = k[t * nk + c];
-  for (int64_t c = threadIdx.x; c < nv; c += blockDim.x) vc[c] = v[t * nv + c];
+  if (v)  // null: no V cache (latent attention reading the value from the key)
+    for (int64_t c = threadIdx.x; c < nv; c += blockDim.x) vc[c] = v[t * nv + c];
 }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {

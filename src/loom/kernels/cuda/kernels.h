@@ -166,7 +166,8 @@ struct PagedKvArgs {
   int64_t num_seqs, max_pages, page_size, hk, d;
   int64_t dv = 0;  // V's head dim when it differs from K's (latent attention); 0: d
 };
-// Writes k [T, hk, d] and v [T, hk, v_dim] of the step at `positions` into the cache.
+// Writes k [T, hk, d] and v [T, hk, v_dim] of the step at `positions` into the cache (v null:
+// K only, for a cache without V).
 void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t* positions, int64_t tokens,
               cudaStream_t s);
 // Causal attention of q [T, hq, d] over each sequence's cache (flash-style, online softmax,
