@@ -238,7 +238,7 @@ void GlooCommunicator::check_counts_agree(const char* op, const std::vector<int6
 void GlooCommunicator::do_all_gather(const Tensor& in, Tensor& out, const std::vector<int64_t>& rows) {
   const int64_t row_bytes = row_elems(in) * static_cast<int64_t>(dtype_size(in.dtype()));
   if (size() == 1) {
-    std::memcpy(out.data_ptr(), in.data_ptr(), in.nbytes());
+    if (in.numel() > 0) std::memcpy(out.data_ptr(), in.data_ptr(), in.nbytes());  // empty: no storage
     return;
   }
   check_counts_agree("all_gather", rows, nullptr);
@@ -266,7 +266,7 @@ void GlooCommunicator::do_reduce_scatter(const Tensor& in, Tensor& out, const st
   const int64_t elems = row_elems(in), esize = static_cast<int64_t>(dtype_size(in.dtype()));
   const int64_t mine = rows[rank()] * elems;
   if (size() == 1) {
-    std::memcpy(out.data_ptr(), in.data_ptr(), in.nbytes());
+    if (in.numel() > 0) std::memcpy(out.data_ptr(), in.data_ptr(), in.nbytes());  // empty: no storage
     return;
   }
   check_counts_agree("reduce_scatter", rows, nullptr);

@@ -73,8 +73,11 @@ std::pair<int, std::exception_ptr> RankFailures::cause() const {
 }
 
 std::string RankFailures::str() const {
-  const auto [rank, error] = cause();
-  return error ? loom::str("rank ", rank, " failed: ", what_of(error)) : "";
+  // Read the exception under the lock: a later cause that add() stores in its place may drop the
+  // last reference to it, and that destruction must be ordered after this read by something TSan
+  // sees (exception_ptr's reference count is an atomic inside uninstrumented libstdc++.so).
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_ ? loom::str("rank ", rank_, " failed: ", what_of(error_)) : "";
 }
 
 void run_threads(int n, int first_rank, Store& store, const RankFn& fn) {
