@@ -57,6 +57,14 @@ layers::MoeShape moe_shape(const io::ModelConfig& c) {
   return s;
 }
 
+// Whether the latent attention runs on FlashInfer's MLA kernel (which reads the value from the
+// cached key, so the cache holds no V).
+bool latent_on_mla_kernel(const io::ModelConfig& c, const LoadOptions& o) {
+  const auto& m = mla_of(c);
+  return o.device.is_cuda() &&
+         layers::ops::cuda::latent_attention_supported(o.device.index, m.kv_lora_rank, m.qk_rope_head_dim);
+}
+
 void check_config(const io::ModelConfig& c, const LoadOptions& o) {
   const auto& m = mla_of(c);
   // On CUDA, DeepSeek's latent (512 + 64) runs on FlashInfer's MLA kernel (an sm_90 GPU); small
@@ -66,10 +74,7 @@ void check_config(const io::ModelConfig& c, const LoadOptions& o) {
   const int64_t tile = key_dim <= 16 ? 16 : key_dim <= 32 ? 32 : key_dim <= 64 ? 64 : 128;
   const bool on_loom_kernel =
       key_dim <= 128 && key_dim % 8 == 0 && m.kv_lora_rank % 8 == 0 && m.kv_lora_rank <= tile / 2;
-  const bool on_mla_kernel =
-      o.device.is_cuda() && layers::ops::cuda::latent_attention_supported(o.device.index, m.kv_lora_rank,
-                                                                           m.qk_rope_head_dim);
-  LOOM_CHECK_ARG(o.device.is_cpu() || on_loom_kernel || on_mla_kernel, c.architecture,
+  LOOM_CHECK_ARG(o.device.is_cpu() || on_loom_kernel || latent_on_mla_kernel(c, o), c.architecture,
                  ": on CUDA, multi-head latent attention runs with kv_lora_rank 512 + qk_rope_head_dim 64 "
                  "(FlashInfer's MLA kernel, on an sm_90 GPU in a build with FlashInfer) or with kv_lora_rank + "
                  "qk_rope_head_dim <= 128; this model has ",
@@ -111,12 +116,7 @@ class DeepseekV2 final : public CausalLM {
       if (o.progress) o.progress("loading weights", l + 1, c.num_hidden_layers);
     }
     rope_ = layers::make_rope(c.rope, mla.rope_dim, c.max_position_embeddings, o.device);
-    // On FlashInfer's MLA kernel the value is read from the cached key: no V cache.
-    const auto& m = mla_of(c);
-    const bool value_in_key_only =
-        o.device.is_cuda() &&
-        layers::ops::cuda::latent_attention_supported(o.device.index, m.kv_lora_rank, m.qk_rope_head_dim);
-    kv_layout_ = mla.kv_layout(c.num_hidden_layers, o.dtype, !value_in_key_only);
+    kv_layout_ = mla.kv_layout(c.num_hidden_layers, o.dtype, /*value_cached=*/!latent_on_mla_kernel(c, o));
   }
 
   const io::ModelConfig& config() const override { return config_; }
