@@ -29,11 +29,15 @@ MODEL=bench/models/qwen3-30b-a3b
 libdirs="$LOOM_DEBROOT/usr/lib:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu:$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu/openblas-pthread"
 export LD_LIBRARY_PATH="$libdirs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export LOOM_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$LOOM_DEBROOT/usr -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdirs -DCMAKE_CXX_FLAGS=-idirafter$LOOM_DEBROOT/usr/include -DCMAKE_CUDA_ARCHITECTURES=90a-real;80-virtual -DLOOM_HEAVY_JOBS=4"
-# Builds loom and test_cuda into build-gpu, logs into $1 (configure.log, build.log); prints the
-# build's tail and fails when it does.
+# Builds the targets named after $1 (default: loom and test_cuda) into build-gpu, logs into $1
+# (configure.log, build.log); prints the build's tail and fails when it does.
 loom_device_build() {
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS >"$1/configure.log" 2>&1 &&
-    cmake --build build-gpu -j16 --target loom test_cuda >"$1/build.log" 2>&1 || { tail -30 "$1/build.log"; return 1; }
+  local logs=$1
+  shift
+  local targets=("$@")
+  [ ${#targets[@]} -gt 0 ] || targets=(loom test_cuda)
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS >"$logs/configure.log" 2>&1 &&
+    cmake --build build-gpu -j16 --target "${targets[@]}" >"$logs/build.log" 2>&1 || { tail -30 "$logs/build.log"; return 1; }
 }
 # Starts `loom serve` on the Qwen3-30B-A3B shape (dummy weights) on port $2, logging to $1/serve.log,
 # with any further flags; sets serve_pid and returns once the server has answered a request.

@@ -1,8 +1,10 @@
 // Decode-sized matrix products: few rows against large bf16 weights are bound by reading the
-// weights once, so each warp streams whole weight rows with 16-byte loads (several in flight per
-// lane) and reduces in f32 with shuffles; no tensor cores, no tiles, no shared-memory staging.
+// weights once, so each warp streams a weight row (or a part of one) with 16-byte loads (several
+// in flight per lane) and reduces in f32 with shuffles; no tensor cores, no tiles, no staging.
 // Every output element is computed in the same order whatever the number of rows, so a row's
 // result does not depend on the batch it was computed in (graphs and eager agree).
+#include <algorithm>
+
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/route_topk.cuh"
@@ -12,8 +14,7 @@ namespace loom::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
-constexpr int kUnroll = 4;      // 16-byte chunks per lane loaded before any is used (8 was slower: bench/NOTES.md)
-constexpr int kDenseRows = 2;   // weight rows per warp in the dense GEMV
+constexpr int kUnroll = 4;  // 16-byte chunks per lane loaded before any is used (8 was slower: bench/NOTES.md)
 constexpr int kMaxTopK = 32;
 
 // Weights are read once: keep them out of L1 (the activations stay there).
@@ -42,18 +43,18 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
 }
 
 // This lane's partial dots of R weight rows with M vectors (first `m` valid), k8 chunks of 8.
-template <int R, int M>
+template <int R, int M, int U = kUnroll>
 __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const uint4* x, int64_t x_stride8, int m,
                                           int k8, float (&acc)[R][M]) {
   const int lane = threadIdx.x & 31;
-  for (int c0 = lane; c0 < k8; c0 += 32 * kUnroll) {
-    uint4 w[R][kUnroll];
+  for (int c0 = lane; c0 < k8; c0 += 32 * U) {
+    uint4 w[R][U];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
+    for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) w[r][u] = c0 + 32 * u < k8 ? load_stream(rows[r] + c0 + 32 * u) : uint4{};
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
       if (c >= k8) break;
 #pragma unroll
@@ -67,7 +68,7 @@ __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const u
   }
 }
 
-// The weights of one launch: segment j's blocks [block_end[j - 1], block_end[j]) compute
+// The weights of one launch: target j's blocks [block_end[j - 1], block_end[j]) compute
 // y_j = x · w_jᵀ (n_j outputs).
 struct GemvSegments {
   const bf16* w[kMaxGemvTargets];
@@ -77,45 +78,78 @@ struct GemvSegments {
   int count;
 };
 
-// y[i, n] = x[i, :] · w[n, :] for i < m <= M over block `block`'s rows; each warp owns kDenseRows
-// consecutive n.
+// How many warps share one weight row, each summing a contiguous part of K (a power of two
+// dividing kWarps). Few rows leave the GPU's memory pipes idle unless K is split: a 2048 x 4096
+// weight streams in 6.1 µs with 4 parts a row against 7.5 µs with 2 rows a warp, a router's
+// 128 x 2048 in 1.8 against 2.7 µs; 4,096 rows or more keep one warp a row (H200, cold weights,
+// launches back to back in a graph: bench/NOTES.md). At least 2 chunks of 8 per lane a part.
+int k_parts(int64_t n, int64_t k) {
+  int parts = 1;
+  if (n >= 4096) return parts;
+  while (parts < kWarps && n * parts < 8192 && k / 8 / (parts * 2) >= 64) parts *= 2;
+  return parts;
+}
+
+// y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
+// of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
+// depends on n and k only, never on m. Every thread of the block must call this.
 template <int M>
-__device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k,
+__device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
                                            unsigned block) {
-  const int64_t n0 = (static_cast<int64_t>(block) * kWarps + (threadIdx.x >> 5)) * kDenseRows;
-  if (n0 >= n) return;
-  const int k8 = k / 8;
-  const uint4* rows[kDenseRows];
+  __shared__ float part_sum[kWarps][M];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
+  const int part = warp % parts;
+  const int k8 = k / 8, per = (k8 + parts - 1) / parts;
+  const int begin = part * per, count = begin < k8 ? (k8 - begin < per ? k8 - begin : per) : 0;
+  float acc[1][M] = {};
+  if (row < n && count > 0) {
+    const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
+    lane_dots<1, M>(rows, reinterpret_cast<const uint4*>(x) + begin, k8, m, count, acc);
+  }
 #pragma unroll
-  for (int r = 0; r < kDenseRows; ++r)  // a row past the end re-reads row n0 and is not written
-    rows[r] = reinterpret_cast<const uint4*>(w) + (n0 + r < n ? n0 + r : n0) * k8;
-  float acc[kDenseRows][M] = {};
-  lane_dots<kDenseRows, M>(rows, reinterpret_cast<const uint4*>(x), k8, m, k8, acc);
+  for (int i = 0; i < M; ++i) acc[0][i] = warp_sum(acc[0][i]);
+  if (parts == 1) {
 #pragma unroll
-  for (int r = 0; r < kDenseRows; ++r)
+    for (int i = 0; i < M; ++i)
+      if (lane == 0 && i < m && row < n) y[i * n + row] = to_bf(acc[0][i]);
+    return;
+  }
+  if (lane == 0)
 #pragma unroll
-    for (int i = 0; i < M; ++i) {
-      const float v = warp_sum(acc[r][i]);
-      if ((threadIdx.x & 31) == 0 && i < m && n0 + r < n) y[i * n + n0 + r] = to_bf(v);
-    }
+    for (int i = 0; i < M; ++i) part_sum[warp][i] = acc[0][i];
+  __syncthreads();
+  if (part == 0 && lane < m && row < n) {
+    float v = 0;
+    for (int j = 0; j < parts; ++j) v += part_sum[warp + j][lane];
+    y[lane * n + row] = to_bf(v);
+  }
 }
 
 template <int M>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k) {
-  int j = 0;
-  while (j + 1 < seg.count && blockIdx.x >= seg.block_end[j]) ++j;
-  gemv_block<M>(x, seg.w[j], seg.y[j], m, seg.n[j], k, blockIdx.x - (j > 0 ? seg.block_end[j - 1] : 0u));
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k, int parts) {
+  // The target is picked with constant indices only: indexing the parameter arrays with a runtime
+  // j made every thread copy them to its stack first (120 bytes a thread of local-memory traffic,
+  // which doubled the time of a 21 MB GEMV).
+  const bf16* w = seg.w[0];
+  bf16* y = seg.y[0];
+  int64_t n = seg.n[0];
+  unsigned first = 0;
+#pragma unroll
+  for (int j = 1; j < kMaxGemvTargets; ++j)
+    if (j < seg.count && blockIdx.x >= seg.block_end[j - 1]) w = seg.w[j], y = seg.y[j], n = seg.n[j], first = seg.block_end[j - 1];
+  gemv_block<M>(x, w, y, m, n, k, parts, blockIdx.x - first);
 }
 
 // The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last
 // block to finish routes the m <= kWarps tokens, a warp each (route_topk.cuh).
 template <int M>
 __global__ void __launch_bounds__(kThreads) router_topk_kernel(const bf16* x, const bf16* w, bf16* logits, int m,
-                                                               int e, int k, int top_k, bool renormalize,
+                                                               int e, int k, int parts, int top_k, bool renormalize,
                                                                float* weights, int32_t* ids, unsigned* done) {
   extern __shared__ float probs[];  // [kWarps][e]
   __shared__ bool last;
-  gemv_block<M>(x, w, logits, m, e, k, blockIdx.x);
+  gemv_block<M>(x, w, logits, m, e, k, parts, blockIdx.x);
   __threadfence();  // this block's logits are visible before it counts itself
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -144,61 +178,40 @@ __global__ void __launch_bounds__(kThreads) moe_decode_gate_up_kernel(const bf16
   const uint4* base = reinterpret_cast<const uint4*>(w) + e * 2 * inter * int64_t(k8);
   const uint4* rows[2] = {base + int64_t(i) * k8, base + int64_t(inter + i) * k8};
   float acc[2][1] = {};
-  lane_dots<2, 1>(rows, reinterpret_cast<const uint4*>(x) + (slot / top_k) * k8, 0, 1, k8, acc);
+  // Two rows of 2 chunks in flight a lane: 14.2 µs for 8 experts of 1536 x 2048 against 15.9 with 4
+  lane_dots<2, 1, 2>(rows, reinterpret_cast<const uint4*>(x) + (slot / top_k) * k8, 0, 1, k8, acc);
   const float g = to_f(to_bf(warp_sum(acc[0][0]))), u = to_f(to_bf(warp_sum(acc[1][0])));
   if ((threadIdx.x & 31) == 0) act[slot * inter + i] = to_bf(g / (1.0f + __expf(-g)) * u);
 }
 
 // MoE decode, down + weighted combine: out[t, h] = Σ_j weight[t, j] · (down[e_j][h, :] · act[t·k + j]),
-// over token t's local experts (0 when none), one h per warp. The experts' chunks are walked as one
-// flat range so that loads of several experts are in flight together.
-__global__ void __launch_bounds__(kThreads) moe_decode_down_kernel(const bf16* act, const int32_t* ids,
-                                                                   const float* weights, int64_t expert_begin,
-                                                                   int64_t experts, int top_k, const bf16* w,
-                                                                   int hidden, int inter, bf16* out) {
-  __shared__ const uint4* s_rows[kMaxTopK];  // expert e_j's down matrix
-  __shared__ float s_weight[kMaxTopK];
-  __shared__ int s_slot[kMaxTopK];
-  __shared__ int s_count;
+// over token t's local experts (0 when none). A warp per (h, slot j), all of a row's chunks in flight
+// at once, `rows` h a block of rows · top_k warps; the slots' products are added in slot order.
+// (A warp per h walking all the slots took 12.5 µs for Qwen3's 8 x 2048 x 768, this 8.6.)
+__global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, const int32_t* ids,
+                                                               const float* weights, int64_t expert_begin,
+                                                               int64_t experts, int top_k, const bf16* w, int hidden,
+                                                               int inter, bf16* out) {
+  __shared__ float part[32];  // [rows][top_k], rows · top_k <= 32
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int j = warp % top_k, rows = blockDim.x / 32 / top_k;
   const int64_t t = blockIdx.y;
+  const int h = blockIdx.x * rows + warp / top_k;
   const int k8 = inter / 8;
-  if (threadIdx.x == 0) {  // the token's local slots, in slot order
-    int c = 0;
-    for (int j = 0; j < top_k; ++j) {
-      const int64_t e = ids[t * top_k + j] - expert_begin;
-      if (e < 0 || e >= experts) continue;
-      s_rows[c] = reinterpret_cast<const uint4*>(w) + e * hidden * int64_t(k8);
-      s_weight[c] = weights[t * top_k + j];
-      s_slot[c] = static_cast<int>(t * top_k + j);
-      ++c;
-    }
-    s_count = c;
+  const int64_t e = ids[t * top_k + j] - expert_begin;
+  float acc[1][1] = {};
+  if (h < hidden && e >= 0 && e < experts) {
+    const uint4* row[1] = {reinterpret_cast<const uint4*>(w) + (e * hidden + h) * int64_t(k8)};
+    lane_dots<1, 1>(row, reinterpret_cast<const uint4*>(act) + (t * top_k + j) * k8, 0, 1, k8, acc);
+    acc[0][0] = warp_sum(acc[0][0]) * weights[t * top_k + j];
   }
+  if (lane == 0) part[warp] = acc[0][0];
   __syncthreads();
-  const int h = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (h >= hidden) return;
-  const int lane = threadIdx.x & 31, total = s_count * k8;
-  const uint4* a = reinterpret_cast<const uint4*>(act);
-  float acc = 0;
-  for (int f0 = lane; f0 < total; f0 += 32 * kUnroll) {
-    uint4 wv[kUnroll];
-    int j[kUnroll], c[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int f = f0 + 32 * u;
-      j[u] = f < total ? f / k8 : 0;
-      c[u] = f - j[u] * k8;
-      wv[u] = f < total ? load_stream(s_rows[j[u]] + int64_t(h) * k8 + c[u]) : uint4{};
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (f0 + 32 * u >= total) break;
-      const float d = dot8(wv[u], __ldg(a + int64_t(s_slot[j[u]]) * k8 + c[u]), 0.0f);
-      acc = fmaf(s_weight[j[u]], d, acc);
-    }
+  if (j == 0 && lane == 0 && h < hidden) {
+    float v = 0;
+    for (int q = 0; q < top_k; ++q) v += part[warp + q];
+    out[t * hidden + h] = to_bf(v);
   }
-  acc = warp_sum(acc);
-  if (lane == 0) out[t * hidden + h] = to_bf(acc);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -219,7 +232,10 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
              kMaxGemvTargets, ")");
   GemvSegments seg{};
   seg.count = count;
-  const int64_t per_block = int64_t(kWarps) * kDenseRows;
+  int64_t total_n = 0;
+  for (int j = 0; j < count; ++j) total_n += targets[j].n;
+  const int parts = k_parts(total_n, k);
+  const int64_t per_block = kWarps / parts;
   int64_t blocks = 0;
   for (int j = 0; j < count; ++j) {
     LOOM_CHECK(gemv_applies(m, k, x, targets[j].w), "gemv: ", m, " rows of K ", k, " (needs 1..", kDecodeMaxRows,
@@ -234,10 +250,10 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
   const auto* xb = static_cast<const bf16*>(x);
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
-  if (m == 1) gemv_kernel<1><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
-  else if (m == 2) gemv_kernel<2><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
-  else if (m <= 4) gemv_kernel<4><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
-  else gemv_kernel<8><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  if (m == 1) gemv_kernel<1><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
+  else if (m == 2) gemv_kernel<2><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
+  else if (m <= 4) gemv_kernel<4><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
+  else gemv_kernel<8><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
   CUDA_CHECK_LAUNCH("gemv");
 }
 
@@ -250,7 +266,8 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
                  int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s) {
   LOOM_CHECK(router_topk_applies(m, hidden, experts, top_k, x, w), "router_topk: ", m, " tokens, hidden ", hidden,
              ", top-", top_k, " of ", experts, " experts");
-  const int64_t per_block = int64_t(kWarps) * kDenseRows;
+  const int parts = k_parts(experts, hidden);
+  const int64_t per_block = kWarps / parts;
   const unsigned blocks = static_cast<unsigned>((experts + per_block - 1) / per_block);
   const size_t smem = kWarps * experts * sizeof(float);
   const auto* xb = static_cast<const bf16*>(x);
@@ -259,10 +276,10 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
   const int mi = static_cast<int>(m), hi = static_cast<int>(hidden), e = static_cast<int>(experts);
   const int k = static_cast<int>(top_k);
   unsigned* done = completion_counters();
-  if (m == 1) router_topk_kernel<1><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
-  else if (m == 2) router_topk_kernel<2><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
-  else if (m <= 4) router_topk_kernel<4><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
-  else router_topk_kernel<8><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, k, renormalize, weights, ids, done);
+  if (m == 1) router_topk_kernel<1><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
+  else if (m == 2) router_topk_kernel<2><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
+  else if (m <= 4) router_topk_kernel<4><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
+  else router_topk_kernel<8><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
   CUDA_CHECK_LAUNCH("router_topk");
 }
 
@@ -283,8 +300,9 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
                                                          local_experts, k, static_cast<const bf16*>(w_gate_up), ii,
                                                          hi, static_cast<bf16*>(act));
   CUDA_CHECK_LAUNCH("moe_decode gate_up");
-  const dim3 down_grid(static_cast<unsigned>((hidden + kWarps - 1) / kWarps), static_cast<unsigned>(tokens));
-  moe_decode_down_kernel<<<down_grid, kThreads, 0, s>>>(static_cast<const bf16*>(act), ids, weights, expert_begin,
+  const int rows = std::max(1, kWarps / k);  // h per block: k warps each
+  const dim3 down_grid(static_cast<unsigned>((hidden + rows - 1) / rows), static_cast<unsigned>(tokens));
+  moe_decode_down_kernel<<<down_grid, 32 * rows * k, 0, s>>>(static_cast<const bf16*>(act), ids, weights, expert_begin,
                                                         local_experts, k, static_cast<const bf16*>(w_down), hi, ii,
                                                         static_cast<bf16*>(out));
   CUDA_CHECK_LAUNCH("moe_decode down");

@@ -1,0 +1,129 @@
+// The decode kernels as a decode step runs them: each benchmark captures 48 launches (one per
+// layer, each on its own weights, so every launch reads cold HBM: 48 x the weights is far past the
+// 50 MB L2) into one CUDA graph and replays it; reported per launch, with the weight bytes' rate.
+// Kernel times measured this way match those inside a real decode step (bench/NOTES.md), unlike
+// Nsight Compute's, which time each kernel alone.
+//   ./build/bench/bench_decode_kernels            (on a GPU; without one every benchmark is skipped)
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <functional>
+#include <vector>
+
+#include "loom/kernels/cuda/kernels.h"
+#include "loom/tensor/cuda_check.h"
+
+namespace kc = loom::kernels::cuda;
+namespace {
+
+constexpr int kLayers = 48;
+
+bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) { CUDA_CHECK(cudaMalloc(&p, bytes)); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p) { o.p = nullptr; }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* as(size_t offset_elems = 0) const { return static_cast<T*>(p) + offset_elems; }
+};
+
+DeviceBuffer random_bf16(int64_t n, uint64_t key, cudaStream_t s) {
+  DeviceBuffer b(static_cast<size_t>(n) * 2);
+  kc::dummy_fill(b.p, kc::FillType::bf16, n, n, n, 0, key, false, 0.05f, s);
+  return b;
+}
+
+// Replays a graph of kLayers launches (launch(l) for layer l) and reports µs per launch and the
+// rate of `bytes` per launch.
+void time_graph(benchmark::State& state, cudaStream_t s, const std::function<void(int)>& launch, double bytes) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int l = 0; l < kLayers; ++l) launch(l);
+  CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_CHECK(cudaGraphLaunch(exec, s));  // warm-up
+  cudaEvent_t begin, end;
+  CUDA_CHECK(cudaEventCreate(&begin));
+  CUDA_CHECK(cudaEventCreate(&end));
+  for (auto _ : state) {
+    CUDA_CHECK(cudaEventRecord(begin, s));
+    CUDA_CHECK(cudaGraphLaunch(exec, s));
+    CUDA_CHECK(cudaEventRecord(end, s));
+    CUDA_CHECK(cudaEventSynchronize(end));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, begin, end));
+    state.SetIterationTime(ms / 1e3 / kLayers);
+  }
+  state.counters["TB/s"] = benchmark::Counter(bytes / 1e12, benchmark::Counter::kIsIterationInvariantRate);
+  cudaEventDestroy(begin);
+  cudaEventDestroy(end);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+
+// y = x · wᵀ for m rows: args n, k, m (Qwen3-30B-A3B's qkv, o, router and lm_head at decode).
+void BM_Gemv(benchmark::State& state) {
+  if (!have_gpu()) return state.SkipWithError("no GPU");
+  const int64_t n = state.range(0), k = state.range(1), m = state.range(2);
+  const int copies = n * k > (int64_t{1} << 27) ? 4 : kLayers;  // lm_head: 4 copies are past L2 already
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  {
+    const DeviceBuffer w = random_bf16(n * k * copies, 1, s), x = random_bf16(m * k, 2, s);
+    const DeviceBuffer y(static_cast<size_t>(m * n) * 2);
+    time_graph(state, s, [&](int l) { kc::gemv(x.p, w.as<uint16_t>(size_t(l % copies) * n * k), y.p, m, n, k, s); },
+               2.0 * n * k);
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+BENCHMARK(BM_Gemv)
+    ->ArgNames({"n", "k", "m"})
+    ->Args({5120, 2048, 1})
+    ->Args({2048, 4096, 1})
+    ->Args({128, 2048, 1})
+    ->Args({151936, 2048, 1})
+    ->Args({5120, 2048, 8})
+    ->Args({2048, 4096, 8})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// The few-token expert path (gate/up + SiLU, then down + weighted combine) for m tokens of a
+// 128-expert top-8 layer, hidden 2048, intermediate 768 (Qwen3-30B-A3B); 16 layers' experts
+// rotated, each token's 8 distinct experts changing with the layer.
+void BM_MoeDecode(benchmark::State& state) {
+  if (!have_gpu()) return state.SkipWithError("no GPU");
+  const int64_t m = state.range(0), experts = 128, top_k = 8, hidden = 2048, inter = 768, stacks = 16;
+  const int64_t gate_up = experts * 2 * inter * hidden, down = experts * hidden * inter;
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  {
+    const DeviceBuffer wgu = random_bf16(gate_up * stacks, 3, s), wd = random_bf16(down * stacks, 4, s);
+    const DeviceBuffer x = random_bf16(m * hidden, 5, s), act(static_cast<size_t>(m * top_k * inter) * 2),
+                       out(static_cast<size_t>(m * hidden) * 2);
+    std::vector<int32_t> ids(kLayers * m * top_k);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + (i / top_k) * 11) % experts);
+    const std::vector<float> weights(m * top_k, 1.0f / top_k);
+    const DeviceBuffer d_ids(ids.size() * 4), d_weights(weights.size() * 4);
+    CUDA_CHECK(cudaMemcpy(d_ids.p, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_weights.p, weights.data(), weights.size() * 4, cudaMemcpyHostToDevice));
+    time_graph(state, s, [&](int l) {
+        kc::moe_decode(x.p, d_ids.as<int32_t>(size_t(l) * m * top_k), d_weights.as<float>(), m, top_k, 0, experts,
+                       wgu.as<uint16_t>(size_t(l % stacks) * gate_up), wd.as<uint16_t>(size_t(l % stacks) * down),
+                       hidden, inter, act.p, out.p, s);
+      }, 2.0 * 3 * hidden * inter * top_k);  // at m = 1; more tokens share some experts
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+BENCHMARK(BM_MoeDecode)->ArgName("m")->Arg(1)->Arg(4)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
