@@ -1,5 +1,6 @@
 # Sourced on the GPU machine (Ubuntu, no registry): unpacks the Debian packages carried in
-# debs/ into /tmp/debroot and points CMake, the linker and the loader at them. Never into /.
+# debs/ (fetched here by scripts/fetch_device_debs.sh) into /tmp/debroot and points CMake, the linker
+# and the loader at them. Never into /.
 set -e
 LOOM_DEBROOT=/tmp/debroot
 if [ ! -d "$LOOM_DEBROOT/usr" ]; then
