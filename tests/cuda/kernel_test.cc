@@ -145,28 +145,29 @@ TEST(CudaKernels, GemvMatchesTheCpuReference) {
 }
 
 // q, k and v of a decode step in one launch (ops::linears): weights of different heights, with
-// and without biases, against the CPU; 16 rows fall back to one product per weight.
+// and without biases, against the CPU; 16 rows fall back to one product per weight. At K 2048 the
+// tall weight takes a warp a row and the short ones split K over warps, in one launch as alone.
 TEST(CudaKernels, SeveralGemvsInOneLaunchMatchTheCpuReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(16);
-  for (int m : {1, 3, 8, 16}) {
-    const int k = 1000;
+  for (auto [m, k, tall] : {std::tuple{1, 1000, 512}, {3, 1000, 512}, {8, 1000, 512}, {16, 1000, 512},
+                            {1, 2048, 4096}, {8, 2048, 4096}}) {
     const Tensor x = rand_host({m, k}, 1.0f, rng);
-    const std::vector<Tensor> w = {rand_host({512, k}, 0.1f, rng), rand_host({64, k}, 0.1f, rng),
+    const std::vector<Tensor> w = {rand_host({tall, k}, 0.1f, rng), rand_host({64, k}, 0.1f, rng),
                                    rand_host({77, k}, 0.1f, rng)};
-    const Tensor b0 = rand_host({512}, 1.0f, rng), b2 = rand_host({77}, 1.0f, rng);
+    const Tensor b0 = rand_host({tall}, 1.0f, rng), b2 = rand_host({77}, 1.0f, rng);
     const std::vector<Tensor> ref = ops::linears(x, {&w[0], &w[1], &w[2]}, {&b0, nullptr, &b2});
     const Tensor xg = to_gpu_bf16(x), b0g = to_gpu_bf16(b0), b2g = to_gpu_bf16(b2);
     const std::vector<Tensor> wg = {to_gpu_bf16(w[0]), to_gpu_bf16(w[1]), to_gpu_bf16(w[2])};
     const std::vector<Tensor> got = ops::linears(xg, {&wg[0], &wg[1], &wg[2]}, {&b0g, nullptr, &b2g});
     ASSERT_EQ(got.size(), 3u);
     for (int j = 0; j < 3; ++j) {
-      EXPECT_EQ(got[j].shape(), ref[j].shape()) << "m " << m << " weight " << j;
-      EXPECT_LT(rel_error(host_values(got[j]), ref[j].to_float_vector()), kBf16Kernel) << "m " << m << " weight " << j;
+      EXPECT_EQ(got[j].shape(), ref[j].shape()) << "m " << m << " k " << k << " weight " << j;
+      EXPECT_LT(rel_error(host_values(got[j]), ref[j].to_float_vector()), kBf16Kernel) << "m " << m << " k " << k << " weight " << j;
     }
     // Without biases each output equals its own GEMV exactly (same kernel, same order).
     const std::vector<Tensor> plain = ops::linears(xg, {&wg[0], &wg[1], &wg[2]});
-    for (int j = 0; j < 3; ++j) EXPECT_EQ(host_values(plain[j]), host_values(ops::linear(xg, wg[j]))) << "m " << m;
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(host_values(plain[j]), host_values(ops::linear(xg, wg[j]))) << "m " << m << " k " << k;
   }
 }
 

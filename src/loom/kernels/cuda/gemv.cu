@@ -74,6 +74,7 @@ struct GemvSegments {
   const bf16* w[kMaxGemvTargets];
   bf16* y[kMaxGemvTargets];
   int64_t n[kMaxGemvTargets];
+  int parts[kMaxGemvTargets];  // k_parts(n_j, k): each weight's result is that of its own launch
   unsigned block_end[kMaxGemvTargets];
   int count;
 };
@@ -127,17 +128,19 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
 }
 
 template <int M>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k, int parts) {
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k) {
   // The target is picked with constant indices only: indexing the parameter arrays with a runtime
   // j made every thread copy them to its stack first (120 bytes a thread of local-memory traffic,
   // which doubled the time of a 21 MB GEMV).
   const bf16* w = seg.w[0];
   bf16* y = seg.y[0];
   int64_t n = seg.n[0];
+  int parts = seg.parts[0];
   unsigned first = 0;
 #pragma unroll
   for (int j = 1; j < kMaxGemvTargets; ++j)
-    if (j < seg.count && blockIdx.x >= seg.block_end[j - 1]) w = seg.w[j], y = seg.y[j], n = seg.n[j], first = seg.block_end[j - 1];
+    if (j < seg.count && blockIdx.x >= seg.block_end[j - 1])
+      w = seg.w[j], y = seg.y[j], n = seg.n[j], parts = seg.parts[j], first = seg.block_end[j - 1];
   gemv_block<M>(x, w, y, m, n, k, parts, blockIdx.x - first);
 }
 
@@ -232,10 +235,6 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
              kMaxGemvTargets, ")");
   GemvSegments seg{};
   seg.count = count;
-  int64_t total_n = 0;
-  for (int j = 0; j < count; ++j) total_n += targets[j].n;
-  const int parts = k_parts(total_n, k);
-  const int64_t per_block = kWarps / parts;
   int64_t blocks = 0;
   for (int j = 0; j < count; ++j) {
     LOOM_CHECK(gemv_applies(m, k, x, targets[j].w), "gemv: ", m, " rows of K ", k, " (needs 1..", kDecodeMaxRows,
@@ -243,17 +242,19 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
     seg.w[j] = static_cast<const bf16*>(targets[j].w);
     seg.y[j] = static_cast<bf16*>(targets[j].y);
     seg.n[j] = targets[j].n;
-    blocks += (targets[j].n + per_block - 1) / per_block;
+    seg.parts[j] = k_parts(targets[j].n, k);
+    const int64_t rows_per_block = kWarps / seg.parts[j];
+    blocks += (targets[j].n + rows_per_block - 1) / rows_per_block;
     seg.block_end[j] = static_cast<unsigned>(blocks);
   }
   if (blocks == 0) return;
   const auto* xb = static_cast<const bf16*>(x);
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
-  if (m == 1) gemv_kernel<1><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
-  else if (m == 2) gemv_kernel<2><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
-  else if (m <= 4) gemv_kernel<4><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
-  else gemv_kernel<8><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki, parts);
+  if (m == 1) gemv_kernel<1><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  else if (m == 2) gemv_kernel<2><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  else if (m <= 4) gemv_kernel<4><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
+  else gemv_kernel<8><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
   CUDA_CHECK_LAUNCH("gemv");
 }
 
