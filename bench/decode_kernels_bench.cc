@@ -12,6 +12,7 @@
 
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/tensor/cuda_check.h"
+#include "loom/tensor/tensor.h"
 
 namespace kc = loom::kernels::cuda;
 namespace {
@@ -23,21 +24,23 @@ bool have_gpu() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) { CUDA_CHECK(cudaMalloc(&p, bytes)); }
-  ~DeviceBuffer() { cudaFree(p); }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p) { o.p = nullptr; }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as(size_t offset_elems = 0) const { return static_cast<T*>(p) + offset_elems; }
-};
+using loom::DType;
+using loom::Device;
+using loom::Tensor;
 
-DeviceBuffer random_bf16(int64_t n, uint64_t key, cudaStream_t s) {
-  DeviceBuffer b(static_cast<size_t>(n) * 2);
-  kc::dummy_fill(b.p, kc::FillType::bf16, n, n, n, 0, key, false, 0.05f, s);
-  return b;
+// n bf16 values on the GPU from the dummy-weight generator (uniform in [-0.05, 0.05]).
+Tensor random_bf16(int64_t n, uint64_t key, cudaStream_t s) {
+  Tensor t = Tensor::empty({n}, DType::bf16, Device::cuda(0));
+  kc::dummy_fill(t.data_ptr(), kc::FillType::bf16, n, n, n, 0, key, false, 0.05f, s);
+  return t;
+}
+
+// A host vector copied to a new GPU tensor.
+template <typename T>
+Tensor to_gpu(const std::vector<T>& v, DType dtype) {
+  Tensor t = Tensor::empty({static_cast<int64_t>(v.size())}, dtype, Device::cuda(0));
+  CUDA_CHECK(cudaMemcpy(t.data_ptr(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return t;
 }
 
 // Replays a graph of kLayers launches (launch(l) for layer l) and reports µs per launch and the
@@ -77,9 +80,9 @@ void BM_Gemv(benchmark::State& state) {
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreate(&s));
   {
-    const DeviceBuffer w = random_bf16(n * k * copies, 1, s), x = random_bf16(m * k, 2, s);
-    const DeviceBuffer y(static_cast<size_t>(m * n) * 2);
-    time_graph(state, s, [&](int l) { kc::gemv(x.p, w.as<uint16_t>(size_t(l % copies) * n * k), y.p, m, n, k, s); },
+    const Tensor w = random_bf16(n * k * copies, 1, s), x = random_bf16(m * k, 2, s);
+    const Tensor y = Tensor::empty({m, n}, DType::bf16, Device::cuda(0));
+    time_graph(state, s, [&](int l) { kc::gemv(x.data_ptr(), w.data<uint16_t>() + l % copies * n * k, y.data_ptr(), m, n, k, s); },
                2.0 * n * k);
   }
   CUDA_CHECK(cudaStreamDestroy(s));
@@ -105,19 +108,18 @@ void BM_MoeDecode(benchmark::State& state) {
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreate(&s));
   {
-    const DeviceBuffer wgu = random_bf16(gate_up * stacks, 3, s), wd = random_bf16(down * stacks, 4, s);
-    const DeviceBuffer x = random_bf16(m * hidden, 5, s), act(static_cast<size_t>(m * top_k * inter) * 2),
-                       out(static_cast<size_t>(m * hidden) * 2);
+    const Tensor wgu = random_bf16(gate_up * stacks, 3, s), wd = random_bf16(down * stacks, 4, s);
+    const Tensor x = random_bf16(m * hidden, 5, s);
+    const Tensor act = Tensor::empty({m * top_k, inter}, DType::bf16, Device::cuda(0));
+    const Tensor out = Tensor::empty({m, hidden}, DType::bf16, Device::cuda(0));
     std::vector<int32_t> ids(kLayers * m * top_k);
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + (i / top_k) * 11) % experts);
-    const std::vector<float> weights(m * top_k, 1.0f / top_k);
-    const DeviceBuffer d_ids(ids.size() * 4), d_weights(weights.size() * 4);
-    CUDA_CHECK(cudaMemcpy(d_ids.p, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(d_weights.p, weights.data(), weights.size() * 4, cudaMemcpyHostToDevice));
+    const Tensor d_ids = to_gpu(ids, DType::i32);
+    const Tensor d_weights = to_gpu(std::vector<float>(m * top_k, 1.0f / top_k), DType::f32);
     time_graph(state, s, [&](int l) {
-        kc::moe_decode(x.p, d_ids.as<int32_t>(size_t(l) * m * top_k), d_weights.as<float>(), m, top_k, 0, experts,
-                       wgu.as<uint16_t>(size_t(l % stacks) * gate_up), wd.as<uint16_t>(size_t(l % stacks) * down),
-                       hidden, inter, act.p, out.p, s);
+        kc::moe_decode(x.data_ptr(), d_ids.data<int32_t>() + l * m * top_k, d_weights.data<float>(), m, top_k, 0,
+                       experts, wgu.data<uint16_t>() + l % stacks * gate_up, wd.data<uint16_t>() + l % stacks * down,
+                       hidden, inter, act.data_ptr(), out.data_ptr(), s);
       }, 2.0 * 3 * hidden * inter * top_k);  // at m = 1; more tokens share some experts
   }
   CUDA_CHECK(cudaStreamDestroy(s));

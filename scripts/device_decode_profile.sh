@@ -26,7 +26,7 @@ if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
   echo "tests: $((SECONDS - t0)) s"
 fi
 latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128
-  env ${2:-LOOM_NOTHING=1} ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy \
+  env ${2:+"$2"} ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy \
     --batch-size 1,8,32,128 --input-len 1024 --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 \
     >"$1" 2>&1 || tail -5 "$1"
 }

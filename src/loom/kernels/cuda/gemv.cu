@@ -91,6 +91,12 @@ int k_parts(int64_t n, int64_t k) {
   return parts;
 }
 
+// Blocks for n rows of `parts` warps each (gemv_block's layout).
+int64_t gemv_blocks(int64_t n, int parts) {
+  const int64_t rows_per_block = kWarps / parts;
+  return (n + rows_per_block - 1) / rows_per_block;
+}
+
 // y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
 // of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
 // depends on n and k only, never on m. Every thread of the block must call this.
@@ -102,7 +108,7 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
   const int part = warp % parts;
   const int k8 = k / 8, per = (k8 + parts - 1) / parts;
-  const int begin = part * per, count = begin < k8 ? (k8 - begin < per ? k8 - begin : per) : 0;
+  const int begin = part * per, count = max(0, min(per, k8 - begin));
   float acc[1][M] = {};
   if (row < n && count > 0) {
     const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
@@ -243,8 +249,7 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
     seg.y[j] = static_cast<bf16*>(targets[j].y);
     seg.n[j] = targets[j].n;
     seg.parts[j] = k_parts(targets[j].n, k);
-    const int64_t rows_per_block = kWarps / seg.parts[j];
-    blocks += (targets[j].n + rows_per_block - 1) / rows_per_block;
+    blocks += gemv_blocks(targets[j].n, seg.parts[j]);
     seg.block_end[j] = static_cast<unsigned>(blocks);
   }
   if (blocks == 0) return;
@@ -268,8 +273,7 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
   LOOM_CHECK(router_topk_applies(m, hidden, experts, top_k, x, w), "router_topk: ", m, " tokens, hidden ", hidden,
              ", top-", top_k, " of ", experts, " experts");
   const int parts = k_parts(experts, hidden);
-  const int64_t per_block = kWarps / parts;
-  const unsigned blocks = static_cast<unsigned>((experts + per_block - 1) / per_block);
+  const unsigned blocks = static_cast<unsigned>(gemv_blocks(experts, parts));
   const size_t smem = kWarps * experts * sizeof(float);
   const auto* xb = static_cast<const bf16*>(x);
   const auto* wb = static_cast<const bf16*>(w);
