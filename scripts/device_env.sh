@@ -5,7 +5,11 @@ set -e
 LOOM_DEBROOT=/tmp/debroot
 if [ ! -d "$LOOM_DEBROOT/usr" ]; then
   mkdir -p "$LOOM_DEBROOT"
-  for f in debs/*.deb; do dpkg -x "$f" "$LOOM_DEBROOT"; done
+  for f in debs/*.deb; do
+    # A Google Benchmark of the machine's own comes first on the include path: its library too.
+    case $f in */libbenchmark*) [ -e /usr/include/benchmark/benchmark.h ] && continue ;; esac
+    dpkg -x "$f" "$LOOM_DEBROOT"
+  done
   # What Debian's update-alternatives would link: OpenBLAS's library and cblas.h at the usual names.
   ob="$LOOM_DEBROOT/usr/lib/x86_64-linux-gnu"
   if [ -e "$ob/openblas-pthread/libopenblas.so" ]; then
