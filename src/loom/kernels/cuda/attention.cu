@@ -4,28 +4,20 @@
 // in registers, and multiplies on the tensor cores with mma.sync m16n8k16 (bf16 in, f32 accum).
 // Decode (few rows, many keys) splits the keys over blocks; a second kernel merges the partials.
 #include <algorithm>
+#include <cmath>
 
+#include "loom/kernels/cuda/attention_common.cuh"
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/pdl.cuh"
 #include "loom/tensor/error.h"
 
 namespace loom::kernels::cuda {
 namespace {
 
+using namespace attn;
+
 constexpr int kRows = 64, kKeys = 64, kWarps = 4;
-
-__device__ __forceinline__ int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-__host__ __device__ __forceinline__ int64_t v_dim(const PagedKvArgs& kv) { return kv.dv ? kv.dv : kv.d; }
-
-__device__ __forceinline__ int64_t kv_slot(const PagedKvArgs& kv, int64_t seq, int64_t pos) {
-  return static_cast<int64_t>(kv.page_table[seq * kv.max_pages + pos / kv.page_size]) * kv.page_size +
-         pos % kv.page_size;
-}
-
-__device__ __forceinline__ int seq_of_token(const int32_t* token_starts, int64_t num_seqs, int64_t t) {
-  return last_start_at_most(token_starts, num_seqs, t);
-}
 
 __global__ void write_kv_kernel(PagedKvArgs kv, const bf16* k, const bf16* v, const int32_t* positions,
                                 int64_t tokens) {
@@ -38,59 +30,6 @@ __global__ void write_kv_kernel(PagedKvArgs kv, const bf16* k, const bf16* v, co
   for (int64_t c = threadIdx.x; c < nk; c += blockDim.x) kc[c] = k[t * nk + c];
   if (v)  // null: no V cache (latent attention reading the value from the key)
     for (int64_t c = threadIdx.x; c < nv; c += blockDim.x) vc[c] = v[t * nv + c];
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-// Four 8x8 b16 matrices from shared memory (lane 4r + c gets row r, columns 2c and 2c + 1).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-// Four 8x8 b16 matrices from shared memory, transposed (each lane gets a column pair).
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-struct AttnArgs {
-  PagedKvArgs kv;
-  const bf16* q;
-  bf16* out;
-  float* part;  // [splits, T, hq, dv + 1] (o..., lse) when splits > 1
-  int64_t tokens, hq;
-  float scale_log2;
-  int splits;
-  int64_t window;      // > 0: each query sees its last `window` positions only
-  const float* sinks;  // [hq] natural-log logits in every softmax's denominator, or null
-  // Decode: the step's own K/V [T, hk, d|dv] (null: already in the cache). Keys at positions from
-  // start_pos on are read from here, and the first split's block of each KV head stores them in the
-  // cache: no separate write kernel.
-  const bf16* new_k;
-  const bf16* new_v;
-};
-
-// Where key `pos` of sequence `seq`, KV head `kvh` starts in K (or V, with `dim` = dv and the V
-// pointers): the cache, or the step's new K/V.
-__device__ __forceinline__ const bf16* key_row(const AttnArgs& a, const void* cache, const bf16* fresh, int64_t seq,
-                                               int kvh, int64_t pos, int64_t start, int64_t t0, int64_t dim) {
-  if (fresh != nullptr && pos >= start) return fresh + ((t0 + (pos - start)) * a.kv.hk + kvh) * dim;
-  return static_cast<const bf16*>(cache) + (kv_slot(a.kv, seq, pos) * a.kv.hk + kvh) * dim;
 }
 
 // A key tile of rows[r] (null: past the keys, zeros) into shared memory at row stride LD, columns
@@ -270,15 +209,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
       if (nt >= ntiles) break;
       if constexpr (KSTEPS % 2 == 0) {
-        // K fragments of two k-steps per ldmatrix: lanes 8i..8i+7 address keys nt*8 + (lane & 7)
-        // at dims ks*16 + 8i (i = 0..3 covers dims [ks*16, ks*16 + 32)).
-#pragma unroll
-        for (int ks = 0; ks < KSTEPS; ks += 2) {
-          uint32_t b[4];
-          ldmatrix_x4(b, &Ks[(kofs + nt * 8 + (lane & 7)) * LDS + ks * 16 + (lane >> 3) * 8]);
-          mma_bf16(s[nt], qf[ks], b[0], b[1]);
-          mma_bf16(s[nt], qf[ks + 1], b[2], b[3]);
-        }
+        qk_ntile<KSTEPS, LDS>(s[nt], qf, Ks, kofs + nt * 8, lane);
       } else {
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {
@@ -303,15 +234,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
         tile_max[h] = fmaxf(tile_max[h], s[nt][i]);
       }
     float alpha[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m[h], tile_max[h]);
-      alpha[h] = m_new == -INFINITY ? 1.0f : exp2f(m[h] - m_new);
-      m[h] = m_new;
-      l[h] *= alpha[h];
-    }
+    online_max(tile_max, m, l, alpha);
 #pragma unroll
     for (int nt = 0; nt < kKeys / 8; ++nt)
 #pragma unroll
@@ -388,6 +311,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
 // Merges split partials: one block per (token, head).
 __global__ void merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq, int d, int splits,
                                     const float* sinks) {
+  wait_then_allow_dependents();
   const int64_t th = blockIdx.x;  // t * hq + head
   const int64_t stride = tokens * hq * (d + 1);
   float mx = -INFINITY;
@@ -440,14 +364,20 @@ void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t
 int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
   if (!decode_only) return 1;
   // Independent of the sequences' lengths (blocks share out the actual keys on the device), so a
-  // captured graph and an eager step of the same batch size compute identically.
+  // captured graph and an eager step of the same batch size compute identically. At least two
+  // blocks an SM, and whole waves: the decode kernel holds 3 blocks an SM, and 512 blocks (batch
+  // 128 x 4 KV heads) in 396 places left the second wave 30% full; 3 splits make 3.9 waves.
   int device = 0, sms = 132;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t want = (2 * sms + num_seqs * hk - 1) / (num_seqs * hk);
-  return static_cast<int>(std::clamp<int64_t>(want, 1, 32));
+  const int64_t heads = std::max<int64_t>(1, num_seqs * hk), places = 3 * int64_t{sms};
+  const int first = static_cast<int>(std::clamp<int64_t>((2 * sms + heads - 1) / heads, 1, 32));
+  for (int splits = first; splits <= 32; ++splits) {
+    const double waves = static_cast<double>(splits * heads) / static_cast<double>(places);
+    if (waves < 1.0 || waves / std::ceil(waves) >= 0.9) return splits;
+  }
+  return first;
 }
-
 
 void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
                int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s, int64_t sliding_window,
@@ -465,14 +395,14 @@ void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, 
              scale * 1.4426950408889634f, num_splits, sliding_window, sinks,
              static_cast<const bf16*>(new_k), static_cast<const bf16*>(new_v)};
   const int64_t dp = (kv.d + 15) / 16 * 16;
-  if (dp <= 16) launch_attention_dv<16>(a, row_tiles, s);
+  if (decode_attention_applies(a, max_new_tokens)) decode_attention(a, s);
+  else if (dp <= 16) launch_attention_dv<16>(a, row_tiles, s);
   else if (dp <= 32) launch_attention_dv<32>(a, row_tiles, s);
   else if (dp <= 64) launch_attention_dv<64>(a, row_tiles, s);
   else launch_attention_dv<128>(a, row_tiles, s);
   if (num_splits > 1) {
-    merge_splits_kernel<<<static_cast<unsigned>(tokens * hq), 128, 0, s>>>(workspace, static_cast<bf16*>(out), tokens,
-                                                                         hq, static_cast<int>(v_dim(kv)), num_splits, sinks);
-    CUDA_CHECK_LAUNCH("attention merge");
+    launch_pdl(merge_splits_kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, static_cast<const float*>(workspace),
+               static_cast<bf16*>(out), tokens, hq, static_cast<int>(v_dim(kv)), num_splits, sinks);
   }
 }
 

@@ -2,6 +2,7 @@
 // SiLU-and-mul, token selection and the copy used to measure bandwidth.
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/pdl.cuh"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -9,6 +10,7 @@ namespace {
 // One block per output row; 16-byte copies when the row allows it.
 __global__ void copy_rows_kernel(const bf16* src, const int32_t* rows, bf16* out, int64_t dim, int64_t limit,
                                  int64_t first = 0) {
+  wait_then_allow_dependents();
   const int64_t i = blockIdx.x;
   const int64_t r = rows[i] - first;
   bf16* dst = out + i * dim;
@@ -57,9 +59,14 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const bf16* 
 #pragma unroll
   for (int i = 0; i < kNormChunks; ++i) {
     const int c = threadIdx.x + i * kNormThreads;
+    if (c < chunks) wv[i] = reinterpret_cast<const uint4*>(w)[c];  // a weight: before the wait (pdl.cuh)
+  }
+  wait_then_allow_dependents();
+#pragma unroll
+  for (int i = 0; i < kNormChunks; ++i) {
+    const int c = threadIdx.x + i * kNormThreads;
     if (c < chunks) {
       xv[i] = xr[c];
-      wv[i] = reinterpret_cast<const uint4*>(w)[c];
       if (rr) rv[i] = rr[c];
     }
   }
@@ -126,6 +133,9 @@ __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const 
     cos_t[i] = cs * scaling;
     sin_t[i] = sn * scaling;
   }
+  // The angles come from the step's positions (uploaded before it): made while the kernel before
+  // ends; q and k are its output (pdl.cuh).
+  wait_then_allow_dependents();
   __syncthreads();
   float* buf = bufs + warp * d;
   for (int64_t h = head_begin + warp; h < head_end; h += kRopeWarps) {
@@ -160,6 +170,7 @@ __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const 
 // silu(gate) * up; `vec` elements a thread (8: one 16-byte load of each half) when the row allows.
 template <int vec>
 __global__ void silu_and_mul_kernel(const bf16* gu, bf16* out, int64_t rows, int64_t inter) {
+  wait_then_allow_dependents();
   const int64_t per_row = inter / vec, n = rows * per_row;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / per_row, c = (i % per_row) * vec;
@@ -235,24 +246,21 @@ int row_threads(int64_t dim) { return dim >= 1024 ? 256 : dim >= 256 ? 128 : 32;
 void embedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t dim, int64_t vocab,
                cudaStream_t s) {
   if (n == 0) return;
-  copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const bf16*>(table), ids,
-                                                             static_cast<bf16*>(out), dim, vocab);
-  CUDA_CHECK_LAUNCH("embedding");
+  launch_pdl(copy_rows_kernel, static_cast<unsigned>(n), 128, 0, s, static_cast<const bf16*>(table), ids,
+             static_cast<bf16*>(out), dim, vocab, int64_t{0});
 }
 
 void embedding_slice(const void* table, const int32_t* ids, void* out, int64_t n, int64_t dim, int64_t first,
                      int64_t rows, cudaStream_t s) {
   if (n == 0) return;
-  copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const bf16*>(table), ids,
-                                                             static_cast<bf16*>(out), dim, rows, first);
-  CUDA_CHECK_LAUNCH("embedding_slice");
+  launch_pdl(copy_rows_kernel, static_cast<unsigned>(n), 128, 0, s, static_cast<const bf16*>(table), ids,
+             static_cast<bf16*>(out), dim, rows, first);
 }
 
 void gather_rows(const void* x, const int32_t* rows, void* out, int64_t n, int64_t dim, cudaStream_t s) {
   if (n == 0) return;
-  copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const bf16*>(x), rows,
-                                                             static_cast<bf16*>(out), dim, INT64_MAX);
-  CUDA_CHECK_LAUNCH("gather_rows");
+  launch_pdl(copy_rows_kernel, static_cast<unsigned>(n), 128, 0, s, static_cast<const bf16*>(x), rows,
+             static_cast<bf16*>(out), dim, int64_t{INT64_MAX}, int64_t{0});
 }
 
 void rms_norm(const void* x, void* residual, const void* w, void* out, int64_t rows, int64_t dim, float eps,
@@ -261,10 +269,8 @@ void rms_norm(const void* x, void* residual, const void* w, void* out, int64_t r
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (dim % 8 == 0 && dim / 8 <= int64_t{kNormThreads} * kNormChunks && aligned(x) && aligned(w) && aligned(out) &&
       (!residual || aligned(residual))) {
-    rms_norm_vec_kernel<<<static_cast<unsigned>(rows), kNormThreads, 0, s>>>(
-        static_cast<const bf16*>(x), static_cast<bf16*>(residual), static_cast<const bf16*>(w),
-        static_cast<bf16*>(out), dim, eps);
-    CUDA_CHECK_LAUNCH("rms_norm");
+    launch_pdl(rms_norm_vec_kernel, static_cast<unsigned>(rows), kNormThreads, 0, s, static_cast<const bf16*>(x),
+               static_cast<bf16*>(residual), static_cast<const bf16*>(w), static_cast<bf16*>(out), dim, eps);
     return;
   }
   rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(dim), 0, s>>>(
@@ -289,10 +295,9 @@ void qk_norm_rope(void* q, void* k, const void* q_norm, const void* k_norm, cons
   const int heads_per_warp = tokens >= 128 ? static_cast<int>((heads + kRopeWarps - 1) / kRopeWarps) : 1;
   const dim3 grid(static_cast<unsigned>(tokens),
                   static_cast<unsigned>((heads + kRopeWarps * heads_per_warp - 1) / (kRopeWarps * heads_per_warp)));
-  qk_norm_rope_kernel<<<grid, 32 * kRopeWarps, smem, s>>>(
-      static_cast<bf16*>(q), static_cast<bf16*>(k), static_cast<const bf16*>(q_norm),
-      static_cast<const bf16*>(k_norm), positions, inv_freq, hq, hk, d, rotary_dim, scaling, eps, heads_per_warp);
-  CUDA_CHECK_LAUNCH("qk_norm_rope");
+  launch_pdl(qk_norm_rope_kernel, grid, 32 * kRopeWarps, smem, s, static_cast<bf16*>(q), static_cast<bf16*>(k),
+             static_cast<const bf16*>(q_norm), static_cast<const bf16*>(k_norm), positions, inv_freq, hq, hk, d,
+             rotary_dim, scaling, eps, heads_per_warp);
 }
 
 void silu_and_mul(const void* gate_up, void* out, int64_t rows, int64_t inter, cudaStream_t s) {
@@ -303,11 +308,10 @@ void silu_and_mul(const void* gate_up, void* out, int64_t rows, int64_t inter, c
   const bool aligned = reinterpret_cast<uintptr_t>(gu) % 16 == 0 && reinterpret_cast<uintptr_t>(o) % 16 == 0;
   if (inter % 8 == 0 && aligned) {
     const int64_t m = n / 8;
-    silu_and_mul_kernel<8><<<grid_for(m, 256), 256, 0, s>>>(gu, o, rows, inter);
+    launch_pdl(silu_and_mul_kernel<8>, grid_for(m, 256), 256, 0, s, gu, o, rows, inter);
   } else {
-    silu_and_mul_kernel<1><<<grid_for(n, 256), 256, 0, s>>>(gu, o, rows, inter);
+    launch_pdl(silu_and_mul_kernel<1>, grid_for(n, 256), 256, 0, s, gu, o, rows, inter);
   }
-  CUDA_CHECK_LAUNCH("silu_and_mul");
 }
 
 void select_tokens(const void* logits, int64_t rows, int64_t vocab, float temperature, uint64_t seed,

@@ -7,6 +7,7 @@
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/pdl.cuh"
 #include "loom/kernels/cuda/route_topk.cuh"
 #include "loom/tensor/error.h"
 
@@ -110,10 +111,12 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   const int k8 = k / 8, per = (k8 + parts - 1) / parts;
   const int begin = part * per, count = max(0, min(per, k8 - begin));
   float acc[1][M] = {};
-  if (row < n && count > 0) {
-    const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
-    lane_dots<1, M>(rows, reinterpret_cast<const uint4*>(x) + begin, k8, m, count, acc);
-  }
+  const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
+  const bool live = row < n && count > 0;
+  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends.
+  if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
+  wait_then_allow_dependents();
+  if (live) lane_dots<1, M>(rows, reinterpret_cast<const uint4*>(x) + begin, k8, m, count, acc);
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[0][i] = warp_sum(acc[0][i]);
   if (parts == 1) {
@@ -179,6 +182,7 @@ __global__ void __launch_bounds__(kThreads) moe_decode_gate_up_kernel(const bf16
                                                                       int64_t expert_begin, int64_t experts,
                                                                       int top_k, const bf16* w, int inter,
                                                                       int hidden, bf16* act) {
+  wait_then_allow_dependents();  // the experts come from the router just before
   const int64_t slot = blockIdx.y;
   const int64_t e = ids[slot] - expert_begin;
   const int i = blockIdx.x * kWarps + (threadIdx.x >> 5);
@@ -204,6 +208,7 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
   __shared__ float part[32];  // [rows][top_k], rows · top_k <= 32
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int j = warp % top_k, rows = blockDim.x / 32 / top_k;
+  wait_then_allow_dependents();
   const int64_t t = blockIdx.y;
   const int h = blockIdx.x * rows + warp / top_k;
   const int k8 = inter / 8;
@@ -256,11 +261,8 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
   const auto* xb = static_cast<const bf16*>(x);
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
-  if (m == 1) gemv_kernel<1><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
-  else if (m == 2) gemv_kernel<2><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
-  else if (m <= 4) gemv_kernel<4><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
-  else gemv_kernel<8><<<grid, kThreads, 0, s>>>(xb, seg, mi, ki);
-  CUDA_CHECK_LAUNCH("gemv");
+  auto* kernel = m == 1 ? gemv_kernel<1> : m == 2 ? gemv_kernel<2> : m <= 4 ? gemv_kernel<4> : gemv_kernel<8>;
+  launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki);
 }
 
 bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w) {
@@ -281,11 +283,11 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
   const int mi = static_cast<int>(m), hi = static_cast<int>(hidden), e = static_cast<int>(experts);
   const int k = static_cast<int>(top_k);
   unsigned* done = completion_counters();
-  if (m == 1) router_topk_kernel<1><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
-  else if (m == 2) router_topk_kernel<2><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
-  else if (m <= 4) router_topk_kernel<4><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
-  else router_topk_kernel<8><<<blocks, kThreads, smem, s>>>(xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
-  CUDA_CHECK_LAUNCH("router_topk");
+  auto* kernel = m == 1   ? router_topk_kernel<1>
+                 : m == 2 ? router_topk_kernel<2>
+                 : m <= 4 ? router_topk_kernel<4>
+                          : router_topk_kernel<8>;
+  launch_pdl(kernel, blocks, kThreads, smem, s, xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
 }
 
 bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t inter, const void* x,
@@ -301,16 +303,12 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
              " tokens, top-", top_k, ", hidden ", hidden, ", intermediate ", inter);
   const int hi = static_cast<int>(hidden), ii = static_cast<int>(inter), k = static_cast<int>(top_k);
   const dim3 up_grid(static_cast<unsigned>((inter + kWarps - 1) / kWarps), static_cast<unsigned>(tokens * top_k));
-  moe_decode_gate_up_kernel<<<up_grid, kThreads, 0, s>>>(static_cast<const bf16*>(x), ids, expert_begin,
-                                                         local_experts, k, static_cast<const bf16*>(w_gate_up), ii,
-                                                         hi, static_cast<bf16*>(act));
-  CUDA_CHECK_LAUNCH("moe_decode gate_up");
+  launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
+             local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
   const int rows = std::max(1, kWarps / k);  // h per block: k warps each
   const dim3 down_grid(static_cast<unsigned>((hidden + rows - 1) / rows), static_cast<unsigned>(tokens));
-  moe_decode_down_kernel<<<down_grid, 32 * rows * k, 0, s>>>(static_cast<const bf16*>(act), ids, weights, expert_begin,
-                                                        local_experts, k, static_cast<const bf16*>(w_down), hi, ii,
-                                                        static_cast<bf16*>(out));
-  CUDA_CHECK_LAUNCH("moe_decode down");
+  launch_pdl(moe_decode_down_kernel, down_grid, 32 * rows * k, 0, s, static_cast<const bf16*>(act), ids, weights,
+             expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii, static_cast<bf16*>(out));
 }
 
 }  // namespace loom::kernels::cuda

@@ -5,6 +5,7 @@
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/pdl.cuh"
 #include "loom/kernels/cuda/route_topk.cuh"
 #include "loom/tensor/error.h"
 
@@ -17,6 +18,7 @@ constexpr int kRouteWarps = 4;
 __global__ void route_topk_kernel(const bf16* logits, int64_t t, int e, int k, bool renormalize, float* weights,
                                   int32_t* ids, int groups, int topk_group, float scale) {
   extern __shared__ float probs_all[];
+  wait_then_allow_dependents();
   const int warp = threadIdx.x >> 5;
   const int64_t tok = blockIdx.x * int64_t(kRouteWarps) + warp;
   if (tok >= t) return;
@@ -32,6 +34,7 @@ __global__ void moe_plan_kernel(const int32_t* ids, const float* wts, int64_t sl
                                 int32_t* num_tiles, int k) {
   __shared__ int counts[kMaxPlanExperts];
   __shared__ int starts[kMaxPlanExperts + 1];
+  wait_then_allow_dependents();
   for (int e = threadIdx.x; e < experts; e += blockDim.x) counts[e] = 0;
   __syncthreads();
   for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) {
@@ -90,16 +93,6 @@ struct GemmArgs {
   const int32_t* num_tiles;
 };
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // Tile BM x 64 of C per block, 4 warps, K in steps of 64 through a cp.async pipeline.
 // VEC: K % 8 == 0 (16-byte rows); else element loads (tiny test shapes).
 template <int BM, bool VEC>
@@ -108,6 +101,7 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmArgs g) {
   constexpr int kStages = stages_for<BM>();
   constexpr int WARPS_M = BM >= 32 ? 2 : 1, WARPS_N = 4 / WARPS_M;
   constexpr int FM = BM / 16 / WARPS_M, FN = kBN / 16 / WARPS_N;
+  wait_then_allow_dependents();
   const int tile = blockIdx.y;
   if (tile >= *g.num_tiles) return;
   const int e = g.tile_expert[tile];
@@ -230,12 +224,12 @@ void launch_gemm(const GemmArgs& g, int64_t max_tiles, cudaStream_t s) {
     configured = true;
   }
   const dim3 grid(static_cast<unsigned>((g.n + kBN - 1) / kBN), static_cast<unsigned>(max_tiles));
-  grouped_gemm_kernel<BM, VEC><<<grid, kThreads, smem, s>>>(g);
-  CUDA_CHECK_LAUNCH("moe_grouped_gemm");
+  launch_pdl(grouped_gemm_kernel<BM, VEC>, grid, kThreads, smem, s, g);
 }
 
 // ---------------- combine ----------------
 __global__ void moe_combine_kernel(const bf16* y, const int32_t* slot_pos, int k, int64_t h, bf16* out) {
+  wait_then_allow_dependents();
   const int64_t t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < h; c += blockDim.x) {
     float acc = 0;
@@ -258,10 +252,9 @@ void route_topk(const void* logits, int64_t t, int64_t e, int64_t k, bool renorm
              " groups (at most 32 groups)");
   if (t == 0) return;
   const unsigned blocks = static_cast<unsigned>((t + kRouteWarps - 1) / kRouteWarps);
-  route_topk_kernel<<<blocks, 32 * kRouteWarps, kRouteWarps * e * sizeof(float), s>>>(
-      static_cast<const bf16*>(logits), t, static_cast<int>(e), static_cast<int>(k), renormalize, weights, ids,
-      static_cast<int>(groups), static_cast<int>(topk_group), scale);
-  CUDA_CHECK_LAUNCH("route_topk");
+  launch_pdl(route_topk_kernel, blocks, 32 * kRouteWarps, kRouteWarps * e * sizeof(float), s,
+             static_cast<const bf16*>(logits), t, static_cast<int>(e), static_cast<int>(k), renormalize, weights, ids,
+             static_cast<int>(groups), static_cast<int>(topk_group), scale);
 }
 
 int moe_block_m(int64_t routed_slots, int64_t local_experts) {
@@ -277,10 +270,9 @@ void moe_plan(const int32_t* ids, const float* weights, int64_t t, int64_t k, in
               int64_t local_experts, const MoePlan& p, cudaStream_t s) {
   LOOM_CHECK(local_experts >= 1 && local_experts <= kMaxPlanExperts, "moe_plan: ", local_experts,
              " local experts (supported: 1..", kMaxPlanExperts, ")");
-  moe_plan_kernel<<<1, 1024, 0, s>>>(ids, weights, t * k, expert_begin, static_cast<int>(local_experts), p.block_m,
-                                     p.max_tiles, p.offsets, p.sorted_token, p.sorted_weight, p.slot_pos,
-                                     p.tile_expert, p.tile_row, p.num_tiles, static_cast<int>(k));
-  CUDA_CHECK_LAUNCH("moe_plan");
+  launch_pdl(moe_plan_kernel, 1, 1024, 0, s, ids, weights, t * k, expert_begin, static_cast<int>(local_experts),
+             p.block_m, p.max_tiles, p.offsets, p.sorted_token, p.sorted_weight, p.slot_pos, p.tile_expert,
+             p.tile_row, p.num_tiles, static_cast<int>(k));
 }
 
 void moe_grouped_gemm(const void* a, const int32_t* a_rows, const void* b, int64_t b_expert_stride, int64_t n,
@@ -300,9 +292,8 @@ void moe_grouped_gemm(const void* a, const int32_t* a_rows, const void* b, int64
 void moe_combine(const void* y, const int32_t* slot_pos, int64_t t, int64_t k, int64_t h, void* out,
                  cudaStream_t s) {
   if (t == 0) return;
-  moe_combine_kernel<<<static_cast<unsigned>(t), h >= 1024 ? 256 : 64, 0, s>>>(
-      static_cast<const bf16*>(y), slot_pos, static_cast<int>(k), h, static_cast<bf16*>(out));
-  CUDA_CHECK_LAUNCH("moe_combine");
+  launch_pdl(moe_combine_kernel, static_cast<unsigned>(t), h >= 1024 ? 256 : 64, 0, s, static_cast<const bf16*>(y),
+             slot_pos, static_cast<int>(k), h, static_cast<bf16*>(out));
 }
 
 }  // namespace loom::kernels::cuda
