@@ -284,7 +284,7 @@ int cmd_bench(Args& args) {
     std::printf("%6lld %12.1f %16.3f %14.0f %14.0f", static_cast<long long>(r.bs), r.prefill_s * 1e3,
                 r.median_step_s * 1e3, out_tps, r.median_step_s > 0 ? r.bs / r.median_step_s : 0);
     if (world == 1)
-      std::printf(" %16.2f %11.0f%%\n", r.step_bytes / 1e9, roofline * 100);
+      std::printf(" %16.2f %11.1f%%\n", r.step_bytes / 1e9, roofline * 100);  // 69.7 must not read as 70
     else
       std::printf(" %16s %12s\n", "-", "-");
   }
