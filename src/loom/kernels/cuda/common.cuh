@@ -67,6 +67,10 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Lets `kernel` launch with up to `bytes` of dynamic shared memory (over 48 KB) on the current
+// device; once per device and kernel (kernel_attributes.cu).
+void allow_dynamic_smem(const void* kernel, size_t bytes);
+
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 1 ? 1 : (b > 1048576 ? 1048576 : b));

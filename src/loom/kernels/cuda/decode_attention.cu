@@ -254,12 +254,7 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
 template <int D>
 void launch(const AttnArgs& a, cudaStream_t s) {
   constexpr size_t smem = smem_bytes<D>();
-  static bool configured = false;  // per instantiation, per process (one device layout)
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
-    configured = true;
-  }
+  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
   launch_pdl(decode_attention_kernel<D>, grid, kThreads, smem, s, a);
 }

@@ -217,12 +217,7 @@ void launch_gemm(const GemmArgs& g, int64_t max_tiles, cudaStream_t s) {
   const size_t smem = static_cast<size_t>(kStages) * (BM + kBN) * kLds * sizeof(bf16);
   static_assert(static_cast<size_t>(BM) * (kBN + 4) * 4 <= static_cast<size_t>(kStages) * (BM + kBN) * kLds * 2,
                 "epilogue must fit in the stage buffers");
-  static bool configured = false;  // per template instance, per process (one device layout)
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_kernel<BM, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
-    configured = true;
-  }
+  allow_dynamic_smem(reinterpret_cast<const void*>(grouped_gemm_kernel<BM, VEC>), smem);
   const dim3 grid(static_cast<unsigned>((g.n + kBN - 1) / kBN), static_cast<unsigned>(max_tiles));
   launch_pdl(grouped_gemm_kernel<BM, VEC>, grid, kThreads, smem, s, g);
 }
