@@ -8,7 +8,9 @@
 #     e.g. LOOM_AB_ENV="LOOM_PDL=0 LOOM_DECODE_ATTENTION=general");
 #   - bench_decode_kernels: each decode kernel in a graph of 48 launches on cold weights;
 #   - a CUPTI trace (bench/kernel_trace.cc) of `bench latency` at each batch size of LOOM_TRACE_BS
-#     (default "1 128"), one graph replay summed by kernel (bench/trace_summary.py): the kernels'
+#     (default "1 128"), one graph replay summed by kernel (bench/trace_summary.py), with
+#     programmatic dependent launch off (LOOM_TRACE_PDL=1 keeps it: kernels then overlap, each one's
+#     time includes its wait on the one before, and tracing took minutes instead of seconds): the kernels'
 #     times inside the graph. (Until December 2026 this script timed each kernel alone with Nsight
 #     Compute, which overstated the decode GEMVs twofold: bench/NOTES.md.)
 # Prints the tables last. Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
@@ -40,7 +42,7 @@ echo "latency: $((SECONDS - t0)) s"
 [ -x build-gpu/bench/bench_decode_kernels ] && { ./build-gpu/bench/bench_decode_kernels >"$LOGS/decode_kernels.txt" 2>&1 || tail -5 "$LOGS/decode_kernels.txt"; }
 if [ "${LOOM_SKIP_TRACE:-0}" != 1 ]; then
   for bs in ${LOOM_TRACE_BS:-1 128}; do
-    CUDA_INJECTION64_PATH=$PWD/build-gpu/bench/libloom_kernel_trace.so LOOM_TRACE_OUT=/tmp/trace_$bs.csv \
+    LOOM_PDL=${LOOM_TRACE_PDL:-0} CUDA_INJECTION64_PATH=$PWD/build-gpu/bench/libloom_kernel_trace.so LOOM_TRACE_OUT=/tmp/trace_$bs.csv \
       ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy --batch-size "$bs" --input-len 1024 \
       --output-len 8 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 >"$LOGS/trace_run_$bs.log" 2>&1 ||
       tail -5 "$LOGS/trace_run_$bs.log"
