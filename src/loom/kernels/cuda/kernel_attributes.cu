@@ -1,4 +1,3 @@
-#include <mutex>
 #include <set>
 #include <utility>
 
@@ -7,12 +6,11 @@
 namespace loom::kernels::cuda {
 
 void allow_dynamic_smem(const void* kernel, size_t bytes) {
-  // A function's attributes belong to one device's context: ranks on several GPUs each set them.
-  static std::mutex mu;
-  static std::set<std::pair<int, const void*>> done;
+  // A function's attributes belong to one device's context: ranks on several GPUs each set them
+  // (per rank thread, as completion_counters(); setting one twice is harmless).
+  thread_local std::set<std::pair<int, const void*>> done;
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> g(mu);
   if (done.count({device, kernel})) return;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   done.insert({device, kernel});

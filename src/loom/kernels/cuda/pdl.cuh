@@ -9,7 +9,8 @@
 //     cache of earlier steps; it writes nothing;
 //   - every block calls grid_dependency_wait() (which returns once the previous kernel has finished
 //     and its writes are visible), then allow_dependents() to let the next kernel be scheduled.
-// On a GPU or a launch without the attribute both calls return at once; LOOM_PDL=0 turns it off.
+// Before Hopper, or in a launch without the attribute, both calls return at once; LOOM_PDL=0
+// launches without it.
 #pragma once
 #include <cuda_runtime.h>
 
