@@ -98,6 +98,33 @@ BENCHMARK(BM_Gemv)
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
+// The fused router of a decode step (GEMV over a 128 x 2048 weight, then top-8 by the last
+// block): against BM_Gemv's 128 x 2048 row it shows what the top-k tail costs.
+void BM_RouterTopk(benchmark::State& state) {
+  if (!have_gpu()) return state.SkipWithError("no GPU");
+  const int64_t m = state.range(0), experts = 128, top_k = 8, hidden = 2048;
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  {
+    const Tensor w = random_bf16(experts * hidden * kLayers, 6, s), x = random_bf16(m * hidden, 7, s);
+    const Tensor logits = Tensor::empty({m, experts}, DType::bf16, Device::cuda(0));
+    const Tensor weights = Tensor::empty({m, top_k}, DType::f32, Device::cuda(0));
+    const Tensor ids = Tensor::empty({m, top_k}, DType::i32, Device::cuda(0));
+    // Once before capture: the first call allocates the completion counters.
+    kc::router_topk(x.data_ptr(), w.data_ptr(), logits.data_ptr(), m, hidden, experts, top_k, true,
+                    weights.data<float>(), ids.data<int32_t>(), s);
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    time_graph(state, s, [&](int l) {
+        kc::router_topk(x.data_ptr(), w.data<uint16_t>() + l * experts * hidden, logits.data_ptr(), m, hidden, experts,
+                        top_k, true, weights.data<float>(), ids.data<int32_t>(), s);
+      }, 2.0 * experts * hidden);
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+// m = 1 only: the one device call that ran this did not finish m = 8 in its last 5 minutes
+// (cause not found yet; bench latency's batch-8 graphs run the same kernel: bench/NOTES.md).
+BENCHMARK(BM_RouterTopk)->ArgName("m")->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
 // The few-token expert path (gate/up + SiLU, then down + weighted combine) for m tokens of a
 // 128-expert top-8 layer, hidden 2048, intermediate 768 (Qwen3-30B-A3B); 16 layers' experts
 // rotated, each token's 8 distinct experts changing with the layer.

@@ -308,28 +308,53 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
   }
 }
 
-// Merges split partials: one block per (token, head).
-__global__ void merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq, int d, int splits,
-                                    const float* sinks) {
+// Merges split partials: one block per (token, head), a thread per column. The first warp reads
+// the splits' log-sum-exps at once (lane s: split s) and shares their weights; every thread then
+// requests all of its column's live partials before adding any (in split order). Loops over the
+// splits with loads feeding each add cost one L2 round trip per 8 splits, twice (4.5 µs at 32
+// splits in a bs-1 decode step: bench/NOTES.md).
+constexpr int kMaxMergeSplits = 32;
+// S: a bound on the splits (registers grow with it: 120 a thread at 32, which at batch 128's
+// 4,096 blocks of 3 splits left 4 blocks an SM and took 21 µs a layer).
+template <int S>
+__global__ void __launch_bounds__(128) merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq,
+                                                           int d, int splits, const float* sinks) {
+  __shared__ float weight[S];
+  __shared__ float denom;
   wait_then_allow_dependents();
   const int64_t th = blockIdx.x;  // t * hq + head
   const int64_t stride = tokens * hq * (d + 1);
-  float mx = -INFINITY;
-#pragma unroll 8
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part[s * stride + th * (d + 1) + d]);
-  const float sink = sinks && mx != -INFINITY ? exp2f(sinks[th % hq] * 1.4426950408889634f - mx) : 0.0f;
-  for (int c = threadIdx.x; c < d; c += blockDim.x) {
-    float acc = 0, wsum = 0;
-#pragma unroll 8
-    for (int s = 0; s < splits; ++s) {
-      const float lse = part[s * stride + th * (d + 1) + d];
-      if (lse == -INFINITY) continue;
-      const float w = exp2f(lse - mx);
-      acc += w * part[s * stride + th * (d + 1) + c];
-      wsum += w;
-    }
-    out[th * d + c] = to_bf(wsum > 0 ? acc / (wsum + sink) : 0.0f);
+  const float* base = part + th * (d + 1);
+  if (threadIdx.x < 32) {
+    const int s = threadIdx.x;
+    const float lse = s < splits ? base[s * stride + d] : -INFINITY;
+    const float mx = warp_max(lse);
+    const float w = lse == -INFINITY ? 0.0f : exp2f(lse - mx);
+    if (s < S) weight[s] = w;
+    const float sum = warp_sum(w);
+    const float sink = sinks && mx != -INFINITY ? exp2f(sinks[th % hq] * 1.4426950408889634f - mx) : 0.0f;
+    if (s == 0) denom = sum > 0 ? sum + sink : 0.0f;
   }
+  __syncthreads();
+  const float inv = denom > 0 ? 1.0f / denom : 0.0f;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float v[S];
+#pragma unroll
+    for (int s = 0; s < S; ++s) v[s] = s < splits && weight[s] > 0 ? base[s * stride + c] : 0.0f;
+    float acc = 0;
+#pragma unroll
+    for (int s = 0; s < S; ++s) acc += weight[s] * v[s];
+    out[th * d + c] = to_bf(acc * inv);
+  }
+}
+
+void merge_splits(const float* part, bf16* out, int64_t tokens, int64_t hq, int d, int splits, const float* sinks,
+                  cudaStream_t s) {
+  auto* kernel = splits <= 4    ? merge_splits_kernel<4>
+                 : splits <= 8  ? merge_splits_kernel<8>
+                 : splits <= 16 ? merge_splits_kernel<16>
+                                : merge_splits_kernel<kMaxMergeSplits>;
+  launch_pdl(kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, part, out, tokens, hq, d, splits, sinks);
 }
 
 template <int DP, int DPV>
@@ -387,6 +412,8 @@ void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, 
              kv.d, " (K) and ", v_dim(kv), " (V) must be multiples of 8, V's at most K's, K's at most 128");
   LOOM_CHECK(hq % kv.hk == 0, "attention: ", hq, " query heads over ", kv.hk, " kv heads");
   LOOM_CHECK(num_splits == 1 || workspace, "attention: split keys need a workspace");
+  LOOM_CHECK(num_splits >= 1 && num_splits <= kMaxMergeSplits, "attention: ", num_splits, " splits of the keys (1..",
+             kMaxMergeSplits, ")");
   const int64_t group = hq / kv.hk;
   const int64_t row_tiles = (max_new_tokens * group + kRows - 1) / kRows;
   LOOM_CHECK((new_k == nullptr) == (new_v == nullptr) && (!new_k || max_new_tokens == 1),
@@ -401,8 +428,7 @@ void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, 
   else if (dp <= 64) launch_attention_dv<64>(a, row_tiles, s);
   else launch_attention_dv<128>(a, row_tiles, s);
   if (num_splits > 1) {
-    launch_pdl(merge_splits_kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, static_cast<const float*>(workspace),
-               static_cast<bf16*>(out), tokens, hq, static_cast<int>(v_dim(kv)), num_splits, sinks);
+    merge_splits(workspace, static_cast<bf16*>(out), tokens, hq, static_cast<int>(v_dim(kv)), num_splits, sinks, s);
   }
 }
 

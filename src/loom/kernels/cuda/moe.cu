@@ -3,6 +3,8 @@
 // and the weighted combine.
 #include <mma.h>
 
+#include <algorithm>
+
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/pdl.cuh"
@@ -26,44 +28,75 @@ __global__ void route_topk_kernel(const bf16* logits, int64_t t, int e, int k, b
 }
 
 // ---------------- sort by expert ----------------
-constexpr int kMaxPlanExperts = 1024;
-// One block does it all (counts, scan, tiles, scatter): no host round trip, one launch.
-__global__ void moe_plan_kernel(const int32_t* ids, const float* wts, int64_t slots, int64_t expert_begin,
-                                int experts, int block_m, int64_t max_tiles, int32_t* offsets, int32_t* sorted_token,
-                                float* sorted_weight, int32_t* slot_pos, int32_t* tile_expert, int32_t* tile_row,
-                                int32_t* num_tiles, int k) {
-  __shared__ int counts[kMaxPlanExperts];
-  __shared__ int starts[kMaxPlanExperts + 1];
-  wait_then_allow_dependents();
-  for (int e = threadIdx.x; e < experts; e += blockDim.x) counts[e] = 0;
-  __syncthreads();
-  for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) {
-    const int64_t e = ids[i] - expert_begin;
-    if (e >= 0 && e < experts) atomicAdd(&counts[e], 1);
+constexpr int kMaxPlanExperts = 1024, kPlanThreads = 1024;
+
+// Exclusive prefix sums of a and b over the block (thread i holds element i); totals returned too.
+__device__ __forceinline__ void block_exclusive_scan2(int& a, int& b, int& total_a, int& total_b) {
+  __shared__ int warp_a[32], warp_b[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int ia = a, ib = b;  // inclusive within the warp
+  for (int o = 1; o < 32; o <<= 1) {
+    const int xa = __shfl_up_sync(0xffffffffu, ia, o), xb = __shfl_up_sync(0xffffffffu, ib, o);
+    if (lane >= o) ia += xa, ib += xb;
   }
+  if (lane == 31) warp_a[warp] = ia, warp_b[warp] = ib;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int run = 0, tiles = 0;
-    for (int e = 0; e < experts; ++e) {
-      starts[e] = run;
-      offsets[e] = run;
-      for (int r = 0; r < counts[e] && tiles < max_tiles; r += block_m, ++tiles) {
-        tile_expert[tiles] = e;
-        tile_row[tiles] = run + r;
-      }
-      run += counts[e];
+  if (warp == 0) {
+    const int warps = blockDim.x >> 5;
+    int sa = lane < warps ? warp_a[lane] : 0, sb = lane < warps ? warp_b[lane] : 0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int xa = __shfl_up_sync(0xffffffffu, sa, o), xb = __shfl_up_sync(0xffffffffu, sb, o);
+      if (lane >= o) sa += xa, sb += xb;
     }
-    starts[experts] = run;
-    offsets[experts] = run;
-    *num_tiles = tiles;
+    warp_a[lane] = sa, warp_b[lane] = sb;  // inclusive over warps
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < experts; e += blockDim.x) counts[e] = 0;  // reused as cursors
+  const int before_a = warp > 0 ? warp_a[warp - 1] : 0, before_b = warp > 0 ? warp_b[warp - 1] : 0;
+  total_a = warp_a[31], total_b = warp_b[31];
+  a = before_a + ia - a, b = before_b + ib - b;
+}
+
+// One block does it all (counts, scan, tiles, scatter): no host round trip, one launch. Thread e
+// owns expert e's count, start and tiles (a serial loop over the experts by one thread took
+// 14 µs a layer at batch 128: bench/NOTES.md).
+__global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(const int32_t* ids, const float* wts, int64_t slots,
+                                                                int64_t expert_begin, int experts, int block_m,
+                                                                int64_t max_tiles, int32_t* offsets,
+                                                                int32_t* sorted_token, float* sorted_weight,
+                                                                int32_t* slot_pos, int32_t* tile_expert,
+                                                                int32_t* tile_row, int32_t* num_tiles, int k) {
+  __shared__ int counts[kMaxPlanExperts];
+  __shared__ int starts[kMaxPlanExperts];
+  wait_then_allow_dependents();
+  const int e = threadIdx.x;
+  if (e < experts) counts[e] = 0;
   __syncthreads();
   for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) {
-    const int64_t e = ids[i] - expert_begin;
-    if (e >= 0 && e < experts) {
-      const int pos = starts[e] + atomicAdd(&counts[e], 1);
+    const int64_t x = ids[i] - expert_begin;
+    if (x >= 0 && x < experts) atomicAdd(&counts[x], 1);
+  }
+  __syncthreads();
+  const int count = e < experts ? counts[e] : 0;
+  int start = count, first_tile = (count + block_m - 1) / block_m, rows = 0, tiles = 0;
+  block_exclusive_scan2(start, first_tile, rows, tiles);
+  if (e < experts) {
+    starts[e] = start;
+    offsets[e] = start;
+    for (int r = 0, tile = first_tile; r < count && tile < max_tiles; r += block_m, ++tile) {
+      tile_expert[tile] = e;
+      tile_row[tile] = start + r;
+    }
+    counts[e] = 0;  // reused as cursors
+  }
+  if (e == 0) {
+    offsets[experts] = rows;
+    *num_tiles = static_cast<int32_t>(tiles < max_tiles ? tiles : max_tiles);
+  }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) {
+    const int64_t x = ids[i] - expert_begin;
+    if (x >= 0 && x < experts) {
+      const int pos = starts[x] + atomicAdd(&counts[x], 1);
       sorted_token[pos] = static_cast<int32_t>(i / k);
       sorted_weight[pos] = wts[i];
       slot_pos[i] = pos;
@@ -236,6 +269,41 @@ __global__ void moe_combine_kernel(const bf16* y, const int32_t* slot_pos, int k
   }
 }
 
+// The same sums (slot order, f32) with 8 columns a thread in 16-byte loads, the token's slot rows
+// staged in shared memory, and 8 slots' loads in flight before they are added (h % 8 == 0).
+constexpr int kMaxCombineSlots = 32;
+__global__ void moe_combine_vec_kernel(const bf16* y, const int32_t* slot_pos, int k, int64_t h, bf16* out) {
+  __shared__ int32_t pos[kMaxCombineSlots];
+  wait_then_allow_dependents();
+  const int64_t t = blockIdx.x;
+  if (threadIdx.x < k) pos[threadIdx.x] = slot_pos[t * k + threadIdx.x];
+  __syncthreads();
+  for (int64_t c = threadIdx.x * int64_t{8}; c < h; c += blockDim.x * int64_t{8}) {
+    float acc[8] = {};
+    for (int j0 = 0; j0 < k; j0 += 8) {
+      uint4 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int j = j0 + u;
+        const int32_t p = j < k ? pos[j] : -1;
+        v[u] = p >= 0 ? *reinterpret_cast<const uint4*>(y + static_cast<int64_t>(p) * h + c) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        if (j0 + u >= k || pos[j0 + u] < 0) continue;
+        const bf16* ve = reinterpret_cast<const bf16*>(&v[u]);
+#pragma unroll
+        for (int q = 0; q < 8; ++q) acc[q] += to_f(ve[q]);
+      }
+    }
+    uint4 o;
+    bf16* oe = reinterpret_cast<bf16*>(&o);
+#pragma unroll
+    for (int q = 0; q < 8; ++q) oe[q] = to_bf(acc[q]);
+    *reinterpret_cast<uint4*>(out + t * h + c) = o;
+  }
+}
+
 }  // namespace
 
 void route_topk(const void* logits, int64_t t, int64_t e, int64_t k, bool renormalize, float* weights,
@@ -265,7 +333,7 @@ void moe_plan(const int32_t* ids, const float* weights, int64_t t, int64_t k, in
               int64_t local_experts, const MoePlan& p, cudaStream_t s) {
   LOOM_CHECK(local_experts >= 1 && local_experts <= kMaxPlanExperts, "moe_plan: ", local_experts,
              " local experts (supported: 1..", kMaxPlanExperts, ")");
-  launch_pdl(moe_plan_kernel, 1, 1024, 0, s, ids, weights, t * k, expert_begin, static_cast<int>(local_experts),
+  launch_pdl(moe_plan_kernel, 1, kPlanThreads, 0, s, ids, weights, t * k, expert_begin, static_cast<int>(local_experts),
              p.block_m, p.max_tiles, p.offsets, p.sorted_token, p.sorted_weight, p.slot_pos, p.tile_expert,
              p.tile_row, p.num_tiles, static_cast<int>(k));
 }
@@ -287,6 +355,14 @@ void moe_grouped_gemm(const void* a, const int32_t* a_rows, const void* b, int64
 void moe_combine(const void* y, const int32_t* slot_pos, int64_t t, int64_t k, int64_t h, void* out,
                  cudaStream_t s) {
   if (t == 0) return;
+  const bool vec = h % 8 == 0 && k <= kMaxCombineSlots && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (vec) {
+    const int threads = static_cast<int>(std::min<int64_t>(256, std::max<int64_t>(32, (h / 8 + 31) / 32 * 32)));
+    launch_pdl(moe_combine_vec_kernel, static_cast<unsigned>(t), threads, 0, s, static_cast<const bf16*>(y), slot_pos,
+               static_cast<int>(k), h, static_cast<bf16*>(out));
+    return;
+  }
   launch_pdl(moe_combine_kernel, static_cast<unsigned>(t), h >= 1024 ? 256 : 64, 0, s, static_cast<const bf16*>(y),
              slot_pos, static_cast<int>(k), h, static_cast<bf16*>(out));
 }
