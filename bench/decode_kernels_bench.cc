@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <functional>
 #include <vector>
 
@@ -126,6 +127,74 @@ void BM_RouterTopk(benchmark::State& state) {
   CUDA_CHECK(cudaStreamDestroy(s));
 }
 BENCHMARK(BM_RouterTopk)->ArgName("m")->Arg(1)->Arg(8)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
+
+// The same routing as two launches (the GEMV, then route_topk's warp per token): what the
+// fused kernel's last-block tail is measured against.
+void BM_RouterTwoLaunches(benchmark::State& state) {
+  if (!have_gpu()) return state.SkipWithError("no GPU");
+  const int64_t m = state.range(0), experts = 128, top_k = 8, hidden = 2048;
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  {
+    const Tensor w = random_bf16(experts * hidden * kLayers, 6, s), x = random_bf16(m * hidden, 7, s);
+    const Tensor logits = Tensor::empty({m, experts}, DType::bf16, Device::cuda(0));
+    const Tensor weights = Tensor::empty({m, top_k}, DType::f32, Device::cuda(0));
+    const Tensor ids = Tensor::empty({m, top_k}, DType::i32, Device::cuda(0));
+    time_graph(state, s, [&](int l) {
+        kc::gemv(x.data_ptr(), w.data<uint16_t>() + l * experts * hidden, logits.data_ptr(), m, experts, hidden, s);
+        kc::route_topk(logits.data_ptr(), m, experts, top_k, true, weights.data<float>(), ids.data<int32_t>(), s);
+      }, 2.0 * experts * hidden);
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+BENCHMARK(BM_RouterTwoLaunches)->ArgName("m")->Arg(1)->Arg(8)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
+
+// Decode attention of `batch` sequences at context 1024 on Qwen3-30B-A3B's heads (32 query, 4 KV,
+// head dim 128; pages of 16), the kernel storing the step's K/V itself, then the split merge;
+// `splits` 0 takes attention_splits(). Layers rotate over enough caches to read cold HBM.
+void BM_DecodeAttention(benchmark::State& state) {
+  if (!have_gpu()) return state.SkipWithError("no GPU");
+  const int64_t batch = state.range(0), ctx = 1024, hq = 32, hk = 4, d = 128, page = 16;
+  const int splits = state.range(1) > 0 ? static_cast<int>(state.range(1)) : kc::attention_splits(batch, hk, true);
+  const int64_t pages = batch * ctx / page, layer_elems = pages * page * hk * d;
+  const int copies = static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / (2 * layer_elems * 2), 2, kLayers));
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  {
+    const Tensor k_cache = random_bf16(layer_elems * copies, 8, s), v_cache = random_bf16(layer_elems * copies, 9, s);
+    const Tensor q = random_bf16(batch * hq * d, 10, s);
+    const Tensor new_k = random_bf16(batch * hk * d, 11, s), new_v = random_bf16(batch * hk * d, 12, s);
+    std::vector<int32_t> table(pages), starts(batch + 1), positions(batch, static_cast<int32_t>(ctx - 1));
+    for (int64_t i = 0; i < pages; ++i) table[i] = static_cast<int32_t>(i);
+    for (int64_t b = 0; b <= batch; ++b) starts[b] = static_cast<int32_t>(b);
+    const Tensor d_table = to_gpu(table, DType::i32), d_starts = to_gpu(starts, DType::i32);
+    const Tensor d_positions = to_gpu(positions, DType::i32);
+    const Tensor out = Tensor::empty({batch, hq, d}, DType::bf16, Device::cuda(0));
+    const Tensor work = Tensor::empty({splits, batch, hq, d + 1}, DType::f32, Device::cuda(0));
+    time_graph(state, s, [&](int l) {
+        const int64_t offset = l % copies * layer_elems;
+        const kc::PagedKvArgs kv{k_cache.data<uint16_t>() + offset, v_cache.data<uint16_t>() + offset,
+                                 d_table.data<int32_t>(), d_starts.data<int32_t>(), d_positions.data<int32_t>(),
+                                 batch, ctx / page, page, hk, d};
+        kc::attention(kv, q.data_ptr(), out.data_ptr(), batch, hq, 0.088f, 1, splits, work.data<float>(), s, 0,
+                      nullptr, new_k.data_ptr(), new_v.data_ptr());
+      }, 2.0 * 2 * batch * ctx * hk * d);
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+BENCHMARK(BM_DecodeAttention)
+    ->ArgNames({"batch", "splits"})
+    ->Args({1, 0})
+    ->Args({1, 4})
+    ->Args({1, 8})
+    ->Args({1, 16})
+    ->Args({8, 0})
+    ->Args({128, 0})
+    ->Args({128, 1})
+    ->Args({128, 6})
+    ->UseManualTime()
+    ->MinTime(kMinTime)
+    ->Unit(benchmark::kMicrosecond);
 
 // The few-token expert path (gate/up + SiLU, then down + weighted combine) for m tokens of a
 // 128-expert top-8 layer, hidden 2048, intermediate 768 (Qwen3-30B-A3B); 16 layers' experts
