@@ -11,19 +11,7 @@ LOGS=${OUT:-/tmp/loom-device}
 mkdir -p "$LOGS"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader || true
 
-declare -a SUMMARY
-# step NAME TIMEOUT_S CMD...: runs CMD with a time limit, logs to $LOGS/NAME.log, prints its tail.
-step() {
-  local name=$1 limit=$2
-  shift 2
-  local t0=$SECONDS
-  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
-  local rc=$?
-  SUMMARY+=("$(printf '%-14s rc=%-4s %5ss' "$name" "$rc" "$((SECONDS - t0))")")
-  echo "=== $name (rc $rc, $((SECONDS - t0)) s): tail of $LOGS/$name.log"
-  tail -n "${TAIL_LINES:-30}" "$LOGS/$name.log"
-  return $rc
-}
+declare -a SUMMARY  # step() (scripts/device_lib.sh) appends to it
 
 step configure 300 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS || exit 1
 step build 900 cmake --build build-gpu -j16 --target loom test_cuda test_parallel_nccl || exit 1

@@ -44,21 +44,16 @@ loom_device_build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $LOOM_CMAKE_ARGS >"$logs/configure.log" 2>&1 &&
     cmake --build build-gpu -j16 --target "${targets[@]}" >"$logs/build.log" 2>&1 || { tail -30 "$logs/build.log"; return 1; }
 }
+source scripts/device_lib.sh
 # Starts `loom serve` on the Qwen3-30B-A3B shape (dummy weights) on port $2, logging to $1/serve.log,
 # with any further flags; sets serve_pid and returns once the server has answered a request.
 loom_device_serve() {
   local logs=$1 port=$2
   shift 2
-  ./build-gpu/loom serve --device cuda --model-path bench/models/qwen3-30b-a3b --load-format dummy \
-    --tokenizer tests/data/tokenizers/qwen3 --port "$port" "$@" 2>"$logs/serve.log" &
-  serve_pid=$!
+  serve_until_ready "$logs/serve.log" "$port" ./build-gpu/loom serve --device cuda --model-path bench/models/qwen3-30b-a3b \
+    --load-format dummy --tokenizer tests/data/tokenizers/qwen3 "$@"
+  local rc=$?
   trap 'kill -9 $serve_pid 2>/dev/null' EXIT
-  for _ in $(seq 1 1200); do
-    curl -sf -m 5 "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
-      -d '{"prompt": [1, 2, 3], "max_tokens": 1}' >/dev/null 2>&1 && return 0
-    kill -0 $serve_pid 2>/dev/null || { tail "$logs/serve.log"; return 1; }
-    sleep 0.1
-  done
-  return 1
+  return $rc
 }
 set +e

@@ -18,6 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dry=${LOOM_MULTI_DRYRUN:-}
+source scripts/device_lib.sh  # step, serve_until_ready
 if [ -n "$dry" ]; then
   LOGS=${OUT:-/tmp/loom-multi-dry}
   mkdir -p "$LOGS"
@@ -34,19 +35,8 @@ else
   loom_device_build "$LOGS" loom test_cuda test_parallel_nccl || exit 1
 fi
 TP=$((GPUS >= 4 ? 4 : 2))
-declare -a TABLE
-
-# step NAME LIMIT_S CMD...: runs CMD into $LOGS/NAME.log with a time limit; a row for the table.
-step() {
-  local name=$1 limit=$2
-  shift 2
-  local t0=$SECONDS
-  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
-  local rc=$?
-  TABLE+=("$(printf '%-34s rc %-3s %5s s' "$name" "$rc" "$((SECONDS - t0))")")
-  [ $rc = 0 ] || { echo "== $name failed (rc $rc):"; tail -8 "$LOGS/$name.log"; }
-  return $rc
-}
+declare -a SUMMARY TABLE  # step() rows; other rows
+TAIL_LINES=0
 
 # ---- collectives and parity ----
 if [ -z "$dry" ]; then
@@ -86,16 +76,8 @@ fi
 PORT=30779
 serve_pid=
 serve() {  # serve FLAGS...: starts loom serve on $PORT; returns once it answered a request
-  ./$BUILD/loom serve --device $DEVICE --model-path $MODEL $([ -z "$dry" ] && echo --load-format dummy) \
-    --tokenizer tests/data/tokenizers/qwen3 --port $PORT "$@" 2>"$LOGS/serve_current.log" &
-  serve_pid=$!
-  for _ in $(seq 1 3000); do
-    curl -sf -m 5 "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
-      -d '{"prompt": [1, 2, 3], "max_tokens": 1}' >/dev/null 2>&1 && return 0
-    kill -0 $serve_pid 2>/dev/null || { tail "$LOGS/serve_current.log"; return 1; }
-    sleep 0.1
-  done
-  return 1
+  serve_until_ready "$LOGS/serve_current.log" $PORT ./$BUILD/loom serve --device $DEVICE --model-path $MODEL \
+    $([ -z "$dry" ] && echo --load-format dummy) --tokenizer tests/data/tokenizers/qwen3 "$@"
 }
 stop_serving() { [ -n "$serve_pid" ] && { kill -TERM $serve_pid; wait $serve_pid; serve_pid=; }; }
 trap 'kill -9 $serve_pid 2>/dev/null' EXIT
@@ -149,7 +131,7 @@ fi
 # ---- the table ----
 echo
 echo "$GPUS GPU(s)${dry:+ (dry run on $dry)}; logs in $LOGS"
-printf '%s\n' "${TABLE[@]}"
+printf '%s\n' "${TABLE[@]}" "${SUMMARY[@]}"
 [ -s "$LOGS/nccl_parity.log" ] && grep -E "^parity " "$LOGS/nccl_parity.log" &&
   grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$LOGS/nccl_parity.log"
 for f in "$LOGS"/latency_*.log "$LOGS"/prefill*.log; do
