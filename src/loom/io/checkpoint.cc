@@ -3,12 +3,16 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "loom/io/convert.h"
 #include "loom/io/safetensors.h"
 #include "loom/io/slice_layout.h"
+#include "loom/io/upload_pieces.h"
 #include "loom/io/weights.h"
+#include "loom/tensor/pinned_upload.h"
 
 namespace loom::io {
 namespace fs = std::filesystem;
@@ -83,6 +87,21 @@ class CheckpointSource final : public WeightSource {
 
     const size_t last = e.begin + static_cast<size_t>((l.outer - 1) * l.src_stride() + l.first() + l.run()) * in_size;
     if (l.numel() > 0) file->prefetch(e.begin + static_cast<size_t>(l.first()) * in_size, last);
+    if (device.is_cuda() && pinned_load_enabled()) {
+      // Converted piece by piece into pinned buffers, each copied while the next is read.
+      Tensor out = Tensor::empty(shape, dtype, device);
+      const size_t out_size = dtype_size(dtype);
+      std::lock_guard<std::mutex> lock(uploaders_mu_);
+      PinnedUploader& up = uploader(device);
+      for (const UploadPiece& p : upload_pieces(l.outer, l.run(), out_size, up.buffer_bytes())) {
+        const uint8_t* from = src + static_cast<size_t>(p.row * l.src_stride() + p.elem) * in_size;
+        up.upload(static_cast<uint8_t*>(out.data_ptr()) + static_cast<size_t>(p.row * l.run() + p.elem) * out_size,
+                  static_cast<size_t>(p.rows * p.elems) * out_size, [&](void* staging) {
+                    convert_rows(from, e.dtype, l.src_stride(), staging, dtype, p.rows, p.elems);
+                  });
+      }
+      return out;
+    }
     Tensor out = Tensor::empty(shape, dtype);
     convert_rows(src, e.dtype, l.src_stride(), out.data_ptr(), dtype, l.outer, l.run());
     return device.is_cpu() ? out : out.to(device);
@@ -91,6 +110,13 @@ class CheckpointSource final : public WeightSource {
   std::string describe() const override { return "checkpoint " + dir_; }
 
  private:
+  // One ring of pinned buffers per GPU this source loads onto, freed (after its copies) with it.
+  PinnedUploader& uploader(const Device& device) const {
+    auto& up = uploaders_[device.index];
+    if (!up) up = std::make_unique<PinnedUploader>(device);
+    return *up;
+  }
+
   void open_single(const fs::path& path) {
     auto file = std::make_shared<SafetensorsFile>(path.string());
     for (const auto& [name, _] : file->entries()) file_of_.emplace(name, file);
@@ -115,6 +141,8 @@ class CheckpointSource final : public WeightSource {
 
   std::string dir_;
   std::map<std::string, std::shared_ptr<SafetensorsFile>> file_of_;  // tensor name -> its file
+  mutable std::mutex uploaders_mu_;
+  mutable std::map<int, std::unique_ptr<PinnedUploader>> uploaders_;  // by GPU index
 };
 
 }  // namespace
