@@ -1,5 +1,6 @@
 // open_checkpoint: a WeightSource over DIR/model.safetensors or the shards that
 // DIR/model.safetensors.index.json lists. Loads read only the requested slice's bytes.
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -41,6 +42,22 @@ std::map<std::string, std::string> read_weight_map(const fs::path& index) {
   }
   if (map.empty()) throw Error(str(index.string(), ": 'weight_map' lists no tensors"));
   return map;
+}
+
+// The slice `l` of a tensor stored at `src` as `from`, converted to `to` on `device` piece by piece
+// through the uploader's pinned buffers (each piece read while the one before is copied).
+Tensor staged_to_device(PinnedUploader& up, const uint8_t* src, DType from, const SliceLayout& l, const Shape& shape,
+                        DType to, const Device& device) {
+  Tensor out = Tensor::empty(shape, to, device);
+  const size_t in_size = dtype_size(from), out_size = dtype_size(to);
+  for (const UploadPiece& p : upload_pieces(l.outer, l.run(), out_size, up.buffer_bytes())) {
+    const uint8_t* piece_src = src + static_cast<size_t>(p.row * l.src_stride() + p.elem) * in_size;
+    up.upload(static_cast<uint8_t*>(out.data_ptr()) + static_cast<size_t>(p.row * l.run() + p.elem) * out_size,
+              static_cast<size_t>(p.rows * p.elems) * out_size, [&](void* staging) {
+                convert_rows(piece_src, from, l.src_stride(), staging, to, p.rows, p.elems);
+              });
+  }
+  return out;
 }
 
 class CheckpointSource final : public WeightSource {
@@ -88,19 +105,8 @@ class CheckpointSource final : public WeightSource {
     const size_t last = e.begin + static_cast<size_t>((l.outer - 1) * l.src_stride() + l.first() + l.run()) * in_size;
     if (l.numel() > 0) file->prefetch(e.begin + static_cast<size_t>(l.first()) * in_size, last);
     if (device.is_cuda() && pinned_load_enabled()) {
-      // Converted piece by piece into pinned buffers, each copied while the next is read.
-      Tensor out = Tensor::empty(shape, dtype, device);
-      const size_t out_size = dtype_size(dtype);
       std::lock_guard<std::mutex> lock(uploaders_mu_);
-      PinnedUploader& up = uploader(device);
-      for (const UploadPiece& p : upload_pieces(l.outer, l.run(), out_size, up.buffer_bytes())) {
-        const uint8_t* from = src + static_cast<size_t>(p.row * l.src_stride() + p.elem) * in_size;
-        up.upload(static_cast<uint8_t*>(out.data_ptr()) + static_cast<size_t>(p.row * l.run() + p.elem) * out_size,
-                  static_cast<size_t>(p.rows * p.elems) * out_size, [&](void* staging) {
-                    convert_rows(from, e.dtype, l.src_stride(), staging, dtype, p.rows, p.elems);
-                  });
-      }
-      return out;
+      if (PinnedUploader* up = uploader(device)) return staged_to_device(*up, src, e.dtype, l, shape, dtype, device);
     }
     Tensor out = Tensor::empty(shape, dtype);
     convert_rows(src, e.dtype, l.src_stride(), out.data_ptr(), dtype, l.outer, l.run());
@@ -110,11 +116,22 @@ class CheckpointSource final : public WeightSource {
   std::string describe() const override { return "checkpoint " + dir_; }
 
  private:
-  // One ring of pinned buffers per GPU this source loads onto, freed (after its copies) with it.
-  PinnedUploader& uploader(const Device& device) const {
-    auto& up = uploaders_[device.index];
-    if (!up) up = std::make_unique<PinnedUploader>(device);
-    return *up;
+  // One ring of pinned buffers per GPU this source loads onto, freed (after its copies) with it;
+  // null when they cannot be had (a container's locked-memory limit, say): loads then take the
+  // pageable path, and a line says why.
+  PinnedUploader* uploader(const Device& device) const {
+    auto it = uploaders_.find(device.index);
+    if (it != uploaders_.end()) return it->second.get();
+    std::unique_ptr<PinnedUploader> up;
+    try {
+      up = std::make_unique<PinnedUploader>(device);
+      up->reserve();
+    } catch (const Error& e) {
+      std::fprintf(stderr, "loom: no pinned staging buffers on %s (%s); loading through pageable memory\n",
+                   device.str().c_str(), e.what());
+      up.reset();
+    }
+    return uploaders_.emplace(device.index, std::move(up)).first->second.get();
   }
 
   void open_single(const fs::path& path) {

@@ -44,16 +44,20 @@ PinnedUploader::~PinnedUploader() {
   }
 }
 
+void PinnedUploader::reserve() {
+  CUDA_CHECK(cudaSetDevice(device_.index));
+  while (static_cast<int>(slots_.size()) < count_) {
+    auto s = std::make_unique<Slot>();
+    slots_.push_back(std::move(s));  // owned before the allocations, so the destructor frees them
+    CUDA_CHECK(cudaHostAlloc(&slots_.back()->host, buffer_bytes_, cudaHostAllocDefault));
+    CUDA_CHECK(cudaEventCreateWithFlags(&slots_.back()->done, cudaEventDisableTiming));
+  }
+}
+
 void PinnedUploader::upload(void* dst, size_t n, const std::function<void(void*)>& fill) {
   LOOM_CHECK(n <= buffer_bytes_, "PinnedUploader: a piece of ", n, " bytes for buffers of ", buffer_bytes_);
   if (n == 0) return;
-  CUDA_CHECK(cudaSetDevice(device_.index));
-  if (static_cast<int>(slots_.size()) < count_ && next_ == static_cast<int>(slots_.size())) {
-    auto s = std::make_unique<Slot>();
-    CUDA_CHECK(cudaHostAlloc(&s->host, buffer_bytes_, cudaHostAllocDefault));
-    CUDA_CHECK(cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming));
-    slots_.push_back(std::move(s));
-  }
+  reserve();
   Slot& s = *slots_[next_];
   next_ = (next_ + 1) % count_;
   if (s.pending) {
@@ -84,6 +88,7 @@ PinnedUploader::PinnedUploader(Device device, size_t buffer_bytes, int buffers)
   throw Error(str("device ", device.str(), " requested but loom was built without the CUDA backend"));
 }
 PinnedUploader::~PinnedUploader() = default;
+void PinnedUploader::reserve() {}
 void PinnedUploader::upload(void*, size_t, const std::function<void(void*)>&) {}
 void PinnedUploader::finish() {}
 

@@ -24,6 +24,7 @@ class PinnedUploader {
   PinnedUploader& operator=(const PinnedUploader&) = delete;
 
   size_t buffer_bytes() const { return buffer_bytes_; }
+  void reserve();  // allocates every buffer now (throws what cudaHostAlloc reports)
   // Copies n <= buffer_bytes() bytes to `dst` (memory of the device): fill(staging) writes them
   // into a pinned buffer first. Returns once the copy is queued.
   void upload(void* dst, size_t n, const std::function<void(void* staging)>& fill);
