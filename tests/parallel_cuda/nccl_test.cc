@@ -1,5 +1,6 @@
 // NCCL collectives on device tensors against the same serial computation as the Gloo tests.
-// World 1 on one GPU; world 2 with one thread per GPU (skipped, with a note, on a 1-GPU machine).
+// World 1 on one GPU; world 2, and every GPU when there are more, with one thread per GPU (skipped,
+// with a note, where there are too few).
 // Not registered with CTest (CI has no GPU): scripts/device_check.sh runs it.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -46,6 +47,15 @@ TEST(Nccl, CollectivesWorld2) {
     GTEST_SKIP() << "needs 2 GPUs";
   }
   run_world(2);
+}
+
+// Every visible GPU in one world (4 or 8 on the larger machines; scripts/device_multi_gpu.sh).
+TEST(Nccl, CollectivesOnEveryGpu) {
+  if (gpu_count() < 3) {
+    std::printf("note: %d GPU(s) visible, the every-GPU NCCL test needs 3 or more\n", gpu_count());
+    GTEST_SKIP() << "needs 3 or more GPUs";
+  }
+  run_world(gpu_count());
 }
 
 TEST(Nccl, ProcessGroupsOnGpus) {
