@@ -3,9 +3,11 @@
 // poisoned outputs. Metric: relative L2 error (cuda_test_util.h), bound kBf16Kernel = 1e-2
 // unless a test states another; copies and index outputs must match exactly.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 
 #include "cuda/cuda_test_util.h"
+#include "cuda/paged_batch.h"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/layers/ops.h"
 #include "loom/model/context.h"
@@ -484,6 +486,83 @@ TEST(CudaKernels, DecodeAttentionSplitsLongContexts) {
     run_attention_case({{{2047, 1}}, 16, 2, 128, 16, 0, false, 0, kernel_writes_kv}, rng);
     run_attention_case({{{5, 1}}, 32, 4, 128, 16, 0, false, 0, kernel_writes_kv}, rng);  // key 5 is a new one
   }
+}
+
+namespace {
+
+// The decode kernel with the q/k norm and RoPE folded in (kc::QkNormRope) against qk_norm_rope's
+// kernel then the same attention: identical outputs and caches, bit for bit (the fold does the
+// same operations in the same order).
+void check_folded_qk_norm_rope(const std::vector<std::pair<int, int>>& seqs, int hq, int hk, int d, bool norm,
+                               float scaling, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "hq " << hq << " hk " << hk << " d " << d << " norm " << norm << " scaling "
+                                    << scaling);
+  const int page_size = 16;
+  const int64_t pages = loom::testing::pages_for(seqs, page_size), slots = pages * page_size;
+  const Tensor k_cache = rand_host({slots, hk, d}, 1.0f, rng), v_cache = rand_host({slots, hk, d}, 1.0f, rng);
+  KvBuffers kv1, kv2;  // the same cache twice: one per path
+  kv1.page_size = kv2.page_size = page_size;
+  for (KvBuffers* b : {&kv1, &kv2}) {
+    b->k.push_back(to_gpu_bf16(k_cache));
+    b->v.push_back(to_gpu_bf16(v_cache));
+  }
+  const model::ForwardBatch batch = loom::testing::shuffled_page_batch(seqs, pages, page_size, rng);
+  const int64_t tokens = static_cast<int64_t>(seqs.size());
+  const layers::ForwardContext ctx = model::make_context(batch, kv1, Device::cuda(0));
+  const Tensor q = to_gpu_bf16(rand_host({tokens, hq, d}, 1.0f, rng));
+  const Tensor k = to_gpu_bf16(rand_host({tokens, hk, d}, 1.0f, rng));
+  const Tensor v = to_gpu_bf16(rand_host({tokens, hk, d}, 1.0f, rng));
+  const Tensor q_norm = to_gpu_bf16(rand_host({d}, 1.0f, rng)), k_norm = to_gpu_bf16(rand_host({d}, 1.0f, rng));
+  std::vector<float> freq(d / 2);
+  for (int i = 0; i < d / 2; ++i) freq[i] = std::pow(1e6f, -2.0f * i / d);
+  Tensor inv_freq = Tensor::empty({d / 2}, DType::f32);
+  std::copy(freq.begin(), freq.end(), inv_freq.data<float>());
+  inv_freq = inv_freq.to(Device::cuda(0));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d)), eps = 1e-6f;
+  const int splits = kc::attention_splits(ctx.num_seqs, hk, true);
+  auto kv_args = [&](KvBuffers& b) {
+    return kc::PagedKvArgs{b.k[0].data_ptr(), b.v[0].data_ptr(), ctx.page_table.data<int32_t>(),
+                           ctx.token_starts.data<int32_t>(), ctx.start_pos.data<int32_t>(), ctx.num_seqs,
+                           ctx.max_pages, page_size, hk, d, d};
+  };
+  Tensor work = poisoned({splits, tokens, hq, d + 1}, DType::f32);
+  // Two kernels: qk_norm_rope on copies, then attention storing the rotated key.
+  const Tensor q1 = q.clone(), k1 = k.clone();
+  kc::qk_norm_rope(q1.data_ptr(), k1.data_ptr(), norm ? q_norm.data_ptr() : nullptr, norm ? k_norm.data_ptr() : nullptr,
+                   ctx.positions.data<int32_t>(), inv_freq.data<float>(), tokens, hq, hk, d, d, scaling, eps, stream());
+  Tensor out1 = poisoned({tokens, hq, d}, DType::bf16), out2 = poisoned({tokens, hq, d}, DType::bf16);
+  kc::attention(kv_args(kv1), q1.data_ptr(), out1.data_ptr(), tokens, hq, scale, 1, splits, work.data<float>(),
+                stream(), 0, nullptr, k1.data_ptr(), v.data_ptr());
+  // Folded: the raw projections.
+  ASSERT_TRUE(kc::attention_fuses_qk_norm_rope(hq, hk, d, d, d));
+  const kc::QkNormRope fold{norm ? q_norm.data_ptr() : nullptr, norm ? k_norm.data_ptr() : nullptr,
+                            inv_freq.data<float>(), scaling, eps};
+  kc::attention(kv_args(kv2), q.data_ptr(), out2.data_ptr(), tokens, hq, scale, 1, splits, work.data<float>(),
+                stream(), 0, nullptr, k.data_ptr(), v.data_ptr(), &fold);
+  auto differing = [](const Tensor& a, const Tensor& b) {
+    const std::vector<float> x = host_values(a), y = host_values(b);
+    int64_t n = 0;
+    for (size_t i = 0; i < x.size(); ++i) n += std::memcmp(&x[i], &y[i], sizeof(float)) != 0;
+    return n;
+  };
+  EXPECT_EQ(differing(out1, out2), 0) << "attention outputs";
+  EXPECT_EQ(differing(kv1.k[0], kv2.k[0]), 0) << "K caches (the rotated key stored)";
+  EXPECT_EQ(differing(kv1.v[0], kv2.v[0]), 0) << "V caches";
+  EXPECT_EQ(differing(q, q1) > 0, true) << "the unfolded path did rotate q (the test compares something)";
+}
+
+}  // namespace
+
+// Decode contexts inside one key tile and across many, the new key first in its tile and last;
+// Qwen3's heads (32 over 4, d 128), gpt-oss-like (64 over 8, d 64, no norm, a YaRN-style scale).
+TEST(CudaKernels, DecodeAttentionFoldsTheQkNormAndRope) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(21);
+  const std::vector<std::pair<int, int>> seqs = {{0, 1}, {5, 1}, {63, 1}, {64, 1}, {300, 1}, {1000, 1}, {2047, 1}};
+  check_folded_qk_norm_rope(seqs, 32, 4, 128, true, 1.0f, rng);
+  check_folded_qk_norm_rope({{1023, 1}}, 32, 4, 128, true, 1.0f, rng);  // one sequence: bs 1's 32 splits
+  check_folded_qk_norm_rope(seqs, 64, 8, 64, false, 1.25f, rng);
+  check_folded_qk_norm_rope(seqs, 16, 1, 128, true, 1.0f, rng);  // a group of 16: every padding row real
 }
 
 // gpt-oss's attention: sliding windows shorter and longer than a key tile, sinks, both together;

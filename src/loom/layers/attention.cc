@@ -59,10 +59,13 @@ Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rop
   Tensor q = qkv[0].view({t, -1, d});
   Tensor k = qkv[1].view({t, -1, d});
   Tensor v = qkv[2].view({t, -1, d});
-  ops::qk_norm_rope(q, k, shape_.qk_norm ? &q_norm_ : nullptr, shape_.qk_norm ? &k_norm_ : nullptr,
-                    shape_.rms_norm_eps, rope, ctx);
-  if (ctx.cp_split) write_cp_kv(k, v, layer, ctx, *ps_);
   ops::AttentionParams params;
+  // A decode step may leave the q/k norm and RoPE to the attention kernel (one launch fewer).
+  const ops::PendingQkNormRope pending{shape_.qk_norm ? &q_norm_ : nullptr, shape_.qk_norm ? &k_norm_ : nullptr,
+                                       shape_.rms_norm_eps, &rope};
+  if (ops::attention_folds_qk_norm_rope(q, k.size(1), rope, ctx)) params.pending = &pending;
+  else ops::qk_norm_rope(q, k, pending.q_norm, pending.k_norm, pending.eps, rope, ctx);
+  if (ctx.cp_split) write_cp_kv(k, v, layer, ctx, *ps_);
   params.scale = 1.0f / std::sqrt(static_cast<float>(d));
   params.sliding_window = shape_.sliding_window;
   params.sinks = bias(sinks_);

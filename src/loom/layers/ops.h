@@ -44,7 +44,18 @@ void qk_norm_rope(Tensor& q, Tensor& k, const Tensor* q_norm, const Tensor* k_no
 
 // Appends k/v of the step to layer `layer`'s pages and attends causally over each sequence's
 // cache. q [T, Hq, Dk], k [T, Hk, Dk], v [T, Hk, Dv] -> [T, Hq, Dv].
+// qk_norm_rope's arguments, for an attention that applies them itself (AttentionParams::pending).
+struct PendingQkNormRope {
+  const Tensor* q_norm = nullptr;
+  const Tensor* k_norm = nullptr;
+  float eps = 0.0f;
+  const Rope* rope = nullptr;
+};
+
 struct AttentionParams {
+  // q and k are still before their per-head norm and RoPE, which the attention kernel applies as
+  // it reads them; set only where attention_folds_qk_norm_rope() said it would.
+  const PendingQkNormRope* pending = nullptr;
   float scale = 1.0f;
   int64_t sliding_window = 0;     // 0 = full attention
   const Tensor* sinks = nullptr;  // [Hq] f32, gpt-oss
@@ -54,6 +65,10 @@ struct AttentionParams {
 };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer,
                  const AttentionParams& params, const ForwardContext& ctx);
+// Whether attention() on this step folds the q/k norm and RoPE into its kernel: a decode step on
+// CUDA's decode kernel (a whole-head rotation, head dim 64 or 128), with LOOM_DECODE_QK_ROPE=fold
+// (off until measured on a GPU). Never on the CPU.
+bool attention_folds_qk_norm_rope(const Tensor& q, int64_t kv_heads, const Rope& rope, const ForwardContext& ctx);
 
 // gate_up [T, 2I] -> silu(gate) * up [T, I]
 Tensor silu_and_mul(const Tensor& gate_up);

@@ -99,9 +99,14 @@ void qk_norm_rope(Tensor& q, Tensor& kt, const Tensor* q_norm, const Tensor* k_n
   }
 }
 
+bool attention_folds_qk_norm_rope(const Tensor& q, int64_t kv_heads, const Rope& rope, const ForwardContext& ctx) {
+  return q.device().is_cuda() && cuda::attention_folds_qk_norm_rope(q, kv_heads, rope, ctx);
+}
+
 Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int64_t layer,
                  const AttentionParams& params, const ForwardContext& ctx) {
   if (q.device().is_cuda()) return cuda::attention(q, kt, v, layer, params, ctx);
+  LOOM_CHECK(params.pending == nullptr, "attention: the q/k norm and RoPE are not folded on the CPU");
   const k::PagedKv kv = paged_kv(ctx, layer);
   const int64_t q_heads = q.size(1);
   LOOM_CHECK(q_heads % kv.kv_heads == 0, "attention: ", q_heads, " query heads over ", kv.kv_heads, " kv heads");

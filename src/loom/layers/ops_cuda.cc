@@ -312,6 +312,16 @@ bool latent_attention_supported(int device, int64_t latent, int64_t rope) {
   return kc::flashinfer_mla_supports(device, latent, rope);
 }
 
+bool attention_folds_qk_norm_rope(const Tensor& q, int64_t kv_heads, const Rope& rope, const ForwardContext& ctx) {
+  static const bool fold = [] {  // A/B switch while it is measured
+    const char* v = std::getenv("LOOM_DECODE_QK_ROPE");
+    return v != nullptr && std::strcmp(v, "fold") == 0;
+  }();
+  const int64_t d = q.size(-1);
+  return fold && ctx.decode_only && !ctx.cp_split && ctx.num_seqs > 0 && q.dim() == 3 &&
+         kc::attention_fuses_qk_norm_rope(q.size(1), kv_heads, d, d, rope.rotary_dim);
+}
+
 std::vector<ReplayPrep> take_replay_preps() {
   std::vector<ReplayPrep> out;
   for (auto& [key, prep] : replay_preps()) out.push_back(std::move(prep));
@@ -390,10 +400,21 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   Tensor workspace;
   if (splits > 1) workspace = Tensor::empty({splits, tokens, hq, dv + 1}, DType::f32, q.device());
   OpScope scope(ctx.decode_only ? "attention (decode, split keys)" : "attention (prefill)", q);
+  kc::QkNormRope fold;
+  if (params.pending) {
+    const PendingQkNormRope& p = *params.pending;
+    LOOM_CHECK(kernel_writes_kv && p.rope && p.rope->inv_freq.dtype() == DType::f32 &&
+                   p.rope->inv_freq.device() == q.device(),
+               "attention: a pending q/k norm and RoPE on a step that cannot fold them");
+    if (p.q_norm) check_bf16(*p.q_norm, "attention", "q_norm");
+    if (p.k_norm) check_bf16(*p.k_norm, "attention", "k_norm");
+    fold = {p.q_norm ? p.q_norm->data_ptr() : nullptr, p.k_norm ? p.k_norm->data_ptr() : nullptr,
+            p.rope->inv_freq.data<float>(), p.rope->scaling, p.eps};
+  }
   kc::attention(kv, q.data_ptr(), out.data_ptr(), tokens, hq, params.scale, max_new, splits,
                 splits > 1 ? workspace.data<float>() : nullptr, s, params.sliding_window,
                 params.sinks ? params.sinks->data<float>() : nullptr, kernel_writes_kv ? k.data_ptr() : nullptr,
-                kernel_writes_kv ? v.data_ptr() : nullptr);
+                kernel_writes_kv ? v.data_ptr() : nullptr, params.pending ? &fold : nullptr);
   return out;
 }
 

@@ -41,6 +41,7 @@ Tensor concat_vocab_shards(const Tensor& shards, int parts, int64_t vocab);
 // `device` (FlashInfer's MLA kernel: latent 512 + 64 on an sm_90 GPU, in a build with FlashInfer).
 // Smaller latents run on loom's own attention kernel (model/deepseek_v2.cc checks which).
 bool latent_attention_supported(int device, int64_t latent, int64_t rope);
+bool attention_folds_qk_norm_rope(const Tensor& q, int64_t kv_heads, const Rope& rope, const ForwardContext& ctx);
 
 // Host work a captured forward needs before each replay: FlashInfer's MLA schedule depends on the
 // batch's key counts, which a graph cannot compute. The ops register it while a graph is being

@@ -44,6 +44,7 @@ Routing unpack_routing(const Tensor&, int64_t) { unavailable("unpack_routing"); 
 Tensor concat_vocab_shards(const Tensor&, int, int64_t) { unavailable("concat_vocab_shards"); }
 void set_op_profiling(bool) { unavailable("set_op_profiling"); }
 bool latent_attention_supported(int, int64_t, int64_t) { return false; }
+bool attention_folds_qk_norm_rope(const Tensor&, int64_t, const Rope&, const ForwardContext&) { return false; }
 std::vector<ReplayPrep> take_replay_preps() { return {}; }
 std::vector<OpTime> take_op_profile() { unavailable("take_op_profile"); }
 

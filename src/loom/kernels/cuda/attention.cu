@@ -404,9 +404,14 @@ int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
   return first;
 }
 
+bool attention_fuses_qk_norm_rope(int64_t hq, int64_t hk, int64_t d, int64_t dv, int64_t rotary_dim) {
+  return decode_kernel_enabled() && (d == 64 || d == 128) && dv == d && rotary_dim == d && hk > 0 && hq % hk == 0 &&
+         hq / hk <= 16;
+}
+
 void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
                int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s, int64_t sliding_window,
-               const float* sinks, const void* new_k, const void* new_v) {
+               const float* sinks, const void* new_k, const void* new_v, const QkNormRope* qk) {
   if (tokens == 0) return;
   LOOM_CHECK(kv.d % 8 == 0 && kv.d <= 128 && v_dim(kv) % 8 == 0 && v_dim(kv) <= kv.d, "attention: head dims ",
              kv.d, " (K) and ", v_dim(kv), " (V) must be multiples of 8, V's at most K's, K's at most 128");
@@ -422,6 +427,17 @@ void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, 
              scale * 1.4426950408889634f, num_splits, sliding_window, sinks,
              static_cast<const bf16*>(new_k), static_cast<const bf16*>(new_v)};
   const int64_t dp = (kv.d + 15) / 16 * 16;
+  if (qk) {
+    LOOM_CHECK(new_k && qk->inv_freq && decode_attention_applies(a, max_new_tokens) &&
+                   attention_fuses_qk_norm_rope(hq, kv.hk, kv.d, v_dim(kv), kv.d),
+               "attention: the q/k norm and RoPE fold into decode steps of the decode kernel only (head dim ", kv.d,
+               ", ", hq, " query heads over ", kv.hk, ")");
+    a.q_norm = static_cast<const bf16*>(qk->q_norm);
+    a.k_norm = static_cast<const bf16*>(qk->k_norm);
+    a.inv_freq = qk->inv_freq;
+    a.rope_scaling = qk->scaling;
+    a.norm_eps = qk->eps;
+  }
   if (decode_attention_applies(a, max_new_tokens)) decode_attention(a, s);
   else if (dp <= 16) launch_attention_dv<16>(a, row_tiles, s);
   else if (dp <= 32) launch_attention_dv<32>(a, row_tiles, s);

@@ -67,6 +67,15 @@ struct AttnArgs {
   // cache: no separate write kernel.
   const bf16* new_k;
   const bf16* new_v;
+  // Decode with the q/k norm and RoPE folded in (decode kernel only; null inv_freq: q and new_k
+  // are final): q and new_k are the projections before them, which the kernel normalizes
+  // (q_norm/k_norm over the head, eps; a null weight skips the norm) and rotates (NeoX over the
+  // whole head, inv_freq, times rope_scaling) at the token's position, as qk_norm_rope would.
+  const bf16* q_norm = nullptr;
+  const bf16* k_norm = nullptr;
+  const float* inv_freq = nullptr;
+  float rope_scaling = 1.0f;
+  float norm_eps = 0.0f;
 };
 
 // Where key `pos` of sequence `seq`, KV head `kvh` starts in K (or V, with `dim` = dv and the V
@@ -109,6 +118,7 @@ __device__ __forceinline__ void online_max(float (&tile_max)[2], float (&m)[2], 
 
 // decode_attention.cu: whether its kernel takes a step (one new token a sequence, K and V of one
 // head dim of 64 or 128, at most 16 query heads a KV head), and the launch (its split merge too).
+bool decode_kernel_enabled();  // false under LOOM_DECODE_ATTENTION=general
 bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens);
 void decode_attention(const AttnArgs& a, cudaStream_t s);
 

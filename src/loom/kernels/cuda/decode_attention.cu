@@ -21,12 +21,41 @@ namespace {
 
 constexpr int kKeys = 64, kWarps = 4, kThreads = 32 * kWarps, kStages = 2;
 
-template <int D>
+// Q, then [stage][K|V]; folding the q/k norm + RoPE adds the angles (2 x D/2 f32) and the rotated key.
+template <int D, bool FOLD>
 constexpr size_t smem_bytes() {
-  return static_cast<size_t>(16 + kStages * 2 * kKeys) * (D + 8) * sizeof(bf16);  // Q, then [stage][K|V]
+  return static_cast<size_t>(16 + kStages * 2 * kKeys) * (D + 8) * sizeof(bf16) +
+         (FOLD ? D * sizeof(float) + D * sizeof(bf16) : 0);
 }
 
+// One head's RMSNorm (w null: none) and NeoX RoPE by one warp, as qk_norm_rope_kernel computes it
+// (same operations in the same order): lane holds elements lane + 32j, whose rotation partner is
+// element j ± D/64 of the same lane. Writes the bf16 result to dst (shared memory).
 template <int D>
+__device__ __forceinline__ void norm_rope_head(const bf16* src, const bf16* w, float eps, const float* cos_t,
+                                               const float* sin_t, bf16* dst, int lane) {
+  constexpr int J = D / 32, H = J / 2;
+  float x[J];
+  float ss = 0;
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    x[j] = to_f(src[lane + 32 * j]);
+    ss += x[j] * x[j];
+  }
+  if (w) {
+    const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(D) + eps);
+#pragma unroll
+    for (int j = 0; j < J; ++j) x[j] = to_f(to_bf(x[j] * inv * to_f(w[lane + 32 * j])));
+  }
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    const int c = lane + 32 * j, i = j < H ? c : c - D / 2;
+    const float cs = cos_t[i], sn = sin_t[i];
+    dst[c] = to_bf(j < H ? x[j] * cs - x[j + H] * sn : x[j] * cs + x[j - H] * sn);
+  }
+}
+
+template <int D, bool FOLD>
 __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs a) {
   constexpr int LDS = D + 8;  // bf16 a shared row (the pad spreads ldmatrix rows over the banks)
   constexpr int KSTEPS = D / 16, DTILES = D / 8, kRowChunks = D / 8;
@@ -42,6 +71,12 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
   // and a division: found by every thread for every chunk, they cost more than the tile's MMAs).
   __shared__ int64_t row_of[kStages][kKeys];
   constexpr int64_t kPast = -1, kLater = -2, kFresh = -3;  // past the split; after the wait; key_row()
+  // FOLD (a.inv_freq set): the angles at the token's position, and the new key normalized and
+  // rotated (what the cache and every tile holding it get), after the stages.
+  constexpr bool fold = FOLD;
+  float* rope_cos = reinterpret_cast<float*>(stages + kStages * 2 * kKeys * LDS);
+  float* rope_sin = rope_cos + D / 2;
+  bf16* k_rot = reinterpret_cast<bf16*>(rope_sin + D / 2);
 
   const PagedKvArgs& kv = a.kv;
   const int group = static_cast<int>(a.hq / kv.hk);
@@ -58,6 +93,13 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
   const int64_t chunk = ((start + 1 - key_lo + a.splits - 1) / a.splits + kKeys - 1) / kKeys * kKeys;
   const int64_t key_begin = key_lo + split * chunk, key_end = has_query ? imin64(start + 1, key_begin + chunk) : 0;
   const int ntiles = key_end > key_begin ? static_cast<int>((key_end - key_begin + kKeys - 1) / kKeys) : 0;
+  if constexpr (fold)  // from the uploaded position: before the wait (pdl.cuh)
+    for (int i = threadIdx.x; i < D / 2; i += kThreads) {
+      float sn, cs;
+      sincosf(static_cast<float>(start) * a.inv_freq[i], &sn, &cs);
+      rope_cos[i] = cs * a.rope_scaling;
+      rope_sin[i] = sn * a.rope_scaling;
+    }
 
   // Tile i into stage i % kStages: the keys' rows first (thread r < kKeys: key r), then this
   // thread's rows tid / kRowChunks + kRowStep·j at column (tid % kRowChunks)·8, zeros past the
@@ -92,7 +134,8 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
         cp_async16(vs + r * LDS + col, kv.v_cache, false);
       } else if (row == kFresh) {
         const int64_t pos = key_begin + static_cast<int64_t>(i) * kKeys + r;
-        cp_async16(ks + r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, pos, start, t0, D) + col, true);
+        if constexpr (fold) *reinterpret_cast<uint4*>(ks + r * LDS + col) = *reinterpret_cast<const uint4*>(k_rot + col);
+        else cp_async16(ks + r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, pos, start, t0, D) + col, true);
         cp_async16(vs + r * LDS + col, key_row(a, kv.v_cache, a.new_v, seq, kvh, pos, start, t0, D) + col, true);
       }
     }
@@ -106,10 +149,26 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
 
   wait_then_allow_dependents();  // q (and the step's K/V) come from the kernels before
   if (!has_query) return;
+  if constexpr (fold) {
+    __syncthreads();  // the angles (a block without keys has had no barrier since)
+    // Q row r < group (query head kvh·group + r) by warp r % kWarps, the rest zeros; the new key by
+    // the last warp (its rows past a group of 8 are padding).
+    for (int r = warp; r < 16; r += kWarps) {
+      if (r < group)
+        norm_rope_head<D>(a.q + (t0 * a.hq + kvh * group + r) * D, a.q_norm, a.norm_eps, rope_cos, rope_sin,
+                          Qs + r * LDS, lane);
+      else
+        for (int c = lane; c < D; c += 32) Qs[r * LDS + c] = to_bf(0.0f);
+    }
+    if (warp == kWarps - 1)
+      norm_rope_head<D>(a.new_k + (t0 * kv.hk + kvh) * D, a.k_norm, a.norm_eps, rope_cos, rope_sin, k_rot, lane);
+    __syncthreads();
+  }
   if (ntiles > 0 && start - key_begin < kKeys) {  // the new key is in the first tile: its row now
     const int r = static_cast<int>(start - key_begin);
     if (row0 == r % kRowStep) {  // this thread's rows include r
-      cp_async16(stages + r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, start, start, t0, D) + col, true);
+      if constexpr (fold) *reinterpret_cast<uint4*>(stages + r * LDS + col) = *reinterpret_cast<const uint4*>(k_rot + col);
+      else cp_async16(stages + r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, start, start, t0, D) + col, true);
       cp_async16(stages + (kKeys + r) * LDS + col, key_row(a, kv.v_cache, a.new_v, seq, kvh, start, start, t0, D) + col,
                  true);
     }
@@ -126,10 +185,13 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
     const int c = (tid % kRowChunks) * 8;
     const int64_t dst = (kv_slot(kv, seq, start) * kv.hk + kvh) * D + c, src = (t0 * kv.hk + kvh) * D + c;
     bf16* cache = static_cast<bf16*>(is_k ? kv.k_cache : kv.v_cache);
-    *reinterpret_cast<uint4*>(cache + dst) = *reinterpret_cast<const uint4*>((is_k ? a.new_k : a.new_v) + src);
+    if constexpr (fold)
+      *reinterpret_cast<uint4*>(cache + dst) = *reinterpret_cast<const uint4*>(is_k ? k_rot + c : a.new_v + src);
+    else
+      *reinterpret_cast<uint4*>(cache + dst) = *reinterpret_cast<const uint4*>((is_k ? a.new_k : a.new_v) + src);
   }
-  // Q: row r < group is query head kvh·group + r of the token; the rest zeros.
-  for (int c = tid; c < 16 * kRowChunks; c += kThreads) {
+  // Q: row r < group is query head kvh·group + r of the token; the rest zeros (folded: done above).
+  for (int c = tid; c < (fold ? 0 : 16 * kRowChunks); c += kThreads) {
     const int r = c / kRowChunks, dc = (c % kRowChunks) * 8;
     *reinterpret_cast<uint4*>(&Qs[r * LDS + dc]) =
         r < group ? *reinterpret_cast<const uint4*>(a.q + (t0 * a.hq + kvh * group + r) * D + dc) : make_uint4(0, 0, 0, 0);
@@ -251,23 +313,27 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
   }
 }
 
-template <int D>
+template <int D, bool FOLD>
 void launch(const AttnArgs& a, cudaStream_t s) {
-  constexpr size_t smem = smem_bytes<D>();
-  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D>), smem);
+  constexpr size_t smem = smem_bytes<D, FOLD>();
+  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
-  launch_pdl(decode_attention_kernel<D>, grid, kThreads, smem, s, a);
+  launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a);
 }
 
 }  // namespace
 
-bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
+bool decode_kernel_enabled() {
   // LOOM_DECODE_ATTENTION=general keeps decode on attention.cu's kernel (A/B runs).
   static const bool general = [] {
     const char* v = std::getenv("LOOM_DECODE_ATTENTION");
     return v != nullptr && std::strcmp(v, "general") == 0;
   }();
-  if (general) return false;
+  return !general;
+}
+
+bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
+  if (!decode_kernel_enabled()) return false;
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return max_new_tokens == 1 && v_dim(a.kv) == a.kv.d && (a.kv.d == 64 || a.kv.d == 128) && a.hq % a.kv.hk == 0 &&
          a.hq / a.kv.hk <= 16 && a.splits >= 1 && aligned(a.q) && aligned(a.kv.k_cache) && aligned(a.kv.v_cache) &&
@@ -277,8 +343,9 @@ bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
 void decode_attention(const AttnArgs& a, cudaStream_t s) {
   LOOM_CHECK(decode_attention_applies(a, 1), "decode_attention: head dim ", a.kv.d, ", ", a.hq, " query heads over ",
              a.kv.hk, " KV heads");
-  if (a.kv.d == 64) launch<64>(a, s);
-  else launch<128>(a, s);
+  const bool fold = a.inv_freq != nullptr;
+  if (a.kv.d == 64) fold ? launch<64, true>(a, s) : launch<64, false>(a, s);
+  else fold ? launch<128, true>(a, s) : launch<128, false>(a, s);
 }
 
 }  // namespace loom::kernels::cuda::attn

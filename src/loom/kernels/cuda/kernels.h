@@ -178,9 +178,23 @@ void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t
 // each query to its last sliding_window positions; sinks (device f32 [hq], or null) add
 // exp(sinks[head]) to each softmax's denominator (gpt-oss). new_k / new_v (decode, one token per
 // sequence): the step's k and v, which the kernel stores in the cache itself (no write_kv first).
+// With `qk` (decode with new_k/new_v only; attention_fuses_qk_norm_rope must hold), q and new_k are
+// taken before their per-head RMSNorm and RoPE, which the decode kernel applies as qk_norm_rope
+// would (no separate launch); q stays as given, the cache gets the rotated key.
+struct QkNormRope {
+  const void* q_norm = nullptr;  // bf16 [d] or null (RoPE only)
+  const void* k_norm = nullptr;
+  const float* inv_freq = nullptr;  // [d / 2]: NeoX over the whole head
+  float scaling = 1.0f;
+  float eps = 0.0f;
+};
 void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
                int64_t max_new_tokens, int num_splits, float* workspace, cudaStream_t s, int64_t sliding_window = 0,
-               const float* sinks = nullptr, const void* new_k = nullptr, const void* new_v = nullptr);
+               const float* sinks = nullptr, const void* new_k = nullptr, const void* new_v = nullptr,
+               const QkNormRope* qk = nullptr);
+// Whether the decode kernel can fold the q/k norm and RoPE in: one new token a sequence, K and V
+// of head dim 64 or 128 rotated whole, GQA groups of at most 16.
+bool attention_fuses_qk_norm_rope(int64_t hq, int64_t hk, int64_t d, int64_t dv, int64_t rotary_dim);
 // Split count for a step: enough blocks to fill the GPU when there are few sequences (decode).
 int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only);
 
