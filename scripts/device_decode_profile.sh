@@ -13,6 +13,8 @@
 #     time includes its wait on the one before, and tracing took minutes instead of seconds): the kernels'
 #     times inside the graph. (Until December 2026 this script timed each kernel alone with Nsight
 #     Compute, which overstated the decode GEMVs twofold: bench/NOTES.md.)
+# LOOM_TEST_ENV="NAME=VALUE ..." runs the tests with those set (an A/B switch's path through the
+# parity and graph tests, e.g. LOOM_TEST_ENV=LOOM_DECODE_QK_ROPE=fold).
 # Prints the tables last. Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
 #   bash scripts/device_decode_profile.sh       # LOOM_SKIP_TESTS=1, LOOM_SKIP_TRACE=1 skip those parts
 set -uo pipefail
@@ -24,7 +26,8 @@ loom_device_build "$LOGS" loom test_cuda loom_kernel_trace || exit 1
 mkdir -p "$LOGS/bench_build" && loom_device_build "$LOGS/bench_build" bench_decode_kernels || echo "bench_decode_kernels not built"
 echo "build: $((SECONDS - t0)) s"
 if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
-  ./build-gpu/tests/test_cuda --gtest_filter="${LOOM_GPU_TESTS:-*Gemv*:*Decode*:*Moe*:*Route*:*Norm*:*Rope*:*Attention*:*Parity*:*Graph*}" \
+  env ${LOOM_TEST_ENV:-} ./build-gpu/tests/test_cuda \
+    --gtest_filter="${LOOM_GPU_TESTS:-*Gemv*:*Decode*:*Moe*:*Route*:*Norm*:*Rope*:*Attention*:*Parity*:*Graph*}" \
     >"$LOGS/test_cuda.log" 2>&1
   grep -E "^\[  FAILED  \]|Failure$" "$LOGS/test_cuda.log" | head -20
   tests="$(grep -E '^\[  (PASSED|FAILED) |tests ran' "$LOGS/test_cuda.log" | tr '\n' ' ')"
