@@ -9,6 +9,8 @@
 // The general kernel (attention.cu) loaded each tile only once the last was consumed, with the
 // page-table reads and the K/V reads one after the other, at 248 registers a thread: at batch 128
 // it read the cache at about 1 TB/s (bench/NOTES.md).
+#include <cooperative_groups.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -55,7 +57,10 @@ __device__ __forceinline__ void norm_rope_head(const bf16* src, const bf16* w, f
   }
 }
 
-template <int D, bool FOLD>
+// CLUSTER: the splits of a (sequence, KV head) are one thread block cluster (launched so), and
+// they merge their partial softmax states through distributed shared memory at the end, each block
+// writing a share of the outputs: no workspace and no merge kernel.
+template <int D, bool FOLD, bool CLUSTER>
 __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs a) {
   constexpr int LDS = D + 8;  // bf16 a shared row (the pad spreads ldmatrix rows over the banks)
   constexpr int KSTEPS = D / 16, DTILES = D / 8, kRowChunks = D / 8;
@@ -305,20 +310,67 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
       const float sink = a.sinks && mx != -INFINITY ? exp2f(a.sinks[head] * 1.4426950408889634f - mx) : 0.0f;
       const float inv = sum + sink > 0 ? 1.0f / (sum + sink) : 0.0f;
       a.out[(t0 * a.hq + head) * D + c] = to_bf(acc * inv);
+    } else if constexpr (CLUSTER) {  // this split's state, for the cluster's merge below
+      float* part = buf + kWarps * 16 * D;  // [16][D], then the rows' log-sum-exps [16]
+      part[row * D + c] = sum > 0 ? acc / sum : 0.0f;
+      if (c == 0) part[16 * D + row] = sum > 0 ? mx + log2f(sum) : -INFINITY;
     } else {
       float* dst = a.part + ((static_cast<int64_t>(split) * a.tokens + t0) * a.hq + head) * (D + 1);
       dst[c] = sum > 0 ? acc / sum : 0.0f;
       if (c == 0) dst[D] = sum > 0 ? mx + log2f(sum) : -INFINITY;  // log2-sum-exp of the split
     }
   }
+  if constexpr (CLUSTER) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters are sm90+ (launched only there)
+    if (a.splits == 1) return;
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    float* part = buf + kWarps * 16 * D;
+    cluster.sync();  // every split's state is in its shared memory
+    // Block `split` (its rank: the cluster spans the grid's splits) writes outputs [split·per, +per)
+    // of the group's rows, merging as merge_splits_kernel does.
+    const int total = group * D, per = (total + a.splits - 1) / a.splits;
+    const int end = min(total, (split + 1) * per);
+    for (int idx = split * per + tid; idx < end; idx += kThreads) {
+      const int row = idx / D, c = idx % D;
+      float mx = -INFINITY;
+      for (int r = 0; r < a.splits; ++r) mx = fmaxf(mx, cluster.map_shared_rank(part, r)[16 * D + row]);
+      float acc = 0.0f, wsum = 0.0f;
+      for (int r = 0; r < a.splits; ++r) {
+        const float* peer = cluster.map_shared_rank(part, r);
+        const float lse = peer[16 * D + row];
+        if (lse == -INFINITY) continue;
+        const float w = exp2f(lse - mx);
+        acc += w * peer[row * D + c];
+        wsum += w;
+      }
+      const int64_t head = kvh * group + row;
+      const float sink = a.sinks && mx != -INFINITY ? exp2f(a.sinks[head] * 1.4426950408889634f - mx) : 0.0f;
+      a.out[(t0 * a.hq + head) * D + c] = to_bf(wsum > 0 ? acc / (wsum + sink) : 0.0f);
+    }
+    cluster.sync();  // no block leaves while a peer may still read its shared memory
+#else
+    __trap();
+#endif
+  }
 }
 
-template <int D, bool FOLD>
+template <int D, bool FOLD, bool CLUSTER>
 void launch(const AttnArgs& a, cudaStream_t s) {
   constexpr size_t smem = smem_bytes<D, FOLD>();
-  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>), smem);
+  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD, CLUSTER>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
-  launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a);
+  if constexpr (CLUSTER)
+    launch_pdl_clusters(decode_attention_kernel<D, FOLD, CLUSTER>, grid, dim3(1, a.splits, 1), kThreads, smem, s, a);
+  else
+    launch_pdl(decode_attention_kernel<D, FOLD, CLUSTER>, grid, kThreads, smem, s, a);
+}
+
+template <int D>
+void launch_d(const AttnArgs& a, bool cluster, cudaStream_t s) {
+  const bool fold = a.inv_freq != nullptr;
+  if (cluster) fold ? launch<D, true, true>(a, s) : launch<D, false, true>(a, s);
+  else fold ? launch<D, true, false>(a, s) : launch<D, false, false>(a, s);
 }
 
 }  // namespace
@@ -340,12 +392,29 @@ bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
          (!a.new_k || (aligned(a.new_k) && aligned(a.new_v)));
 }
 
-void decode_attention(const AttnArgs& a, cudaStream_t s) {
+bool decode_cluster_merge_enabled() {
+  static const bool on = [] {  // A/B switch while it is measured
+    const char* v = std::getenv("LOOM_DECODE_MERGE");
+    return v != nullptr && std::strcmp(v, "cluster") == 0;
+  }();
+  return on;
+}
+
+bool decode_attention_merges_in_clusters(const AttnArgs& a, int64_t max_new_tokens) {
+  if (!decode_cluster_merge_enabled() || a.splits < 2 || a.splits > kMaxClusterSplits ||
+      !decode_attention_applies(a, max_new_tokens))
+    return false;
+  int device = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 9;
+}
+
+void decode_attention(const AttnArgs& a, cudaStream_t s, bool cluster_merge) {
   LOOM_CHECK(decode_attention_applies(a, 1), "decode_attention: head dim ", a.kv.d, ", ", a.hq, " query heads over ",
              a.kv.hk, " KV heads");
-  const bool fold = a.inv_freq != nullptr;
-  if (a.kv.d == 64) fold ? launch<64, true>(a, s) : launch<64, false>(a, s);
-  else fold ? launch<128, true>(a, s) : launch<128, false>(a, s);
+  if (a.kv.d == 64) launch_d<64>(a, cluster_merge, s);
+  else launch_d<128>(a, cluster_merge, s);
 }
 
 }  // namespace loom::kernels::cuda::attn
