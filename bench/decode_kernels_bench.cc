@@ -103,9 +103,10 @@ BENCHMARK(BM_Gemv)
     ->MinTime(kMinTime)
     ->Unit(benchmark::kMicrosecond);
 
-// The fused router of a decode step (GEMV over a 128 x 2048 weight, then top-8 by the last
-// block): against BM_Gemv's 128 x 2048 row it shows what the top-k tail costs.
-void BM_RouterTopk(benchmark::State& state) {
+// A decode step's router (GEMV over a 128 x 2048 weight, then top-8): `fused` as the one kernel
+// whose last block picks the top-k, else as two launches (the GEMV, then route_topk's warp per
+// token); against BM_Gemv's 128 x 2048 row they show what the top-k tail costs.
+void bench_router(benchmark::State& state, bool fused) {
   if (!have_gpu()) return state.SkipWithError("no GPU");
   const int64_t m = state.range(0), experts = 128, top_k = 8, hidden = 2048;
   cudaStream_t s;
@@ -115,38 +116,24 @@ void BM_RouterTopk(benchmark::State& state) {
     const Tensor logits = Tensor::empty({m, experts}, DType::bf16, Device::cuda(0));
     const Tensor weights = Tensor::empty({m, top_k}, DType::f32, Device::cuda(0));
     const Tensor ids = Tensor::empty({m, top_k}, DType::i32, Device::cuda(0));
-    // Once before capture: the first call allocates the completion counters.
-    kc::router_topk(x.data_ptr(), w.data_ptr(), logits.data_ptr(), m, hidden, experts, top_k, true,
-                    weights.data<float>(), ids.data<int32_t>(), s);
-    CUDA_CHECK(cudaStreamSynchronize(s));
-    time_graph(state, s, [&](int l) {
-        kc::router_topk(x.data_ptr(), w.data<uint16_t>() + l * experts * hidden, logits.data_ptr(), m, hidden, experts,
-                        top_k, true, weights.data<float>(), ids.data<int32_t>(), s);
-      }, 2.0 * experts * hidden);
-  }
-  CUDA_CHECK(cudaStreamDestroy(s));
-}
-BENCHMARK(BM_RouterTopk)->ArgName("m")->Arg(1)->Arg(8)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
-
-// The same routing as two launches (the GEMV, then route_topk's warp per token): what the
-// fused kernel's last-block tail is measured against.
-void BM_RouterTwoLaunches(benchmark::State& state) {
-  if (!have_gpu()) return state.SkipWithError("no GPU");
-  const int64_t m = state.range(0), experts = 128, top_k = 8, hidden = 2048;
-  cudaStream_t s;
-  CUDA_CHECK(cudaStreamCreate(&s));
-  {
-    const Tensor w = random_bf16(experts * hidden * kLayers, 6, s), x = random_bf16(m * hidden, 7, s);
-    const Tensor logits = Tensor::empty({m, experts}, DType::bf16, Device::cuda(0));
-    const Tensor weights = Tensor::empty({m, top_k}, DType::f32, Device::cuda(0));
-    const Tensor ids = Tensor::empty({m, top_k}, DType::i32, Device::cuda(0));
-    time_graph(state, s, [&](int l) {
-        kc::gemv(x.data_ptr(), w.data<uint16_t>() + l * experts * hidden, logits.data_ptr(), m, experts, hidden, s);
+    auto route = [&](const uint16_t* wl) {
+      if (fused) {
+        kc::router_topk(x.data_ptr(), wl, logits.data_ptr(), m, hidden, experts, top_k, true, weights.data<float>(),
+                        ids.data<int32_t>(), s);
+      } else {
+        kc::gemv(x.data_ptr(), wl, logits.data_ptr(), m, experts, hidden, s);
         kc::route_topk(logits.data_ptr(), m, experts, top_k, true, weights.data<float>(), ids.data<int32_t>(), s);
-      }, 2.0 * experts * hidden);
+      }
+    };
+    route(w.data<uint16_t>());  // once before capture: the fused kernel's first call allocates its counters
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    time_graph(state, s, [&](int l) { route(w.data<uint16_t>() + l * experts * hidden); }, 2.0 * experts * hidden);
   }
   CUDA_CHECK(cudaStreamDestroy(s));
 }
+void BM_RouterTopk(benchmark::State& state) { bench_router(state, true); }
+void BM_RouterTwoLaunches(benchmark::State& state) { bench_router(state, false); }
+BENCHMARK(BM_RouterTopk)->ArgName("m")->Arg(1)->Arg(8)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_RouterTwoLaunches)->ArgName("m")->Arg(1)->Arg(8)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
 
 // Decode attention of `batch` sequences at context 1024 on Qwen3-30B-A3B's heads (32 query, 4 KV,
