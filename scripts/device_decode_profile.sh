@@ -14,7 +14,7 @@
 #     times inside the graph. (Until December 2026 this script timed each kernel alone with Nsight
 #     Compute, which overstated the decode GEMVs twofold: bench/NOTES.md.)
 # LOOM_TEST_ENV="NAME=VALUE ..." runs the tests with those set (an A/B switch's path through the
-# parity and graph tests, e.g. LOOM_TEST_ENV=LOOM_DECODE_QK_ROPE=fold).
+# parity and graph tests, e.g. LOOM_TEST_ENV=LOOM_PDL=0).
 # Prints the tables last. Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
 #   bash scripts/device_decode_profile.sh       # LOOM_SKIP_TESTS=1, LOOM_SKIP_TRACE=1 skip those parts
 set -uo pipefail

@@ -491,8 +491,8 @@ TEST(CudaKernels, DecodeAttentionSplitsLongContexts) {
 namespace {
 
 // The decode kernel with the q/k norm and RoPE folded in (kc::QkNormRope) against qk_norm_rope's
-// kernel then the same attention: identical outputs and caches, bit for bit (the fold does the
-// same operations in the same order).
+// kernel then the same attention: identical outputs and caches, bit for bit (both do the same
+// operations in the same order, through norm_rope.cuh's explicitly rounded arithmetic).
 void check_folded_qk_norm_rope(const std::vector<std::pair<int, int>>& seqs, int hq, int hk, int d, bool norm,
                                float scaling, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << "hq " << hq << " hk " << hk << " d " << d << " norm " << norm << " scaling "

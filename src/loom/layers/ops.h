@@ -65,9 +65,9 @@ struct AttentionParams {
 };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer,
                  const AttentionParams& params, const ForwardContext& ctx);
-// Whether attention() on this step folds the q/k norm and RoPE into its kernel: a decode step on
-// CUDA's decode kernel (a whole-head rotation, head dim 64 or 128), with LOOM_DECODE_QK_ROPE=fold
-// (off until measured on a GPU). Never on the CPU.
+// Whether attention() on this step folds the q/k norm and RoPE into its kernel: every decode step
+// on CUDA's decode kernel (a whole-head rotation, head dim 64 or 128; one launch fewer a layer).
+// Never on the CPU.
 bool attention_folds_qk_norm_rope(const Tensor& q, int64_t kv_heads, const Rope& rope, const ForwardContext& ctx);
 
 // gate_up [T, 2I] -> silu(gate) * up [T, I]

@@ -313,12 +313,8 @@ bool latent_attention_supported(int device, int64_t latent, int64_t rope) {
 }
 
 bool attention_folds_qk_norm_rope(const Tensor& q, int64_t kv_heads, const Rope& rope, const ForwardContext& ctx) {
-  static const bool fold = [] {  // A/B switch while it is measured
-    const char* v = std::getenv("LOOM_DECODE_QK_ROPE");
-    return v != nullptr && std::strcmp(v, "fold") == 0;
-  }();
   const int64_t d = q.size(-1);
-  return fold && ctx.decode_only && !ctx.cp_split && ctx.num_seqs > 0 && q.dim() == 3 &&
+  return ctx.decode_only && !ctx.cp_split && ctx.num_seqs > 0 && q.dim() == 3 &&
          kc::attention_fuses_qk_norm_rope(q.size(1), kv_heads, d, d, rope.rotary_dim);
 }
 
@@ -443,14 +439,7 @@ Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, b
   check_bf16(x, "linear_route_topk_softmax", "input");
   check_bf16(w, "linear_route_topk_softmax", "router weight");
   const int64_t hidden = w.size(1), e = w.size(0), t = x.numel() / std::max<int64_t>(hidden, 1);
-  // LOOM_ROUTER=two-launch: the GEMV, then route_topk's kernel (an A/B switch: the fused kernel's
-  // last-block tail measured 4.6 µs, bench/NOTES.md).
-  static const bool two_launch = [] {
-    const char* v = std::getenv("LOOM_ROUTER");
-    return v != nullptr && std::strcmp(v, "two-launch") == 0;
-  }();
-  if (two_launch ||
-      !(x.size(-1) == hidden && kc::router_topk_applies(t, hidden, e, k, x.data_ptr(), w.data_ptr()))) {
+  if (!(x.size(-1) == hidden && kc::router_topk_applies(t, hidden, e, k, x.data_ptr(), w.data_ptr()))) {
     Tensor l = linear(x, w, nullptr);
     if (logits) *logits = l;
     return route_topk_softmax(l, k, renormalize);

@@ -397,12 +397,11 @@ int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const int64_t heads = std::max<int64_t>(1, num_seqs * hk), places = 3 * int64_t{sms};
   const int first = static_cast<int>(std::clamp<int64_t>((2 * sms + heads - 1) / heads, 1, 32));
-  const int cap = decode_cluster_merge_enabled() ? kMaxClusterSplits : 32;  // a cluster holds the splits
   for (int splits = first; splits <= 32; ++splits) {
     const double waves = static_cast<double>(splits * heads) / static_cast<double>(places);
-    if (waves < 1.0 || waves / std::ceil(waves) >= 0.9) return std::min(splits, cap);
+    if (waves < 1.0 || waves / std::ceil(waves) >= 0.9) return splits;
   }
-  return std::min(first, cap);
+  return first;
 }
 
 bool attention_fuses_qk_norm_rope(int64_t hq, int64_t hk, int64_t d, int64_t dv, int64_t rotary_dim) {
@@ -439,13 +438,12 @@ void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, 
     a.rope_scaling = qk->scaling;
     a.norm_eps = qk->eps;
   }
-  const bool cluster_merge = decode_attention_merges_in_clusters(a, max_new_tokens);
-  if (decode_attention_applies(a, max_new_tokens)) decode_attention(a, s, cluster_merge);
+  if (decode_attention_applies(a, max_new_tokens)) decode_attention(a, s);
   else if (dp <= 16) launch_attention_dv<16>(a, row_tiles, s);
   else if (dp <= 32) launch_attention_dv<32>(a, row_tiles, s);
   else if (dp <= 64) launch_attention_dv<64>(a, row_tiles, s);
   else launch_attention_dv<128>(a, row_tiles, s);
-  if (num_splits > 1 && !cluster_merge) {
+  if (num_splits > 1) {
     merge_splits(workspace, static_cast<bf16*>(out), tokens, hq, static_cast<int>(v_dim(kv)), num_splits, sinks, s);
   }
 }

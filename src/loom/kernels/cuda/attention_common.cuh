@@ -120,11 +120,6 @@ __device__ __forceinline__ void online_max(float (&tile_max)[2], float (&m)[2], 
 // head dim of 64 or 128, at most 16 query heads a KV head), and the launch (its split merge too).
 bool decode_kernel_enabled();  // false under LOOM_DECODE_ATTENTION=general
 bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens);
-// LOOM_DECODE_MERGE=cluster (an A/B switch): the decode kernel's splits of a KV head form one
-// cluster and merge in distributed shared memory; splits are then at most kMaxClusterSplits.
-constexpr int kMaxClusterSplits = 8;
-bool decode_cluster_merge_enabled();
-bool decode_attention_merges_in_clusters(const AttnArgs& a, int64_t max_new_tokens);
-void decode_attention(const AttnArgs& a, cudaStream_t s, bool cluster_merge = false);
+void decode_attention(const AttnArgs& a, cudaStream_t s);
 
 }  // namespace loom::kernels::cuda::attn

@@ -9,12 +9,11 @@
 // The general kernel (attention.cu) loaded each tile only once the last was consumed, with the
 // page-table reads and the K/V reads one after the other, at 248 registers a thread: at batch 128
 // it read the cache at about 1 TB/s (bench/NOTES.md).
-#include <cooperative_groups.h>
-
 #include <cstdlib>
 #include <cstring>
 
 #include "loom/kernels/cuda/attention_common.cuh"
+#include "loom/kernels/cuda/norm_rope.cuh"
 #include "loom/kernels/cuda/pdl.cuh"
 #include "loom/tensor/error.h"
 
@@ -31,8 +30,9 @@ constexpr size_t smem_bytes() {
 }
 
 // One head's RMSNorm (w null: none) and NeoX RoPE by one warp, as qk_norm_rope_kernel computes it
-// (same operations in the same order): lane holds elements lane + 32j, whose rotation partner is
-// element j ± D/64 of the same lane. Writes the bf16 result to dst (shared memory).
+// (the same operations in the same order, through norm_rope.cuh): lane holds elements lane + 32j,
+// whose rotation partner is element j ± D/64 of the same lane. Writes the bf16 result to dst
+// (shared memory).
 template <int D>
 __device__ __forceinline__ void norm_rope_head(const bf16* src, const bf16* w, float eps, const float* cos_t,
                                                const float* sin_t, bf16* dst, int lane) {
@@ -42,25 +42,21 @@ __device__ __forceinline__ void norm_rope_head(const bf16* src, const bf16* w, f
 #pragma unroll
   for (int j = 0; j < J; ++j) {
     x[j] = to_f(src[lane + 32 * j]);
-    ss += x[j] * x[j];
+    ss = add_square(ss, x[j]);
   }
   if (w) {
-    const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(D) + eps);
+    const float inv = rms_inverse(warp_sum(ss), D, eps);
 #pragma unroll
-    for (int j = 0; j < J; ++j) x[j] = to_f(to_bf(x[j] * inv * to_f(w[lane + 32 * j])));
+    for (int j = 0; j < J; ++j) x[j] = rms_scaled(x[j], inv, w[lane + 32 * j]);
   }
 #pragma unroll
   for (int j = 0; j < J; ++j) {
     const int c = lane + 32 * j, i = j < H ? c : c - D / 2;
-    const float cs = cos_t[i], sn = sin_t[i];
-    dst[c] = to_bf(j < H ? x[j] * cs - x[j + H] * sn : x[j] * cs + x[j - H] * sn);
+    dst[c] = to_bf(rope_rotate(x[j], x[j < H ? j + H : j - H], cos_t[i], sin_t[i], j < H));
   }
 }
 
-// CLUSTER: the splits of a (sequence, KV head) are one thread block cluster (launched so), and
-// they merge their partial softmax states through distributed shared memory at the end, each block
-// writing a share of the outputs: no workspace and no merge kernel.
-template <int D, bool FOLD, bool CLUSTER>
+template <int D, bool FOLD>
 __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs a) {
   constexpr int LDS = D + 8;  // bf16 a shared row (the pad spreads ldmatrix rows over the banks)
   constexpr int KSTEPS = D / 16, DTILES = D / 8, kRowChunks = D / 8;
@@ -99,12 +95,8 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
   const int64_t key_begin = key_lo + split * chunk, key_end = has_query ? imin64(start + 1, key_begin + chunk) : 0;
   const int ntiles = key_end > key_begin ? static_cast<int>((key_end - key_begin + kKeys - 1) / kKeys) : 0;
   if constexpr (fold)  // from the uploaded position: before the wait (pdl.cuh)
-    for (int i = threadIdx.x; i < D / 2; i += kThreads) {
-      float sn, cs;
-      sincosf(static_cast<float>(start) * a.inv_freq[i], &sn, &cs);
-      rope_cos[i] = cs * a.rope_scaling;
-      rope_sin[i] = sn * a.rope_scaling;
-    }
+    for (int i = threadIdx.x; i < D / 2; i += kThreads)
+      rope_cos_sin(static_cast<float>(start), a.inv_freq[i], a.rope_scaling, rope_cos[i], rope_sin[i]);
 
   // Tile i into stage i % kStages: the keys' rows first (thread r < kKeys: key r), then this
   // thread's rows tid / kRowChunks + kRowStep·j at column (tid % kRowChunks)·8, zeros past the
@@ -310,67 +302,20 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
       const float sink = a.sinks && mx != -INFINITY ? exp2f(a.sinks[head] * 1.4426950408889634f - mx) : 0.0f;
       const float inv = sum + sink > 0 ? 1.0f / (sum + sink) : 0.0f;
       a.out[(t0 * a.hq + head) * D + c] = to_bf(acc * inv);
-    } else if constexpr (CLUSTER) {  // this split's state, for the cluster's merge below
-      float* part = buf + kWarps * 16 * D;  // [16][D], then the rows' log-sum-exps [16]
-      part[row * D + c] = sum > 0 ? acc / sum : 0.0f;
-      if (c == 0) part[16 * D + row] = sum > 0 ? mx + log2f(sum) : -INFINITY;
     } else {
       float* dst = a.part + ((static_cast<int64_t>(split) * a.tokens + t0) * a.hq + head) * (D + 1);
       dst[c] = sum > 0 ? acc / sum : 0.0f;
       if (c == 0) dst[D] = sum > 0 ? mx + log2f(sum) : -INFINITY;  // log2-sum-exp of the split
     }
   }
-  if constexpr (CLUSTER) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // clusters are sm90+ (launched only there)
-    if (a.splits == 1) return;
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    float* part = buf + kWarps * 16 * D;
-    cluster.sync();  // every split's state is in its shared memory
-    // Block `split` (its rank: the cluster spans the grid's splits) writes outputs [split·per, +per)
-    // of the group's rows, merging as merge_splits_kernel does.
-    const int total = group * D, per = (total + a.splits - 1) / a.splits;
-    const int end = min(total, (split + 1) * per);
-    for (int idx = split * per + tid; idx < end; idx += kThreads) {
-      const int row = idx / D, c = idx % D;
-      float mx = -INFINITY;
-      for (int r = 0; r < a.splits; ++r) mx = fmaxf(mx, cluster.map_shared_rank(part, r)[16 * D + row]);
-      float acc = 0.0f, wsum = 0.0f;
-      for (int r = 0; r < a.splits; ++r) {
-        const float* peer = cluster.map_shared_rank(part, r);
-        const float lse = peer[16 * D + row];
-        if (lse == -INFINITY) continue;
-        const float w = exp2f(lse - mx);
-        acc += w * peer[row * D + c];
-        wsum += w;
-      }
-      const int64_t head = kvh * group + row;
-      const float sink = a.sinks && mx != -INFINITY ? exp2f(a.sinks[head] * 1.4426950408889634f - mx) : 0.0f;
-      a.out[(t0 * a.hq + head) * D + c] = to_bf(wsum > 0 ? acc / (wsum + sink) : 0.0f);
-    }
-    cluster.sync();  // no block leaves while a peer may still read its shared memory
-#else
-    __trap();
-#endif
-  }
 }
 
-template <int D, bool FOLD, bool CLUSTER>
+template <int D, bool FOLD>
 void launch(const AttnArgs& a, cudaStream_t s) {
   constexpr size_t smem = smem_bytes<D, FOLD>();
-  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD, CLUSTER>), smem);
+  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
-  if constexpr (CLUSTER)
-    launch_pdl_clusters(decode_attention_kernel<D, FOLD, CLUSTER>, grid, dim3(1, a.splits, 1), kThreads, smem, s, a);
-  else
-    launch_pdl(decode_attention_kernel<D, FOLD, CLUSTER>, grid, kThreads, smem, s, a);
-}
-
-template <int D>
-void launch_d(const AttnArgs& a, bool cluster, cudaStream_t s) {
-  const bool fold = a.inv_freq != nullptr;
-  if (cluster) fold ? launch<D, true, true>(a, s) : launch<D, false, true>(a, s);
-  else fold ? launch<D, true, false>(a, s) : launch<D, false, false>(a, s);
+  launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a);
 }
 
 }  // namespace
@@ -392,29 +337,12 @@ bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
          (!a.new_k || (aligned(a.new_k) && aligned(a.new_v)));
 }
 
-bool decode_cluster_merge_enabled() {
-  static const bool on = [] {  // A/B switch while it is measured
-    const char* v = std::getenv("LOOM_DECODE_MERGE");
-    return v != nullptr && std::strcmp(v, "cluster") == 0;
-  }();
-  return on;
-}
-
-bool decode_attention_merges_in_clusters(const AttnArgs& a, int64_t max_new_tokens) {
-  if (!decode_cluster_merge_enabled() || a.splits < 2 || a.splits > kMaxClusterSplits ||
-      !decode_attention_applies(a, max_new_tokens))
-    return false;
-  int device = 0, major = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  return major >= 9;
-}
-
-void decode_attention(const AttnArgs& a, cudaStream_t s, bool cluster_merge) {
+void decode_attention(const AttnArgs& a, cudaStream_t s) {
   LOOM_CHECK(decode_attention_applies(a, 1), "decode_attention: head dim ", a.kv.d, ", ", a.hq, " query heads over ",
              a.kv.hk, " KV heads");
-  if (a.kv.d == 64) launch_d<64>(a, cluster_merge, s);
-  else launch_d<128>(a, cluster_merge, s);
+  const bool fold = a.inv_freq != nullptr;
+  if (a.kv.d == 64) fold ? launch<64, true>(a, s) : launch<64, false>(a, s);
+  else fold ? launch<128, true>(a, s) : launch<128, false>(a, s);
 }
 
 }  // namespace loom::kernels::cuda::attn

@@ -2,6 +2,7 @@
 // SiLU-and-mul, token selection and the copy used to measure bandwidth.
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/norm_rope.cuh"
 #include "loom/kernels/cuda/pdl.cuh"
 
 namespace loom::kernels::cuda {
@@ -112,6 +113,7 @@ __global__ void add_kernel(bf16* r, const bf16* x, int64_t n) {
 // would otherwise walk its 36 heads on one SM): the token's RoPE angles (sincosf, the costly part
 // at large positions) are computed once per block into shared memory and shared by its q and k
 // heads; then one warp per head stages the head in shared memory for the norm and the rotation.
+// The arithmetic is norm_rope.cuh's, which the decode attention kernel's fold shares bit for bit.
 constexpr int kRopeWarps = 8;
 
 __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const bf16* k_norm,
@@ -127,12 +129,7 @@ __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const 
   const int64_t head_begin = static_cast<int64_t>(blockIdx.y) * kRopeWarps * heads_per_warp;
   const int64_t head_end = min(hq + hk, head_begin + kRopeWarps * heads_per_warp);
   const float pos = static_cast<float>(positions[t]);
-  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    float sn, cs;
-    sincosf(pos * inv_freq[i], &sn, &cs);
-    cos_t[i] = cs * scaling;
-    sin_t[i] = sn * scaling;
-  }
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) rope_cos_sin(pos, inv_freq[i], scaling, cos_t[i], sin_t[i]);
   // The angles come from the step's positions (uploaded before it): made while the kernel before
   // ends; q and k are its output (pdl.cuh).
   wait_then_allow_dependents();
@@ -146,20 +143,18 @@ __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const 
     for (int64_t c = lane; c < d; c += 32) {
       const float x = to_f(v[c]);
       buf[c] = x;
-      ss += x * x;
+      ss = add_square(ss, x);
     }
     if (norm) {
-      const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
-      // Round through bf16 as the unfused norm would before RoPE reads it.
-      for (int64_t c = lane; c < d; c += 32) buf[c] = to_f(to_bf(buf[c] * inv * to_f(norm[c])));
+      const float inv = rms_inverse(warp_sum(ss), d, eps);
+      for (int64_t c = lane; c < d; c += 32) buf[c] = rms_scaled(buf[c], inv, norm[c]);
     }
     __syncwarp();
     for (int64_t c = lane; c < d; c += 32) {
       float r = buf[c];
       if (c < rotary_dim) {
         const int64_t i = c < half ? c : c - half;
-        const float cs = cos_t[i], sn = sin_t[i];
-        r = c < half ? buf[c] * cs - buf[c + half] * sn : buf[c] * cs + buf[c - half] * sn;
+        r = rope_rotate(buf[c], buf[c < half ? c + half : c - half], cos_t[i], sin_t[i], c < half);
       }
       v[c] = to_bf(r);
     }

@@ -65,26 +65,4 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, c
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
-// The same with the grid in thread block clusters of `cluster` blocks (sm90+; the kernel then may
-// use distributed shared memory among them).
-template <typename... Params, typename... Args>
-void launch_pdl_clusters(void (*kernel)(Params...), dim3 grid, dim3 cluster, dim3 block, size_t smem, cudaStream_t s,
-                         Args&&... args) {
-  cudaLaunchAttribute attrs[2]{};
-  attrs[0].id = cudaLaunchAttributeClusterDimension;
-  attrs[0].val.clusterDim.x = cluster.x;
-  attrs[0].val.clusterDim.y = cluster.y;
-  attrs[0].val.clusterDim.z = cluster.z;
-  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cfg.attrs = attrs;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
-}
-
 }  // namespace loom::kernels::cuda
