@@ -73,6 +73,8 @@ int cmd_serve(Args& args) {
                                                                              : eo.scheduler.max_running_requests;
   eo.scheduler.max_running_requests = args.integer({"max-running-requests"}, default_running, 1, 1 << 16);
   eo.scheduler.disable_radix_cache = args.flag("disable-radix-cache");
+  // Decode steps are queued behind the one running, the host's work for a step done meanwhile.
+  eo.scheduler.overlap = !args.flag("disable-overlap-schedule");
   eo.max_queue = args.integer({"max-queued-requests"}, eo.max_queue, 1, 1 << 20);
   args.finish();
 

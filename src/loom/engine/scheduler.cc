@@ -20,13 +20,16 @@ struct Scheduler::Sequence {
   }
 
   int64_t num_output() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
-  int64_t pending() const { return static_cast<int64_t>(tokens.size()) - kv_len; }
+  // Tokens to compute: those not in the KV yet, counting the ones steps in flight are sampling.
+  int64_t pending() const { return static_cast<int64_t>(tokens.size()) + inflight - kv_len; }
 
   uint64_t id;
   Request req;
   std::vector<int32_t> tokens;  // prompt, then the output so far
   int64_t prompt_len;
-  int64_t kv_len = 0;           // tokens whose K/V sit in `pages`
+  int64_t kv_len = 0;           // positions whose K/V sit in `pages` (or are being written by a step in flight)
+  int64_t inflight = 0;         // tokens being sampled by launched, not yet completed steps (overlap: up to 2)
+  int32_t inflight_row = -1;    // this sequence's row in the latest of those steps
   std::vector<int32_t> pages;
   cache::RadixCache::Node* lock = nullptr;
   bool running = false;
@@ -58,7 +61,17 @@ Scheduler::Scheduler(runtime::Runner& runner, const tokenizer::Tokenizer& tokeni
   limits_.eos_token_ids = eos_ids_;
 }
 
-Scheduler::~Scheduler() = default;
+Scheduler::~Scheduler() {
+  // A step still on the GPU reads and writes buffers about to go: wait for it (its tokens are dropped).
+  if (in_flight_ && in_flight_->on_device && device_sampler_) {
+    std::vector<int32_t> ids;
+    std::vector<float> logprobs;
+    try {
+      device_sampler_->finish(ids, logprobs);
+    } catch (const std::exception&) {  // the device failed: nothing to wait for
+    }
+  }
+}
 
 void Scheduler::add(uint64_t id, Request request) {
   LOOM_CHECK(!seqs_.count(id), "request id ", id, " is already in use");
@@ -73,6 +86,8 @@ void Scheduler::abort(uint64_t id) {
   if (it == seqs_.end()) return;
   RequestOutput out;
   finish(*it->second, out, FinishReason::abort);
+  // Nothing left to run: the step in flight ends now, so that the scheduler is idle.
+  if (waiting_.empty() && running_.empty() && in_flight_) complete_in_flight();
 }
 
 void Scheduler::abort_all() {
@@ -95,7 +110,10 @@ EngineStats& Scheduler::stats() {
 
 // Gives the sequence's pages back (into the prefix cache when it is on).
 void Scheduler::release(Sequence& s) {
-  if (!s.pages.empty() || s.lock) cache_.release(s.tokens, s.pages, s.kv_len, s.lock);
+  // A step in flight may be writing the K/V of a token not yet in `tokens`: that position is not
+  // cached (its page goes back to the pool, rewritten only by steps queued after it).
+  const int64_t computed = std::min<int64_t>(s.kv_len, static_cast<int64_t>(s.tokens.size()));
+  if (!s.pages.empty() || s.lock) cache_.release(s.tokens, s.pages, computed, s.lock);
   s.pages.clear();
   s.lock = nullptr;
   s.kv_len = 0;
@@ -202,11 +220,31 @@ bool Scheduler::admit(Sequence& s, int64_t budget, int64_t& chunk) {
   return true;
 }
 
+// Whether the next step is a prefill: a running request has prompt left, or a waiting one could
+// join. (Right after a prefill step, decoders go first: see step().)
+bool Scheduler::prefill_due() const {
+  for (const Sequence* s : running_)
+    if (s->pending() > 1) return true;
+  return !waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running_requests;
+}
+
 // A step is either all prefill (chunks of prompts, or of a retracted request's tokens) or all
 // decode (one token for every decoding request), never both: a decode step then always has the
 // shape a CUDA graph was captured for. While requests decode, prefill steps alternate with
 // decode steps, so arriving prompts cannot stall the running ones for more than one step.
 bool Scheduler::step() {
+  if (in_flight_) {
+    // Queue the next decode step behind the one in flight when it can run on that step's ids
+    // still on the device, then take those ids in while the new step runs.
+    std::optional<Launched> behind = launch_behind_in_flight();
+    complete_in_flight();
+    if (behind) {
+      in_flight_ = std::move(behind);
+      ++stats_.overlapped_steps;
+      return true;
+    }
+    if (idle()) return true;
+  }
   bool decoders = false, prefillers = false;
   for (const Sequence* s : running_) (s->pending() == 1 ? decoders : prefillers) = true;
   const bool can_admit = !waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running_requests;
@@ -223,7 +261,7 @@ bool Scheduler::step() {
     if (running_.size() > 1) retract(*running_.back());
     return false;
   }
-  return run(batch.seqs, batch.chunks);
+  return run(batch);
 }
 
 // Every decoding request, oldest first (room for a newer one's token may retract it).
@@ -271,57 +309,187 @@ Scheduler::Batch Scheduler::prefill_batch(bool decoders_wait) {
   return b;
 }
 
-bool Scheduler::run(const std::vector<Sequence*>& batch, const std::vector<int64_t>& chunks) {
+// Runs the batch: its step completes now, or stays in flight when it is a decode step the next
+// one may be queued behind (overlap).
+bool Scheduler::run(const Batch& batch) {
+  std::optional<Launched> step = launch(batch, forward_batch(batch));
+  if (!step) return true;  // failed: the batch's requests have ended with the error
+  bool keep = options_.overlap && step->decode;
+  for (const Sequence* s : batch.seqs) keep = keep && overlappable(*s);
+  if (keep) in_flight_ = std::move(step);
+  else complete(*step);
+  return true;
+}
+
+// Whether a decode step may be queued before this request's previous token is on the host: its
+// next draw must not depend on that token there (grammar masks, penalties), and its logprobs must
+// not need the logits row after the next step has overwritten it.
+bool Scheduler::overlappable(const Sequence& s) const {
+  const SamplingParams& p = s.req.params;
+  return !s.matcher && p.logprobs <= 0 && p.repetition_penalty == 1.0 && p.frequency_penalty == 0.0 &&
+         p.presence_penalty == 0.0;
+}
+
+// The decode step behind the one in flight, launched; nullopt when it cannot be queued yet (a
+// prefill is due, a request needs its last token on the host, pages would need a retraction, or
+// the runner cannot take the in-flight ids on the device).
+std::optional<Scheduler::Launched> Scheduler::launch_behind_in_flight() {
+  if (!options_.overlap || prefill_due()) return std::nullopt;
+  Batch b;
+  int64_t need = 0;
+  const auto& pool = runner_.kv_pool();
+  for (Sequence* s : running_) {
+    if (s->pending() != 1) continue;
+    // Its token in flight is its last (length): it ends when that step completes.
+    const int64_t len = static_cast<int64_t>(s->tokens.size()) + s->inflight;
+    if (s->num_output() + s->inflight >= s->req.params.max_tokens ||
+        (limits_.context_length > 0 && len >= limits_.context_length))
+      continue;
+    if (!overlappable(*s)) return std::nullopt;
+    need += std::max<int64_t>(0, pool.pages_for_tokens(s->kv_len + 1) - static_cast<int64_t>(s->pages.size()));
+    b.seqs.push_back(s);
+    b.chunks.push_back(1);
+  }
+  if (b.seqs.empty() || need > cache_.available_pages()) return std::nullopt;
+  for (Sequence* s : b.seqs)
+    LOOM_CHECK(make_room(*s, 1, b.seqs), "overlapped decode: no page for request ", s->id, " although ", need,
+               " were available");
+  model::ForwardBatch fb = forward_batch(b);
+  if (fb.previous_ids && !runner_.takes_previous_ids(fb)) return std::nullopt;  // the pages stay for the next step
+  return launch(b, std::move(fb));
+}
+
+// The forward's inputs: each sequence's chunk, or for one whose previous token is still being
+// sampled by the step in flight, that token (a placeholder for its row when it is on the device).
+model::ForwardBatch Scheduler::forward_batch(const Batch& batch) {
   model::ForwardBatch fb;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Sequence* s = batch[i];
+  for (size_t i = 0; i < batch.seqs.size(); ++i) {
+    Sequence* s = batch.seqs[i];
     model::SequenceInput in;
-    in.tokens.assign(s->tokens.begin() + s->kv_len, s->tokens.begin() + s->kv_len + chunks[i]);
+    if (s->inflight > 0) {
+      LOOM_CHECK(in_flight_ && batch.chunks[i] == 1 && s->inflight == 1 && s->inflight_row >= 0,
+                 "request ", s->id, " has a token in flight but no step in flight holds it");
+      if (in_flight_->on_device) {
+        in.tokens = {-1 - s->inflight_row};
+        fb.previous_ids = device_sampler_->launched_ids();
+      } else {
+        in.tokens = {in_flight_->next[static_cast<size_t>(s->inflight_row)]};
+      }
+    } else {
+      in.tokens.assign(s->tokens.begin() + s->kv_len, s->tokens.begin() + s->kv_len + batch.chunks[i]);
+    }
     in.start_pos = static_cast<int32_t>(s->kv_len);
     in.page_table = s->pages;
     fb.seqs.push_back(std::move(in));
   }
-  // Each sequence whose chunk reaches the end of its tokens yields one token this step.
-  std::vector<char> yields(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) yields[i] = batch[i]->pending() == chunks[i];
-  std::vector<int32_t> next(batch.size(), -1);
-  std::vector<TokenLogprob> logprobs(batch.size());
+  return fb;
+}
+
+// Queues the forward and the sampling of its yielding rows (a sequence whose chunk reaches the
+// end of its tokens yields one); the K/V positions count as computed from here on. nullopt when
+// the forward failed (the batch's requests have ended with the error).
+std::optional<Scheduler::Launched> Scheduler::launch(const Batch& batch, model::ForwardBatch fb) {
+  const size_t n = batch.seqs.size();
+  Launched l;
+  l.yields.resize(n);
+  l.next.assign(n, -1);
+  l.logprobs.resize(n);
+  l.decode = true;
+  for (size_t i = 0; i < n; ++i) {
+    l.ids.push_back(batch.seqs[i]->id);
+    l.yields[i] = batch.seqs[i]->pending() == batch.chunks[i];
+    l.decode = l.decode && batch.chunks[i] == 1 && batch.seqs[i]->pending() == 1;
+  }
   try {
     Tensor logits = runner_.forward_device_logits(fb);
     // A GPU runs the forward asynchronously: the grammar masks are made on the host meanwhile.
-    const std::vector<int32_t> mask_rows = grammar_masks(batch, yields);
+    const std::vector<int32_t> mask_rows = grammar_masks(batch.seqs, l.yields);
     const int64_t words = grammar::mask_words(limits_.vocab_size);
-    LOOM_CHECK(logits.dim() == 2 && logits.size(0) == static_cast<int64_t>(batch.size()) &&
-                   logits.size(1) >= limits_.vocab_size,
-               "the runner returned logits ", logits.str(), " for a batch of ", batch.size(), " (vocab ",
-               limits_.vocab_size, ")");
+    LOOM_CHECK(logits.dim() == 2 && logits.size(0) == static_cast<int64_t>(n) && logits.size(1) >= limits_.vocab_size,
+               "the runner returned logits ", logits.str(), " for a batch of ", n, " (vocab ", limits_.vocab_size, ")");
     if (logits.device().is_cuda()) {
-      sample_on_device(batch, yields, mask_rows, logits, next, logprobs);
+      plan_device_sampling(batch.seqs, l.yields, mask_rows);
+      int64_t masked = 0;
+      for (int32_t r : mask_rows) masked += r >= 0;
+      if (!device_sampler_) device_sampler_ = std::make_unique<runtime::DeviceSampler>();
+      device_sampler_->launch(logits, limits_.vocab_size, plans_, edits_, masks_.data(),
+                              static_cast<size_t>(masked * words));
+      l.on_device = true;
+      l.logits = logits;
     } else {
       logits = logits.contiguous();
       LOOM_CHECK(logits.dtype() == DType::f32 && logits.size(1) == limits_.vocab_size, "the runner returned logits ",
                  logits.str(), " on the host; f32 [rows, ", limits_.vocab_size, "] expected");
-      for (size_t i = 0; i < batch.size(); ++i) {
-        if (!yields[i]) continue;
-        const auto& p = batch[i]->req.params;
+      for (size_t i = 0; i < n; ++i) {
+        if (!l.yields[i]) continue;
+        const auto& p = batch.seqs[i]->req.params;
         const uint32_t* allowed = mask_rows[i] >= 0 ? masks_.data() + mask_rows[i] * words : nullptr;
-        next[i] = batch[i]->sampler.sample(logits.data<float>() + static_cast<int64_t>(i) * limits_.vocab_size,
-                                           limits_.vocab_size, p.logprobs >= 0 ? &logprobs[i] : nullptr, allowed);
+        l.next[i] = batch.seqs[i]->sampler.sample(logits.data<float>() + static_cast<int64_t>(i) * limits_.vocab_size,
+                                                  limits_.vocab_size, p.logprobs >= 0 ? &l.logprobs[i] : nullptr,
+                                                  allowed);
       }
     }
   } catch (const std::exception& e) {
-    fail_batch(batch, e.what());
-    return true;
+    fail_batch(batch.seqs, e.what());
+    return std::nullopt;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    Sequence* s = batch.seqs[i];
+    s->kv_len += batch.chunks[i];
+    // A prefilled chunk is published at once, so that requests sharing the prefix reuse it now.
+    if (batch.chunks[i] > 1 && cache_.enabled()) s->lock = cache_.publish(s->tokens, s->pages, s->kv_len, s->lock);
+    if (l.yields[i]) {
+      ++s->inflight;
+      s->inflight_row = static_cast<int32_t>(i);
+    }
+  }
+  return l;
+}
+
+void Scheduler::complete_in_flight() {
+  Launched step = std::move(*in_flight_);
+  in_flight_.reset();
+  complete(step);
+}
+
+// Takes a launched step's tokens in: waits for its ids when they come from the device, then each
+// yielding request that is still here gets its token (which may end it).
+void Scheduler::complete(Launched& l) {
+  std::vector<float> chosen_logprob;
+  if (l.on_device) {
+    try {
+      device_sampler_->finish(l.next, chosen_logprob);
+    } catch (const std::exception& e) {
+      fail_ids(l.ids, e.what());
+      return;
+    }
   }
   ++stats_.steps;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Sequence* s = batch[i];
-    s->kv_len += chunks[i];
-    // A prefilled chunk is published at once, so that requests sharing the prefix reuse it now.
-    if (chunks[i] > 1 && cache_.enabled()) s->lock = cache_.publish(s->tokens, s->pages, s->kv_len, s->lock);
-    if (yields[i]) on_token(*s, next[i], std::move(logprobs[i]));
+  for (size_t i = 0; i < l.ids.size(); ++i) {
+    if (!l.yields[i]) continue;
+    auto it = seqs_.find(l.ids[i]);
+    if (it == seqs_.end()) continue;  // ended while the step ran (aborted, or stopped on the step before)
+    Sequence& s = *it->second;
+    --s.inflight;
+    if (l.on_device) {
+      if (l.next[i] < 0 || l.next[i] >= limits_.vocab_size) {
+        RequestOutput out;
+        out.error = str("device sampling chose token ", l.next[i]);
+        finish(s, out, FinishReason::error);
+        continue;
+      }
+      s.sampler.accept(l.next[i]);
+      const int64_t top = s.req.params.logprobs;
+      if (top > 0) {  // the top alternatives need the whole row: this row alone comes to the host
+        const Tensor row = runtime::to_host_f32(l.logits[static_cast<int64_t>(i)]);
+        l.logprobs[i] = token_logprob(row.data<float>(), limits_.vocab_size, l.next[i], top);
+      } else if (top == 0) {
+        l.logprobs[i].token = l.next[i];
+        l.logprobs[i].logprob = chosen_logprob[i];
+      }
+    }
+    on_token(s, l.next[i], std::move(l.logprobs[i]));
   }
-  return true;
 }
 
 // The allowed-token masks of the yielding rows whose grammar restricts the next token, into
@@ -340,35 +508,15 @@ std::vector<int32_t> Scheduler::grammar_masks(const std::vector<Sequence*>& batc
   return rows;
 }
 
-// Samples the yielding rows on the logits' GPU; only ids (and logprobs) come to the host.
-void Scheduler::sample_on_device(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
-                                 const std::vector<int32_t>& mask_rows, const Tensor& logits,
-                                 std::vector<int32_t>& next, std::vector<TokenLogprob>& logprobs) {
+// The device sampler's row plans (plans_, edits_) for the yielding rows.
+void Scheduler::plan_device_sampling(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
+                                     const std::vector<int32_t>& mask_rows) {
   plans_.assign(batch.size(), runtime::SampleRowPlan{});
   edits_.clear();
-  int64_t masked = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     if (yields[i]) batch[i]->sampler.plan_device(plans_[i], edits_, limits_.vocab_size);
     else plans_[i].skip = true;
     plans_[i].mask_row = mask_rows[i];
-    masked += mask_rows[i] >= 0;
-  }
-  std::vector<float> chosen_logprob;
-  if (!device_sampler_) device_sampler_ = std::make_unique<runtime::DeviceSampler>();
-  const size_t mask_len = static_cast<size_t>(masked * grammar::mask_words(limits_.vocab_size));
-  device_sampler_->sample(logits, limits_.vocab_size, plans_, edits_, masks_.data(), mask_len, next, chosen_logprob);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (!yields[i]) continue;
-    LOOM_CHECK(next[i] >= 0 && next[i] < limits_.vocab_size, "device sampling chose token ", next[i]);
-    batch[i]->sampler.accept(next[i]);
-    const int64_t top = batch[i]->req.params.logprobs;
-    if (top > 0) {  // the top alternatives need the whole row: this row alone comes to the host
-      const Tensor row = runtime::to_host_f32(logits[static_cast<int64_t>(i)]);
-      logprobs[i] = token_logprob(row.data<float>(), limits_.vocab_size, next[i], top);
-    } else if (top == 0) {
-      logprobs[i].token = next[i];
-      logprobs[i].logprob = chosen_logprob[i];
-    }
   }
 }
 
@@ -425,10 +573,19 @@ void Scheduler::on_token(Sequence& s, int32_t tok, TokenLogprob lp) {
 }
 
 void Scheduler::fail_batch(const std::vector<Sequence*>& batch, const std::string& what) {
-  for (Sequence* s : batch) {
+  std::vector<uint64_t> ids;
+  for (const Sequence* s : batch) ids.push_back(s->id);
+  fail_ids(ids, what);
+}
+
+// Ends each of these requests that is still here with the error.
+void Scheduler::fail_ids(const std::vector<uint64_t>& ids, const std::string& what) {
+  for (uint64_t id : ids) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) continue;
     RequestOutput out;
     out.error = what;
-    finish(*s, out, FinishReason::error);
+    finish(*it->second, out, FinishReason::error);
   }
 }
 

@@ -6,11 +6,22 @@
 // is room: running count, prefill budget, KV pages); see step() for how the two alternate. When the pool runs out the newest running request is retracted: its
 // pages go back (into the prefix cache) and it waits at the head of the queue to be recomputed,
 // keeping its tokens and sampler state, so a greedy request's output does not change.
+//
+// Overlap (SchedulerOptions::overlap): a decode step is left running while the host queues the
+// next one behind it, whose input tokens are the running step's sampled ids, still on the device
+// (placeholders the runner resolves there; on a CPU runner the ids are known and passed as they
+// are). Only then does the host take the first step's ids in (stop checks, detokenizing, the
+// output callbacks), while the GPU computes the second: the GPU does not wait for the host
+// between decode steps. A request that ends on the step in flight (a stop token) has computed one
+// token more than it needed, dropped. Steps that need the previous token on the host (grammar
+// masks, penalties, top logprobs) or a prefill, or that would have to retract a request for pages,
+// wait for the step in flight first, as without overlap.
 #pragma once
 #include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -31,6 +42,7 @@ struct SchedulerOptions {
   int64_t chunked_prefill_size = 512;  // prefill tokens per step (all requests together) while any decode
   int64_t max_prefill_tokens = 0;      // ... and while none does (nobody waits on it); 0 = chunked_prefill_size
   bool disable_radix_cache = false;
+  bool overlap = true;  // queue a decode step before the previous one's tokens are on the host
 };
 
 class Scheduler {
@@ -44,11 +56,12 @@ class Scheduler {
   // Ends a waiting or running request with finish_reason abort; unknown ids are ignored.
   void abort(uint64_t id);
   void abort_all();
-  bool idle() const { return waiting_.empty() && running_.empty(); }
+  bool idle() const { return waiting_.empty() && running_.empty() && !in_flight_; }
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
 
-  // One forward over the next batch; returns false when there was nothing to run.
+  // One forward over the next batch; returns false when there was nothing to run. With overlap, a
+  // decode step may return with its step still running, its tokens delivered by the next call.
   bool step();
 
   EngineStats& stats();  // gauges refreshed
@@ -63,9 +76,26 @@ class Scheduler {
     std::vector<Sequence*> seqs;
     std::vector<int64_t> chunks;  // tokens each sequence computes this step
   };
+  // A step whose forward (and, on a GPU, sampling) has been queued; complete() takes its tokens in.
+  struct Launched {
+    std::vector<uint64_t> ids;      // the batch's requests (one may end before the step completes)
+    std::vector<char> yields;       // the row yields a token (its chunk reaches the end of its tokens)
+    std::vector<int32_t> next;      // host sampling: the chosen ids, known at launch
+    std::vector<TokenLogprob> logprobs;
+    Tensor logits;                  // device sampling: the step's logits (top logprobs read rows)
+    bool on_device = false;         // the ids come from device_sampler_->finish()
+    bool decode = false;
+  };
   Batch decode_batch();
   Batch prefill_batch(bool decoders_wait);
-  bool run(const std::vector<Sequence*>& batch, const std::vector<int64_t>& chunks);
+  bool run(const Batch& batch);
+  model::ForwardBatch forward_batch(const Batch& batch);
+  std::optional<Launched> launch(const Batch& batch, model::ForwardBatch fb);
+  void complete(Launched& step);
+  void complete_in_flight();
+  std::optional<Launched> launch_behind_in_flight();
+  bool prefill_due() const;
+  bool overlappable(const Sequence& s) const;
   bool make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch);
   bool admit(Sequence& s, int64_t budget, int64_t& chunk);
   void retract(Sequence& s);
@@ -73,10 +103,10 @@ class Scheduler {
   void finish(Sequence& s, RequestOutput& out, FinishReason reason);
   void on_token(Sequence& s, int32_t token, TokenLogprob logprob);
   std::vector<int32_t> grammar_masks(const std::vector<Sequence*>& batch, const std::vector<char>& yields);
-  void sample_on_device(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
-                        const std::vector<int32_t>& mask_rows, const Tensor& logits, std::vector<int32_t>& next,
-                        std::vector<TokenLogprob>& logprobs);
+  void plan_device_sampling(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
+                            const std::vector<int32_t>& mask_rows);
   void fail_batch(const std::vector<Sequence*>& batch, const std::string& what);
+  void fail_ids(const std::vector<uint64_t>& ids, const std::string& what);
   Sequence* newest_running_not_in(const std::vector<Sequence*>& batch);
   bool sibling_prefilling(const Sequence& s) const;
 
@@ -96,6 +126,7 @@ class Scheduler {
   std::vector<runtime::SampleRowPlan> plans_;
   std::vector<runtime::LogitEdit> edits_;
   std::vector<uint32_t> masks_;  // this step's grammar masks (grammar_masks)
+  std::optional<Launched> in_flight_;  // a decode step queued and not yet completed (overlap)
 };
 
 }  // namespace loom::engine

@@ -15,6 +15,10 @@ struct SequenceInput {
 
 struct ForwardBatch {
   std::vector<SequenceInput> seqs;
+  // Set when the step is queued before the previous step's sampled ids reached the host (the
+  // engine's overlapped decode): those ids on the device, and a token -1 - r in `seqs` stands
+  // for row r of them. Only runners whose takes_previous_ids() says so accept such a batch.
+  const int32_t* previous_ids = nullptr;
 
   int64_t num_tokens() const {
     int64_t n = 0;

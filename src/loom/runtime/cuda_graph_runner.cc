@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #ifdef LOOM_HAVE_CUDA
+#include "loom/kernels/cuda/kernels.h"
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/cuda_stream.h"
 #endif
@@ -49,7 +50,10 @@ CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, in
   const MetaLayout m(max_bs_, max_pages_, dp_.dp);
   meta_len_ = m.total;
   meta_ = Tensor::zeros({meta_len_}, DType::i32, model.device());
-  CUDA_CHECK(cudaMallocHost(&host_meta_, meta_len_ * sizeof(int32_t)));
+  for (int j = 0; j < 2; ++j) {
+    CUDA_CHECK(cudaMallocHost(&host_meta_[j], meta_len_ * sizeof(int32_t)));
+    CUDA_CHECK(cudaEventCreateWithFlags(&uploaded_[j], cudaEventDisableTiming));
+  }
   pool_ = make_graph_memory_pool();
   if (registry) registry->prepare_for_capture();
   // Largest first: the smaller graphs then reuse the pool blocks the largest one left.
@@ -63,7 +67,10 @@ CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, in
 CudaGraphRunner::~CudaGraphRunner() {
   for (auto& [bs, g] : graphs_)
     if (g.exec) cudaGraphExecDestroy(g.exec);
-  if (host_meta_) cudaFreeHost(host_meta_);
+  for (int j = 0; j < 2; ++j) {
+    if (host_meta_[j]) cudaFreeHost(host_meta_[j]);
+    if (uploaded_[j]) cudaEventDestroy(uploaded_[j]);
+  }
 }
 
 layers::ForwardContext CudaGraphRunner::context(int64_t bs) const {
@@ -97,25 +104,33 @@ layers::ForwardContext CudaGraphRunner::context(int64_t bs) const {
 
 void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs) {
   const MetaLayout m(max_bs_, max_pages_, dp_.dp);
-  // The previous replay's upload must have left the staging buffer before it is rewritten.
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  std::fill(host_meta_, host_meta_ + meta_len_, 0);  // padding: token 0 at position 0 on page 0
+  // This staging buffer's previous upload (two steps ago) must have left it before it is rewritten.
+  const int j = next_staging_;
+  next_staging_ ^= 1;
+  CUDA_CHECK(cudaEventSynchronize(uploaded_[j]));
+  int32_t* host = host_meta_[j];
+  std::fill(host, host + meta_len_, 0);  // padding: token 0 at position 0 on page 0
   const int64_t n = static_cast<int64_t>(batch.seqs.size());
-  for (int64_t i = 0; i <= bs; ++i) host_meta_[m.token_starts + i] = static_cast<int32_t>(i);
-  for (int64_t i = 0; i < bs; ++i) host_meta_[m.logit_rows + i] = static_cast<int32_t>(i);
+  for (int64_t i = 0; i <= bs; ++i) host[m.token_starts + i] = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < bs; ++i) host[m.logit_rows + i] = static_cast<int32_t>(i);
   for (int64_t i = 0; i < n; ++i) {
     // Batch row i is replica i % dp's local sequence i / dp, gathered at row (i % dp)·bs + i / dp.
     const int64_t replica = i % dp_.dp, local = i / dp_.dp;
-    if (dp_.dp > 1) host_meta_[m.logit_order + i] = static_cast<int32_t>(replica * bs + local);
+    if (dp_.dp > 1) host[m.logit_order + i] = static_cast<int32_t>(replica * bs + local);
     if (replica != dp_.replica) continue;
     const auto& s = batch.seqs[i];
-    host_meta_[m.ids + local] = s.tokens[0];
-    host_meta_[m.positions + local] = s.start_pos;
-    host_meta_[m.start_pos + local] = s.start_pos;
-    std::copy(s.page_table.begin(), s.page_table.end(), host_meta_ + m.page_table + local * max_pages_);
+    LOOM_CHECK(s.tokens[0] >= 0 || batch.previous_ids, "CUDA graph step: token ", s.tokens[0],
+               " is a placeholder but the batch has no previous ids");
+    host[m.ids + local] = s.tokens[0];
+    host[m.positions + local] = s.start_pos;
+    host[m.start_pos + local] = s.start_pos;
+    std::copy(s.page_table.begin(), s.page_table.end(), host + m.page_table + local * max_pages_);
   }
-  CUDA_CHECK(cudaMemcpyAsync(meta_.data_ptr(), host_meta_, meta_len_ * sizeof(int32_t), cudaMemcpyHostToDevice,
-                             stream_));
+  CUDA_CHECK(cudaMemcpyAsync(meta_.data_ptr(), host, meta_len_ * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaEventRecord(uploaded_[j], stream_));
+  staged_ = host;
+  // Placeholders (-1 - r) become row r of the previous step's ids, on the device, in order.
+  if (batch.previous_ids) kernels::cuda::resolve_previous_ids(meta_.data<int32_t>() + m.ids, n, batch.previous_ids, stream_);
 }
 
 layers::ForwardContext CudaGraphRunner::staged_batch(int64_t bs) const {
@@ -125,8 +140,8 @@ layers::ForwardContext CudaGraphRunner::staged_batch(int64_t bs) const {
   c.max_pages = max_pages_;
   c.page_size = kv_.page_size;
   c.decode_only = true;
-  c.h_token_starts.assign(host_meta_ + m.token_starts, host_meta_ + m.token_starts + bs + 1);
-  c.h_start_pos.assign(host_meta_ + m.start_pos, host_meta_ + m.start_pos + bs);
+  c.h_token_starts.assign(staged_ + m.token_starts, staged_ + m.token_starts + bs + 1);
+  c.h_start_pos.assign(staged_ + m.start_pos, staged_ + m.start_pos + bs);
   return c;
 }
 
@@ -168,6 +183,7 @@ void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
 bool CudaGraphRunner::can_run(const model::ForwardBatch& batch) const {
   const int64_t n = static_cast<int64_t>(batch.seqs.size());
   if (n == 0 || n > max_bs_ * dp_.dp) return false;
+  if (batch.previous_ids && dp_.dp > 1) return false;  // a replica's rows are not the batch's
   for (const auto& s : batch.seqs)
     if (s.tokens.size() != 1 || s.all_logits || static_cast<int64_t>(s.page_table.size()) > max_pages_) return false;
   return true;

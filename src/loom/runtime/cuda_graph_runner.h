@@ -50,7 +50,8 @@ class CudaGraphRunner {
   // page table within max_pages.
   bool can_run(const model::ForwardBatch& batch) const;
   // Device logits [batch size, vocab] in the model's dtype: a view of the graph's output buffer,
-  // valid until the next replay.
+  // valid until the next replay. With batch.previous_ids (attention DP off), placeholder tokens
+  // are resolved on the device before the replay. Returns without waiting for the GPU.
   Tensor replay(const model::ForwardBatch& batch);
   const std::vector<int64_t>& buckets() const { return buckets_; }
   cudaStream_t stream() const { return stream_; }
@@ -75,7 +76,13 @@ class CudaGraphRunner {
   // One i32 buffer: ids | positions | token_starts | start_pos | logit_rows | page_table |
   // logit_order (attention DP).
   Tensor meta_;
-  int32_t* host_meta_ = nullptr;  // pinned staging of the same layout
+  // Pinned staging of the same layout, two of them: a step is staged while the one before may
+  // still be uploading from the other (the engine queues decode steps back to back). uploaded_[j]
+  // marks the end of the last copy out of host_meta_[j]; staged_ is the one filled last.
+  int32_t* host_meta_[2] = {nullptr, nullptr};
+  cudaEvent_t uploaded_[2] = {nullptr, nullptr};
+  int next_staging_ = 0;
+  const int32_t* staged_ = nullptr;
   int64_t meta_len_ = 0;
   std::shared_ptr<GraphMemoryPool> pool_;
   std::map<int64_t, Graph> graphs_;

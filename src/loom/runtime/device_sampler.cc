@@ -1,5 +1,6 @@
 #include "loom/runtime/device_sampler.h"
 
+#include <algorithm>
 #include <cstring>
 
 #ifdef LOOM_HAVE_CUDA
@@ -13,18 +14,21 @@ namespace loom::runtime {
 #ifdef LOOM_HAVE_CUDA
 namespace kc = kernels::cuda;
 
-// Device buffers grow to the largest step seen; the pinned staging area carries the row
-// parameters and edits up and the ids and logprobs down in one copy each way.
-struct DeviceSampler::Buffers {
-  int device = -1;
-  Tensor scratch;          // f32 [2, rows, vocab]: edited logits, then probabilities
-  Tensor params;           // u8 bytes: SampleRow[rows] then SampleEdit[edits]
+// Device buffers grow to the largest step seen. Each of the two slots has a pinned staging area
+// that carries its launch's row parameters and edits up and its ids and logprobs down, one copy
+// each way; a launch uses the slot its launch-before-last used, finished by then.
+struct DeviceSampler::Slot {
+  Tensor params;           // u8 bytes: SampleRow[rows] then SampleEdit[edits] then mask words
   Tensor results;          // u8 bytes: int32 ids[rows] then f32 logprobs[rows]
   void* pinned = nullptr;  // staging for both directions
   size_t pinned_bytes = 0;
+  cudaEvent_t copied = nullptr;  // the results reached `pinned`
+  std::vector<char> skip;        // rows that yield no id
+  int device = -1;
 
-  ~Buffers() {
+  ~Slot() {
     if (pinned) cudaFreeHost(pinned);
+    if (copied) cudaEventDestroy(copied);
   }
   void reserve_pinned(size_t bytes) {
     if (bytes <= pinned_bytes) return;
@@ -34,6 +38,15 @@ struct DeviceSampler::Buffers {
     CUDA_CHECK(cudaMallocHost(&pinned, bytes));
     pinned_bytes = bytes;
   }
+};
+
+struct DeviceSampler::Buffers {
+  Tensor scratch;  // f32 [2, rows, vocab]: edited logits, then probabilities (stream-ordered, shared)
+  Slot slots[2];
+  int next = 0;        // the slot the next launch takes
+  int unfinished = 0;  // launches not yet finished (0, 1 or 2)
+  // The oldest unfinished launch's slot: the latest is next ^ 1, the one before it next.
+  int oldest() const { return unfinished == 2 ? next : next ^ 1; }
 };
 
 namespace {
@@ -46,26 +59,32 @@ Tensor grown(const Tensor& t, int64_t n, DType dtype, Device d) {
 DeviceSampler::DeviceSampler() : b_(std::make_unique<Buffers>()) {}
 DeviceSampler::~DeviceSampler() = default;
 
-void DeviceSampler::sample(const Tensor& logits, int64_t vocab, const std::vector<SampleRowPlan>& rows,
-                           const std::vector<LogitEdit>& edits, const uint32_t* masks, size_t mask_len,
-                           std::vector<int32_t>& ids, std::vector<float>& logprobs) {
+void DeviceSampler::launch(const Tensor& logits, int64_t vocab, const std::vector<SampleRowPlan>& rows,
+                           const std::vector<LogitEdit>& edits, const uint32_t* masks, size_t mask_len) {
   const Device dev = logits.device();
   LOOM_CHECK(dev.is_cuda() && logits.dtype() == DType::bf16 && logits.dim() == 2 && logits.strides()[1] == 1,
              "device sampling needs bf16 logits [rows, vocab] with unit column stride on a GPU, got ", logits.str());
   const int64_t n = static_cast<int64_t>(rows.size());
   LOOM_CHECK(logits.size(0) == n && logits.size(1) >= vocab, "device sampling: ", n, " row plans for logits ",
              logits.str(), " (vocab ", vocab, ")");
-  ids.assign(static_cast<size_t>(n), -1);
-  logprobs.assign(static_cast<size_t>(n), 0.0f);
-  if (n == 0) return;
+  LOOM_CHECK(b_->unfinished < 2, "device sampling: two launches are unfinished; finish() the oldest first");
+  Slot& slot = b_->slots[b_->next];
+  slot.skip.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) slot.skip[static_cast<size_t>(i)] = rows[static_cast<size_t>(i)].skip;
   CUDA_CHECK(cudaSetDevice(dev.index));
+  if (slot.copied && slot.device != dev.index) {  // a runner on another GPU: the event belongs to the old one
+    CUDA_CHECK(cudaEventDestroy(slot.copied));
+    slot.copied = nullptr;
+  }
+  if (!slot.copied) CUDA_CHECK(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming));
+  slot.device = dev.index;
   const cudaStream_t s = cuda::current_stream(dev.index);
 
   const size_t row_bytes = n * sizeof(kc::SampleRow), edit_bytes = edits.size() * sizeof(kc::SampleEdit);
   const size_t mask_bytes = mask_len * sizeof(uint32_t);  // last: the words need only 4-byte alignment
   const size_t up = row_bytes + edit_bytes + mask_bytes, down = n * (sizeof(int32_t) + sizeof(float));
-  b_->reserve_pinned(std::max(up, down));
-  auto* prow = static_cast<kc::SampleRow*>(b_->pinned);
+  slot.reserve_pinned(std::max<size_t>({up, down, 1}));
+  auto* prow = static_cast<kc::SampleRow*>(slot.pinned);
   for (int64_t i = 0; i < n; ++i) {
     const SampleRowPlan& r = rows[static_cast<size_t>(i)];
     kc::SampleRow k;
@@ -82,28 +101,47 @@ void DeviceSampler::sample(const Tensor& logits, int64_t vocab, const std::vecto
     k.mask_row = r.mask_row;
     prow[i] = k;
   }
-  auto* pedit = reinterpret_cast<kc::SampleEdit*>(static_cast<char*>(b_->pinned) + row_bytes);
+  auto* pedit = reinterpret_cast<kc::SampleEdit*>(static_cast<char*>(slot.pinned) + row_bytes);
   for (size_t i = 0; i < edits.size(); ++i) pedit[i] = {edits[i].token, edits[i].bias, edits[i].repetition, edits[i].sub};
-  if (mask_bytes) std::memcpy(static_cast<char*>(b_->pinned) + row_bytes + edit_bytes, masks, mask_bytes);
+  if (mask_bytes) std::memcpy(static_cast<char*>(slot.pinned) + row_bytes + edit_bytes, masks, mask_bytes);
 
-  b_->params = grown(b_->params, static_cast<int64_t>(up), DType::u8, dev);
-  b_->results = grown(b_->results, static_cast<int64_t>(down), DType::u8, dev);
+  slot.params = grown(slot.params, static_cast<int64_t>(up), DType::u8, dev);
+  slot.results = grown(slot.results, static_cast<int64_t>(down), DType::u8, dev);
   b_->scratch = grown(b_->scratch, 2 * n * vocab, DType::f32, dev);
-  auto* dparams = static_cast<char*>(b_->params.data_ptr());
-  auto* dresults = static_cast<char*>(b_->results.data_ptr());
+  auto* dparams = static_cast<char*>(slot.params.data_ptr());
+  auto* dresults = static_cast<char*>(slot.results.data_ptr());
   float* scratch = b_->scratch.data<float>();
-  CUDA_CHECK(cudaMemcpyAsync(dparams, b_->pinned, up, cudaMemcpyHostToDevice, s));
-  kc::sample_rows(logits.data_ptr(), n, logits.strides()[0], vocab, reinterpret_cast<const kc::SampleRow*>(dparams),
-                  reinterpret_cast<const kc::SampleEdit*>(dparams + row_bytes),
-                  reinterpret_cast<const uint32_t*>(dparams + row_bytes + edit_bytes), scratch, scratch + n * vocab,
-                  reinterpret_cast<int32_t*>(dresults), reinterpret_cast<float*>(dresults + n * sizeof(int32_t)), s);
-  // The staging area is reused for the way down only after the upload has been read: same stream.
-  CUDA_CHECK(cudaMemcpyAsync(b_->pinned, dresults, down, cudaMemcpyDeviceToHost, s));
-  CUDA_CHECK(cudaStreamSynchronize(s));
-  const auto* hid = static_cast<const int32_t*>(b_->pinned);
-  const auto* hlp = reinterpret_cast<const float*>(static_cast<const char*>(b_->pinned) + n * sizeof(int32_t));
+  if (n > 0) {
+    CUDA_CHECK(cudaMemcpyAsync(dparams, slot.pinned, up, cudaMemcpyHostToDevice, s));
+    kc::sample_rows(logits.data_ptr(), n, logits.strides()[0], vocab, reinterpret_cast<const kc::SampleRow*>(dparams),
+                    reinterpret_cast<const kc::SampleEdit*>(dparams + row_bytes),
+                    reinterpret_cast<const uint32_t*>(dparams + row_bytes + edit_bytes), scratch, scratch + n * vocab,
+                    reinterpret_cast<int32_t*>(dresults), reinterpret_cast<float*>(dresults + n * sizeof(int32_t)), s);
+    // The staging area is reused for the way down only after the upload has been read: same stream.
+    CUDA_CHECK(cudaMemcpyAsync(slot.pinned, dresults, down, cudaMemcpyDeviceToHost, s));
+  }
+  CUDA_CHECK(cudaEventRecord(slot.copied, s));
+  b_->next ^= 1;
+  ++b_->unfinished;
+}
+
+const int32_t* DeviceSampler::launched_ids() const {
+  LOOM_CHECK(b_->unfinished > 0 || b_->slots[b_->next ^ 1].results.defined(), "device sampling: nothing launched");
+  return static_cast<const int32_t*>(b_->slots[b_->next ^ 1].results.data_ptr());
+}
+
+void DeviceSampler::finish(std::vector<int32_t>& ids, std::vector<float>& logprobs) {
+  LOOM_CHECK(b_->unfinished > 0, "device sampling: finish() without a launch");
+  Slot& slot = b_->slots[b_->oldest()];
+  --b_->unfinished;
+  CUDA_CHECK(cudaEventSynchronize(slot.copied));
+  const int64_t n = static_cast<int64_t>(slot.skip.size());
+  ids.assign(static_cast<size_t>(n), -1);
+  logprobs.assign(static_cast<size_t>(n), 0.0f);
+  const auto* hid = static_cast<const int32_t*>(slot.pinned);
+  const auto* hlp = reinterpret_cast<const float*>(static_cast<const char*>(slot.pinned) + n * sizeof(int32_t));
   for (int64_t i = 0; i < n; ++i) {
-    if (rows[static_cast<size_t>(i)].skip) continue;
+    if (slot.skip[static_cast<size_t>(i)]) continue;
     ids[static_cast<size_t>(i)] = hid[i];
     logprobs[static_cast<size_t>(i)] = hlp[i];
   }
@@ -114,10 +152,14 @@ void DeviceSampler::sample(const Tensor& logits, int64_t vocab, const std::vecto
 struct DeviceSampler::Buffers {};
 DeviceSampler::DeviceSampler() = default;
 DeviceSampler::~DeviceSampler() = default;
-void DeviceSampler::sample(const Tensor&, int64_t, const std::vector<SampleRowPlan>&, const std::vector<LogitEdit>&,
-                           const uint32_t*, size_t, std::vector<int32_t>&, std::vector<float>&) {
+void DeviceSampler::launch(const Tensor&, int64_t, const std::vector<SampleRowPlan>&, const std::vector<LogitEdit>&,
+                           const uint32_t*, size_t) {
   throw Error("device sampling needs a build with CUDA");
 }
+void DeviceSampler::finish(std::vector<int32_t>&, std::vector<float>&) {
+  throw Error("device sampling needs a build with CUDA");
+}
+const int32_t* DeviceSampler::launched_ids() const { throw Error("device sampling needs a build with CUDA"); }
 
 #endif
 

@@ -47,9 +47,24 @@ class DeviceSampler {
   // Runs on the calling thread's current stream of the logits' device and waits for the ids.
   void sample(const Tensor& logits, int64_t vocab, const std::vector<SampleRowPlan>& rows,
               const std::vector<LogitEdit>& edits, const uint32_t* masks, size_t mask_len, std::vector<int32_t>& ids,
-              std::vector<float>& logprobs);
+              std::vector<float>& logprobs) {
+    launch(logits, vocab, rows, edits, masks, mask_len);
+    finish(ids, logprobs);
+  }
+
+  // The same in two halves, so that the host can queue the next step before this one's ids are
+  // back (the engine's overlapped decode): launch() queues the draw and the ids' copy to the host
+  // and returns; finish() waits for the oldest launch not yet finished and hands its results
+  // over. At most two launches are unfinished at a time (each has its own staging).
+  void launch(const Tensor& logits, int64_t vocab, const std::vector<SampleRowPlan>& rows,
+              const std::vector<LogitEdit>& edits, const uint32_t* masks, size_t mask_len);
+  void finish(std::vector<int32_t>& ids, std::vector<float>& logprobs);
+  // The latest launch's ids (int32 [rows]) in device memory, valid until the launch after next:
+  // a step queued behind it reads its input tokens from there.
+  const int32_t* launched_ids() const;
 
  private:
+  struct Slot;
   struct Buffers;
   std::unique_ptr<Buffers> b_;
 };

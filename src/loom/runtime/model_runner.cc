@@ -60,7 +60,16 @@ class SingleRankRunner final : public Runner {
 #ifdef LOOM_HAVE_CUDA
     if (allow_graph && graphs_ && graphs_->can_run(batch)) return graphs_->replay(batch);
 #endif
+    LOOM_CHECK(!batch.previous_ids, "a step with the previous step's ids on the device needs a CUDA graph for its batch");
     return model_->forward_on_device(batch, pool_->buffers());
+  }
+  bool takes_previous_ids(const model::ForwardBatch& batch) const override {
+#ifdef LOOM_HAVE_CUDA
+    return graphs_ && graphs_->can_run(batch);
+#else
+    (void)batch;
+    return false;
+#endif
   }
 
  private:

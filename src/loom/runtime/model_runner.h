@@ -47,6 +47,12 @@ class Runner {
     (void)allow_graph;
     return forward(batch);
   }
+  // Whether forward_device_logits() accepts this batch with placeholder tokens resolved on the
+  // device from batch.previous_ids (model/forward_batch.h): a single GPU's decode graph can.
+  virtual bool takes_previous_ids(const model::ForwardBatch& batch) const {
+    (void)batch;
+    return false;
+  }
   // Why the runner can no longer run steps ("" while it can). A parallel runner stops for good
   // when a rank fails mid-step: its peers' collectives were aborted. Any thread may ask.
   virtual std::string failure() const { return ""; }

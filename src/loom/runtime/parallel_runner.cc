@@ -137,9 +137,14 @@ class ParallelRunner final : public Runner {
   const io::ModelConfig& config() const override { return config_; }
   cache::KvPool& kv_pool() override { return *ranks_[0].pool; }
 
-  Tensor forward(const model::ForwardBatch& batch) override { return step(batch, true, true); }
+  // Every rank reads the step's tokens from the host (no placeholders: takes_previous_ids() is false).
+  Tensor forward(const model::ForwardBatch& batch) override {
+    LOOM_CHECK(!batch.previous_ids, "the parallel runner takes no placeholder tokens");
+    return step(batch, true, true);
+  }
 
   Tensor forward_device_logits(const model::ForwardBatch& batch, bool allow_graph) override {
+    LOOM_CHECK(!batch.previous_ids, "the parallel runner takes no placeholder tokens");
     return step(batch, allow_graph, false);
   }
 

@@ -64,6 +64,10 @@ struct SampleEdit {
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
                  const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
                  float* out_logprobs, cudaStream_t s);
+// A step queued before the previous step's ids reached the host (the engine's overlapped decode):
+// ids[i] < 0 names row -1 - ids[i] of `previous` (that step's sampled ids, on the device), which
+// replaces it; other ids stay. n <= a few hundred: one block.
+void resolve_previous_ids(int32_t* ids, int64_t n, const int32_t* previous, cudaStream_t s);
 
 // ---- dummy_fill.cu ----
 // io/dummy_weights.cc's generator on the device, bit for bit: out[i] (n elements) is the value of

@@ -190,4 +190,17 @@ void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, co
   CUDA_CHECK_LAUNCH("sample_rows");
 }
 
+namespace {
+__global__ void resolve_previous_ids_kernel(int32_t* ids, int64_t n, const int32_t* previous) {
+  for (int64_t i = threadIdx.x + int64_t(blockIdx.x) * blockDim.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    if (ids[i] < 0) ids[i] = previous[-1 - ids[i]];
+}
+}  // namespace
+
+void resolve_previous_ids(int32_t* ids, int64_t n, const int32_t* previous, cudaStream_t s) {
+  if (n == 0) return;
+  resolve_previous_ids_kernel<<<1, 256, 0, s>>>(ids, n, previous);
+  CUDA_CHECK_LAUNCH("resolve_previous_ids");
+}
+
 }  // namespace loom::kernels::cuda
