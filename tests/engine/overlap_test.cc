@@ -163,6 +163,40 @@ TEST(SchedulerOverlap, AbortingWhileAStepIsInFlightFreesEverything) {
   EXPECT_EQ(s.idle_leak_report(), "");
 }
 
+// A request arriving while another decodes: its prefill is queued behind the decode step in flight
+// (it needs none of that step's tokens), and the next decode step behind the prefill, taking the
+// new request's first token from the prefill's draw before the host has seen it.
+TEST(SchedulerOverlap, APrefillIsQueuedBehindTheDecodeStepInFlight) {
+  ToyRunner runner(128, 4);
+  Scheduler s(runner, tokenizer::testing::qwen3(), with_overlap(true));
+  std::map<uint64_t, Collected> got;
+  s.add(1, greedy_request(prompt_of(1, 7), 30, &got, 1));
+  for (int i = 0; i < 4; ++i) s.step();
+  ASSERT_GT(s.stats().overlapped_steps, 0u);
+  const size_t launched = runner.batches.size();
+  const size_t delivered = got[1].ids.size();
+  const auto prompt = prompt_of(2, 11);
+  s.add(2, greedy_request(prompt, 30, &got, 2));
+
+  s.step();  // the prefill goes behind the decode step in flight, whose token then arrives
+  ASSERT_EQ(runner.batches.size(), launched + 1);
+  const model::ForwardBatch& prefill = runner.batches.back();
+  ASSERT_EQ(prefill.seqs.size(), 1u);
+  EXPECT_EQ(prefill.seqs[0].tokens, prompt);
+  EXPECT_EQ(got[1].ids.size(), delivered + 1);
+  EXPECT_TRUE(got[2].ids.empty());
+
+  s.step();  // a decode step of both goes behind the prefill, whose first token then arrives
+  ASSERT_EQ(runner.batches.size(), launched + 2);
+  const model::ForwardBatch& decode = runner.batches.back();
+  ASSERT_EQ(decode.seqs.size(), 2u);
+  ASSERT_EQ(got[2].ids.size(), 1u);
+  EXPECT_EQ(decode.seqs[1].tokens, std::vector<int32_t>{got[2].ids[0]}) << "the new request's first token";
+  EXPECT_EQ(decode.seqs[1].start_pos, 11);
+  run_to_idle(s);
+  EXPECT_EQ(got[2].ids.size(), 30u);
+}
+
 TEST(SchedulerOverlap, ARequestWithPenaltiesWaitsForItsTokens) {
   for (bool overlap : {false, true}) {
     ToyRunner runner(64, 4);

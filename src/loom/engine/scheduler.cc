@@ -170,7 +170,7 @@ Scheduler::Sequence* Scheduler::newest_running_not_in(const std::vector<Sequence
 // Pages so that `s` covers kv_len + tokens positions, retracting newer requests that are not in
 // this step's batch when the pool (after evicting cached pages) is short. False when `s` itself
 // had to be retracted.
-bool Scheduler::make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch) {
+bool Scheduler::make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch, bool may_retract) {
   const int64_t need = runner_.kv_pool().pages_for_tokens(s.kv_len + tokens) - static_cast<int64_t>(s.pages.size());
   if (need <= 0) return true;
   while (true) {
@@ -178,6 +178,7 @@ bool Scheduler::make_room(Sequence& s, int64_t tokens, const std::vector<Sequenc
       s.pages.insert(s.pages.end(), pages->begin(), pages->end());
       return true;
     }
+    if (!may_retract) return false;  // a step is in flight: its requests keep their pages
     Sequence* victim = newest_running_not_in(batch);
     retract(*victim);  // s itself is not in the batch yet, so there is always a victim
     if (victim == &s) return false;
@@ -280,7 +281,7 @@ Scheduler::Batch Scheduler::decode_batch() {
 // Prefill chunks within the step's token budget: running prefills first (oldest first), then
 // waiting requests join in order while there is room. The budget is the chunk size while requests
 // decode (it bounds their wait), else the larger max_prefill_tokens (a lone long prompt in one step).
-Scheduler::Batch Scheduler::prefill_batch(bool decoders_wait) {
+Scheduler::Batch Scheduler::prefill_batch(bool decoders_wait, bool may_retract) {
   Batch b;
   int64_t budget = decoders_wait || options_.max_prefill_tokens <= 0
                        ? options_.chunked_prefill_size
@@ -290,7 +291,7 @@ Scheduler::Batch Scheduler::prefill_batch(bool decoders_wait) {
     if (budget <= 0) break;
     if (!s->running || s->pending() <= 1) continue;
     const int64_t n = std::min(s->pending(), budget);
-    if (!make_room(*s, n, b.seqs)) continue;
+    if (!make_room(*s, n, b.seqs, may_retract)) continue;
     b.seqs.push_back(s);
     b.chunks.push_back(n);
     budget -= n;
@@ -330,11 +331,20 @@ bool Scheduler::overlappable(const Sequence& s) const {
          p.presence_penalty == 0.0;
 }
 
-// The decode step behind the one in flight, launched; nullopt when it cannot be queued yet (a
-// prefill is due, a request needs its last token on the host, pages would need a retraction, or
-// the runner cannot take the in-flight ids on the device).
+// The step behind the one in flight, launched; nullopt when it cannot be queued yet. A prefill
+// step when one is due (the same choice as step()'s) and its chunks fit without a retraction; else
+// a decode step when every decoding request can draw without its last token on the host, the pages
+// are there, and the runner can take the in-flight ids on the device.
 std::optional<Scheduler::Launched> Scheduler::launch_behind_in_flight() {
-  if (!options_.overlap || prefill_due()) return std::nullopt;
+  if (!options_.overlap) return std::nullopt;
+  bool decoders = false;
+  for (const Sequence* s : running_) decoders = decoders || s->pending() == 1;
+  if (prefill_due() && !(decoders && last_step_prefill_)) {
+    Batch b = prefill_batch(decoders, /*may_retract=*/false);
+    if (b.seqs.empty()) return std::nullopt;
+    last_step_prefill_ = true;
+    return launch(b, forward_batch(b));
+  }
   Batch b;
   int64_t need = 0;
   const auto& pool = runner_.kv_pool();
@@ -352,10 +362,11 @@ std::optional<Scheduler::Launched> Scheduler::launch_behind_in_flight() {
   }
   if (b.seqs.empty() || need > cache_.available_pages()) return std::nullopt;
   for (Sequence* s : b.seqs)
-    LOOM_CHECK(make_room(*s, 1, b.seqs), "overlapped decode: no page for request ", s->id, " although ", need,
+    LOOM_CHECK(make_room(*s, 1, b.seqs, false), "overlapped decode: no page for request ", s->id, " although ", need,
                " were available");
   model::ForwardBatch fb = forward_batch(b);
   if (fb.previous_ids && !runner_.takes_previous_ids(fb)) return std::nullopt;  // the pages stay for the next step
+  last_step_prefill_ = false;
   return launch(b, std::move(fb));
 }
 

@@ -87,7 +87,7 @@ class Scheduler {
     bool decode = false;
   };
   Batch decode_batch();
-  Batch prefill_batch(bool decoders_wait);
+  Batch prefill_batch(bool decoders_wait, bool may_retract = true);
   bool run(const Batch& batch);
   model::ForwardBatch forward_batch(const Batch& batch);
   std::optional<Launched> launch(const Batch& batch, model::ForwardBatch fb);
@@ -96,7 +96,7 @@ class Scheduler {
   std::optional<Launched> launch_behind_in_flight();
   bool prefill_due() const;
   bool overlappable(const Sequence& s) const;
-  bool make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch);
+  bool make_room(Sequence& s, int64_t tokens, const std::vector<Sequence*>& batch, bool may_retract = true);
   bool admit(Sequence& s, int64_t budget, int64_t& chunk);
   void retract(Sequence& s);
   void release(Sequence& s);
