@@ -34,33 +34,36 @@ TEST(CudaLoad, CheckpointAndDummySlicesLandOnTheDevice) {
 
 namespace {
 
-// LOOM_PINNED_LOAD set for the guard's lifetime.
-struct PinnedLoadOn {
-  PinnedLoadOn() { setenv("LOOM_PINNED_LOAD", "1", 1); }
-  ~PinnedLoadOn() { unsetenv("LOOM_PINNED_LOAD"); }
+// LOOM_PINNED_LOAD set for the guard's lifetime (the staged path is the default; 0 turns it off).
+struct PinnedLoad {
+  explicit PinnedLoad(bool on) { setenv("LOOM_PINNED_LOAD", on ? "1" : "0", 1); }
+  ~PinnedLoad() { unsetenv("LOOM_PINNED_LOAD"); }
 };
 
 }  // namespace
 
-// The staged path (tensor/pinned_upload.h) gives the host path's values: whole tensors, row and
-// column slices, f32 -> bf16 conversion, many loads in a row (the pinned buffers reused).
+// The staged path (tensor/pinned_upload.h) and the pageable one give the host path's values: whole
+// tensors, row and column slices, f32 -> bf16 conversion, many loads in a row (the pinned buffers reused).
 TEST(CudaLoad, PinnedStagingMatchesTheHostLoad) {
-  PinnedLoadOn on;
-  TempDir dir;
-  write_safetensors(dir.file("model.safetensors"),
-                    {f32_tensor("a", {300, 70}, iota(300 * 70, 0.01f)), f32_tensor("b", {5, 4, 9}, iota(180))});
-  const auto src = open_checkpoint(dir.str());
-  for (int round = 0; round < 3; ++round)
-    for (DType dt : {DType::f32, DType::bf16})
-      for (const std::optional<Slice>& sl : {std::optional<Slice>{}, std::optional<Slice>{Slice{0, 17, 200}},
-                                             std::optional<Slice>{Slice{1, 3, 50}}}) {
-        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << (sl ? " slice along " + std::to_string(sl->dim) : " whole"));
-        const Tensor dev = src->load("a", {300, 70}, dt, sl, Device::cuda(0));
-        EXPECT_TRUE(dev.device().is_cuda());
-        EXPECT_EQ(dev.to(Device::cpu()).to_float_vector(), src->load("a", {300, 70}, dt, sl).to_float_vector());
-        const Tensor b = src->load("b", {5, 4, 9}, dt, Slice{1, 1, 2}, Device::cuda(0));
-        EXPECT_EQ(b.to(Device::cpu()).to_float_vector(), src->load("b", {5, 4, 9}, dt, Slice{1, 1, 2}).to_float_vector());
-      }
+  for (bool pinned : {true, false}) {
+    SCOPED_TRACE(pinned ? "pinned" : "pageable");
+    PinnedLoad mode(pinned);
+    TempDir dir;
+    write_safetensors(dir.file("model.safetensors"),
+                      {f32_tensor("a", {300, 70}, iota(300 * 70, 0.01f)), f32_tensor("b", {5, 4, 9}, iota(180))});
+    const auto src = open_checkpoint(dir.str());
+    for (int round = 0; round < 3; ++round)
+      for (DType dt : {DType::f32, DType::bf16})
+        for (const std::optional<Slice>& sl : {std::optional<Slice>{}, std::optional<Slice>{Slice{0, 17, 200}},
+                                               std::optional<Slice>{Slice{1, 3, 50}}}) {
+          SCOPED_TRACE(::testing::Message() << dtype_name(dt) << (sl ? " slice along " + std::to_string(sl->dim) : " whole"));
+          const Tensor dev = src->load("a", {300, 70}, dt, sl, Device::cuda(0));
+          EXPECT_TRUE(dev.device().is_cuda());
+          EXPECT_EQ(dev.to(Device::cpu()).to_float_vector(), src->load("a", {300, 70}, dt, sl).to_float_vector());
+          const Tensor b = src->load("b", {5, 4, 9}, dt, Slice{1, 1, 2}, Device::cuda(0));
+          EXPECT_EQ(b.to(Device::cpu()).to_float_vector(), src->load("b", {5, 4, 9}, dt, Slice{1, 1, 2}).to_float_vector());
+        }
+  }
 }
 
 // Two 4 MB buffers and 32 pieces: a buffer refilled before its copy finished would corrupt the

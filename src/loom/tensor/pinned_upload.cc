@@ -16,7 +16,7 @@ namespace loom {
 
 bool pinned_load_enabled() {
   const char* v = std::getenv("LOOM_PINNED_LOAD");
-  return v != nullptr && std::strcmp(v, "1") == 0;
+  return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
 #ifdef LOOM_HAVE_CUDA
