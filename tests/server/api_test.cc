@@ -154,6 +154,10 @@ TEST(ServerApi, EchoLeadsWithThePrompt) {
                    {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"echo", true}});
   EXPECT_EQ(chat.status, 400);
   EXPECT_EQ(chat.json()["error"]["param"], "echo");
+  // A token id the tokenizer cannot print (found by fuzzing: it escaped as a non-API exception).
+  auto bad_ids = post(h.port(), "/v1/completions", {{"prompt", {733331, 2, 3}}, {"echo", true}, {"max_tokens", 2}});
+  EXPECT_EQ(bad_ids.status, 400) << bad_ids.body;
+  EXPECT_EQ(bad_ids.json()["error"]["param"], "prompt");
 }
 
 // n choices: each its own request (seed + i when seeded), returned as choices[i] with index i; the

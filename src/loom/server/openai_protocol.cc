@@ -420,7 +420,11 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body_text, con
   }
   if (echo) {  // the prompt's text leads the answer (prompt logprobs would need every position's logits)
     if (out.want_logprobs) throw bad_request("echo", "'echo' with 'logprobs' is not supported");
-    out.echo_text = ctx.tokenizer->decode(out.request.prompt);
+    try {  // token ids are checked against the model later; echo needs them in the tokenizer's vocabulary now
+      out.echo_text = ctx.tokenizer->decode(out.request.prompt);
+    } catch (const InvalidArgument& e) {
+      throw bad_request("prompt", str("'echo': ", e.what()));
+    }
   }
   auto max_tokens = get_int(body, "max_tokens");
   if (endpoint == Endpoint::chat)
