@@ -14,11 +14,7 @@
 namespace loom::engine {
 namespace {
 
-using testing::Collected;
-using testing::greedy_request;
-using testing::prompt_of;
-using testing::run_to_idle;
-using testing::ToyRunner;
+using namespace testing;  // Collected, greedy_request, prompt_of, run_to_idle, ToyRunner
 
 SchedulerOptions with_overlap(bool on) {
   SchedulerOptions o;

@@ -13,11 +13,7 @@
 namespace loom::engine {
 namespace {
 
-using testing::Collected;
-using testing::greedy_request;
-using testing::prompt_of;
-using testing::run_to_idle;
-using testing::ToyRunner;
+using namespace testing;  // Collected, greedy_request, prompt_of, run_to_idle, ToyRunner
 
 // Each prompt alone, one request at a time, on a roomy pool without prefix caching.
 std::map<uint64_t, Collected> solo(const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens) {

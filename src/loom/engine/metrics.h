@@ -41,7 +41,7 @@ struct EngineStats {
   uint64_t prefix_cache_hit_tokens = 0;
   uint64_t retractions = 0;
   uint64_t steps = 0;
-  uint64_t overlapped_steps = 0;  // decode steps queued before the previous step's tokens were on the host
+  uint64_t overlapped_steps = 0;  // steps queued before the previous step's tokens were on the host
   uint64_t heap_releases = 0;  // the idle engine returned the heap's free pages (engine/heap.h)
   Histogram ttft{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
   Histogram inter_token{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}};

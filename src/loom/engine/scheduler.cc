@@ -235,8 +235,8 @@ bool Scheduler::prefill_due() const {
 // decode steps, so arriving prompts cannot stall the running ones for more than one step.
 bool Scheduler::step() {
   if (in_flight_) {
-    // Queue the next decode step behind the one in flight when it can run on that step's ids
-    // still on the device, then take those ids in while the new step runs.
+    // Queue the next step behind the one in flight when it can run without that step's ids on
+    // the host, then take those ids in while the new step runs.
     std::optional<Launched> behind = launch_behind_in_flight();
     complete_in_flight();
     if (behind) {
@@ -441,7 +441,7 @@ std::optional<Scheduler::Launched> Scheduler::launch(const Batch& batch, model::
       }
     }
   } catch (const std::exception& e) {
-    fail_batch(batch.seqs, e.what());
+    fail_ids(l.ids, e.what());
     return std::nullopt;
   }
   for (size_t i = 0; i < n; ++i) {
@@ -581,12 +581,6 @@ void Scheduler::on_token(Sequence& s, int32_t tok, TokenLogprob lp) {
   out.completion_tokens = s.num_output();
   out.cached_tokens = s.cached_tokens;
   if (s.req.on_output) s.req.on_output(out);
-}
-
-void Scheduler::fail_batch(const std::vector<Sequence*>& batch, const std::string& what) {
-  std::vector<uint64_t> ids;
-  for (const Sequence* s : batch) ids.push_back(s->id);
-  fail_ids(ids, what);
 }
 
 // Ends each of these requests that is still here with the error.

@@ -8,14 +8,14 @@
 // keeping its tokens and sampler state, so a greedy request's output does not change.
 //
 // Overlap (SchedulerOptions::overlap): a decode step is left running while the host queues the
-// next one behind it, whose input tokens are the running step's sampled ids, still on the device
-// (placeholders the runner resolves there; on a CPU runner the ids are known and passed as they
-// are). Only then does the host take the first step's ids in (stop checks, detokenizing, the
-// output callbacks), while the GPU computes the second: the GPU does not wait for the host
-// between decode steps. A request that ends on the step in flight (a stop token) has computed one
-// token more than it needed, dropped. Steps that need the previous token on the host (grammar
-// masks, penalties, top logprobs) or a prefill, or that would have to retract a request for pages,
-// wait for the step in flight first, as without overlap.
+// next step behind it. A decode step's input tokens are then the running step's sampled ids,
+// still on the device (placeholders the runner resolves there; on a CPU runner the ids are known
+// and passed as they are); a prefill step needs none of them. Only then does the host take the
+// first step's ids in (stop checks, detokenizing, the output callbacks), while the GPU computes
+// the second: the GPU does not wait for the host between steps. A request that ends on the step
+// in flight (a stop token) has computed one token more than it needed, dropped. Steps that need
+// the previous token on the host (grammar masks, penalties, top logprobs), or that would have to
+// retract a request for pages, wait for the step in flight first, as without overlap.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -42,7 +42,7 @@ struct SchedulerOptions {
   int64_t chunked_prefill_size = 512;  // prefill tokens per step (all requests together) while any decode
   int64_t max_prefill_tokens = 0;      // ... and while none does (nobody waits on it); 0 = chunked_prefill_size
   bool disable_radix_cache = false;
-  bool overlap = true;  // queue a decode step before the previous one's tokens are on the host
+  bool overlap = true;  // queue a step before the previous decode step's tokens are on the host
 };
 
 class Scheduler {
@@ -105,7 +105,6 @@ class Scheduler {
   std::vector<int32_t> grammar_masks(const std::vector<Sequence*>& batch, const std::vector<char>& yields);
   void plan_device_sampling(const std::vector<Sequence*>& batch, const std::vector<char>& yields,
                             const std::vector<int32_t>& mask_rows);
-  void fail_batch(const std::vector<Sequence*>& batch, const std::string& what);
   void fail_ids(const std::vector<uint64_t>& ids, const std::string& what);
   Sequence* newest_running_not_in(const std::vector<Sequence*>& batch);
   bool sibling_prefilling(const Sequence& s) const;
@@ -126,7 +125,7 @@ class Scheduler {
   std::vector<runtime::SampleRowPlan> plans_;
   std::vector<runtime::LogitEdit> edits_;
   std::vector<uint32_t> masks_;  // this step's grammar masks (grammar_masks)
-  std::optional<Launched> in_flight_;  // a decode step queued and not yet completed (overlap)
+  std::optional<Launched> in_flight_;  // a step queued and not yet completed (overlap)
 };
 
 }  // namespace loom::engine

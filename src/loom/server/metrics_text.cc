@@ -71,7 +71,7 @@ std::string render_metrics(const engine::EngineStats& s, const std::string& mode
   w.metric("loom_retractions_total", "counter", "Requests retracted to free KV pages.", s.retractions);
   w.metric("loom_engine_steps_total", "counter", "Forward steps run.", s.steps);
   w.metric("loom_engine_overlapped_steps_total", "counter",
-           "Decode steps queued before the previous step's tokens were on the host.", s.overlapped_steps);
+           "Steps queued before the previous step's tokens were on the host (overlap).", s.overlapped_steps);
   w.metric("loom_heap_releases_total", "counter", "Times the idle engine gave the heap's free pages back.",
            s.heap_releases);
   w.histogram("loom_time_to_first_token_seconds", "Time from submission to the first token.", s.ttft);
