@@ -2,6 +2,7 @@
 #include <array>
 #include <chrono>
 #include <map>
+#include <thread>
 
 #include "cuda/cuda_test_util.h"
 #include "loom/engine/scheduler.h"
@@ -128,6 +129,58 @@ TEST(CudaGraphs, OverlappedDecodeGivesTheSameOutputs) {
   }
 }
 
+// The engine steps on a thread of its own, not the one that made the runner and captured its
+// graphs: a step's logits must be ordered on the calling thread's stream. With the capturing
+// thread's stream held up for 300 ms, a prefill (piecewise graphs) and a decode step (a decode
+// graph) run from another thread and read back on that thread's stream alone must still be the
+// eager runner's results.
+TEST(CudaGraphs, StepsRunOnTheCallingThreadsStream) {
+  SKIP_WITHOUT_GPU();
+  auto eager = gpu_runner("tiny-qwen3-moe", false);
+  auto graphed = gpu_runner("tiny-qwen3-moe", true);
+  std::array<runtime::Runner*, 2> runners{eager.get(), graphed.get()};
+  std::array<model::ForwardBatch, 2> prefill, decode;
+  for (int r = 0; r < 2; ++r) {
+    std::vector<std::vector<int32_t>> pages;
+    for (int s = 0; s < 2; ++s) {
+      auto p = runners[r]->kv_pool().allocate(runners[r]->kv_pool().pages_for_tokens(40));
+      ASSERT_TRUE(p);
+      pages.push_back(*p);
+    }
+    std::vector<int32_t> a(10, 7), b(22, 9);  // 32 tokens: a captured size, so graphs equal eager
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<int32_t>(3 + i * 5);
+    prefill[r].seqs = {{a, 0, pages[0], false}, {b, 0, pages[1], false}};
+    decode[r].seqs = {{{11}, 10, pages[0], false}, {{13}, 22, pages[1], false}};
+  }
+  const std::vector<float> want_prefill = eager->forward(prefill[0]).to_float_vector();
+  const std::vector<float> want_decode = eager->forward(decode[0]).to_float_vector();
+
+  const cudaStream_t capturing = loom::cuda::current_stream(0);
+  ASSERT_EQ(cudaLaunchHostFunc(
+                capturing, [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }, nullptr),
+            cudaSuccess);
+  std::vector<float> got_prefill, got_decode;
+  std::thread other([&] {
+    ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+    const auto read = [](const Tensor& logits) {  // on this thread's stream only (no legacy-stream copy)
+      std::vector<uint16_t> raw(logits.numel());
+      const cudaStream_t s = loom::cuda::current_stream(0);
+      EXPECT_EQ(cudaMemcpyAsync(raw.data(), logits.data_ptr(), raw.size() * 2, cudaMemcpyDeviceToHost, s),
+                cudaSuccess);
+      EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+      std::vector<float> f;
+      for (uint16_t v : raw) f.push_back(bf16_to_f32(v));
+      return f;
+    };
+    got_prefill = read(graphed->forward_device_logits(prefill[1]));
+    got_decode = read(graphed->forward_device_logits(decode[1]));
+  });
+  other.join();
+  loom::cuda::synchronize();
+  EXPECT_LT(loom::testing::scaled_error(got_prefill, want_prefill), 1e-3);
+  EXPECT_LT(loom::testing::scaled_error(got_decode, want_decode), 1e-3);
+}
+
 TEST(CudaGraphs, UnregisteredCommunicatorDuringCaptureFailsLoudly) {
   SKIP_WITHOUT_GPU();
   using namespace std::chrono_literals;
@@ -179,15 +232,20 @@ TEST(CudaStartup, KvPoolTooLargeNamesNeededAndFreeBytes) {
 
 TEST(CudaStartup, WeightsThatDoNotFitNameNeededAndFreeBytes) {
   SKIP_WITHOUT_GPU();
-  // Take all but ~8 MiB of the GPU, then load a checkpoint of ~10 MB of weights.
+  // Take all but 8-9 MiB of the GPU (in halving chunks: free memory need not be one range), then
+  // load a checkpoint of ~10 MB of weights.
   release_cached_device_memory(Device::cuda(0));
-  size_t free_b = 0, total_b = 0;
-  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
-  void* hog = nullptr;
-  size_t take = free_b > (size_t{64} << 20) ? free_b - (size_t{8} << 20) : 0;
-  while (take > 0 && cudaMalloc(&hog, take) != cudaSuccess) {
+  const size_t keep = size_t{8} << 20;
+  std::vector<void*> hogs;
+  for (size_t chunk = size_t{1} << 36; chunk >= (size_t{1} << 20); chunk /= 2) {
+    for (;;) {
+      size_t free_b = 0, total_b = 0;
+      ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+      void* p = nullptr;
+      if (free_b < keep + chunk || cudaMalloc(&p, chunk) != cudaSuccess) break;
+      hogs.push_back(p);
+    }
     (void)cudaGetLastError();
-    take -= size_t{64} << 20;
   }
   runtime::RunnerOptions o;
   o.model_path = model_dir("tiny-qwen3-moe-realvocab");
@@ -204,5 +262,5 @@ TEST(CudaStartup, WeightsThatDoNotFitNameNeededAndFreeBytes) {
     EXPECT_NE(m.find("free"), std::string::npos) << m;
     std::printf("start-up OOM message: %s\n", m.c_str());
   }
-  if (hog) cudaFree(hog);
+  for (void* p : hogs) cudaFree(p);
 }

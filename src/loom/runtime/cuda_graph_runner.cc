@@ -39,14 +39,14 @@ struct MetaLayout {
 
 CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
                                  parallel::GraphRegistry* registry, DataParallelDecode dp,
-                                 const model::ProgressFn& progress)
+                                 const model::ProgressFn& progress, std::shared_ptr<GraphMemoryPool> pool)
     : model_(model), kv_(kv), max_bs_(max_bs), max_pages_(max_pages), dp_(dp), buckets_(cuda_graph_buckets(max_bs)) {
   LOOM_CHECK(dp.dp >= 1 && dp.replica >= 0 && dp.replica < dp.dp && dp.tp >= dp.dp, "CUDA graphs: replica ",
              dp.replica, " of ", dp.dp, " in a TP group of ", dp.tp);
   LOOM_CHECK(model.device().is_cuda(), "CUDA graphs need a model on a GPU, not ", model.device().str());
   LOOM_CHECK(max_bs >= 1 && max_pages >= 1, "CUDA graphs: max batch ", max_bs, ", max pages ", max_pages);
   CUDA_CHECK(cudaSetDevice(model.device().index));
-  stream_ = cuda::current_stream(model.device().index);  // eager steps use it too: one order
+  stream_ = cuda::current_stream(model.device().index);
   const MetaLayout m(max_bs_, max_pages_, dp_.dp);
   meta_len_ = m.total;
   meta_ = Tensor::zeros({meta_len_}, DType::i32, model.device());
@@ -54,7 +54,7 @@ CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, in
     CUDA_CHECK(cudaMallocHost(&host_meta_[j], meta_len_ * sizeof(int32_t)));
     CUDA_CHECK(cudaEventCreateWithFlags(&uploaded_[j], cudaEventDisableTiming));
   }
-  pool_ = make_graph_memory_pool();
+  pool_ = pool ? std::move(pool) : make_graph_memory_pool();
   if (registry) registry->prepare_for_capture();
   // Largest first: the smaller graphs then reuse the pool blocks the largest one left.
   int64_t done = 0;
@@ -62,6 +62,7 @@ CudaGraphRunner::CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, in
     capture(*it, registry);
     if (progress) progress("capturing CUDA graphs", ++done, static_cast<int64_t>(buckets_.size()));
   }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // replays may come from other threads' streams
 }
 
 CudaGraphRunner::~CudaGraphRunner() {
@@ -102,7 +103,7 @@ layers::ForwardContext CudaGraphRunner::context(int64_t bs) const {
   return c;
 }
 
-void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs) {
+void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs, cudaStream_t s) {
   const MetaLayout m(max_bs_, max_pages_, dp_.dp);
   // This staging buffer's previous upload (two steps ago) must have left it before it is rewritten.
   const int j = next_staging_;
@@ -126,11 +127,11 @@ void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs) 
     host[m.start_pos + local] = s.start_pos;
     std::copy(s.page_table.begin(), s.page_table.end(), host + m.page_table + local * max_pages_);
   }
-  CUDA_CHECK(cudaMemcpyAsync(meta_.data_ptr(), host, meta_len_ * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  CUDA_CHECK(cudaEventRecord(uploaded_[j], stream_));
+  CUDA_CHECK(cudaMemcpyAsync(meta_.data_ptr(), host, meta_len_ * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaEventRecord(uploaded_[j], s));
   staged_ = host;
   // Placeholders (-1 - r) become row r of the previous step's ids, on the device, in order.
-  if (batch.previous_ids) kernels::cuda::resolve_previous_ids(meta_.data<int32_t>() + m.ids, n, batch.previous_ids, stream_);
+  if (batch.previous_ids) kernels::cuda::resolve_previous_ids(meta_.data<int32_t>() + m.ids, n, batch.previous_ids, s);
 }
 
 layers::ForwardContext CudaGraphRunner::staged_batch(int64_t bs) const {
@@ -149,7 +150,7 @@ void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
   const layers::ForwardContext ctx = context(bs);
   const Tensor ids = meta_.narrow(0, 0, bs);
   model::ForwardBatch padding;
-  fill_inputs(padding, bs);
+  fill_inputs(padding, bs, stream_);
   cuda::StreamGuard on_stream(stream_);
   GraphPoolGuard in_pool(pool_);
   model_.forward_device(ids, ctx);  // warm-up: lazy library setup happens outside the capture
@@ -194,14 +195,14 @@ Tensor CudaGraphRunner::replay(const model::ForwardBatch& batch) {
   const int64_t n = static_cast<int64_t>(batch.seqs.size());
   const int64_t per_replica = (n + dp_.dp - 1) / dp_.dp;  // the busiest replica's share
   const int64_t bs = *std::lower_bound(buckets_.begin(), buckets_.end(), per_replica);
-  fill_inputs(batch, bs);
+  const cudaStream_t s = cuda::current_stream(model_.device().index);
+  fill_inputs(batch, bs, s);
   Graph& g = graphs_.at(bs);
   if (!g.preps.empty()) {
     const layers::ForwardContext staged = staged_batch(bs);
-    cuda::StreamGuard on_stream(stream_);
     for (const auto& prep : g.preps) prep(staged);
   }
-  CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
+  CUDA_CHECK(cudaGraphLaunch(g.exec, s));
   return g.logits.narrow(0, 0, n);
 }
 #endif

@@ -38,10 +38,11 @@ class CudaGraphRunner {
  public:
   // max_pages: the widest page table a step may bring (the graphs' static page-table width).
   // max_bs counts one replica's sequences (a batch may then have up to dp x max_bs).
-  // `progress` (may be empty) hears of each batch size captured.
+  // `progress` (may be empty) hears of each batch size captured. `pool` (new when null) holds the
+  // graphs' intermediates; graphs replayed one at a time on one stream may share it.
   CudaGraphRunner(model::CausalLM& model, const KvBuffers& kv, int64_t max_bs, int64_t max_pages,
                   parallel::GraphRegistry* registry, DataParallelDecode dp = {},
-                  const model::ProgressFn& progress = {});
+                  const model::ProgressFn& progress = {}, std::shared_ptr<GraphMemoryPool> pool = nullptr);
   ~CudaGraphRunner();
   CudaGraphRunner(const CudaGraphRunner&) = delete;
   CudaGraphRunner& operator=(const CudaGraphRunner&) = delete;
@@ -51,10 +52,10 @@ class CudaGraphRunner {
   bool can_run(const model::ForwardBatch& batch) const;
   // Device logits [batch size, vocab] in the model's dtype: a view of the graph's output buffer,
   // valid until the next replay. With batch.previous_ids (attention DP off), placeholder tokens
-  // are resolved on the device before the replay. Returns without waiting for the GPU.
+  // are resolved on the device before the replay. Runs on the calling thread's current stream
+  // (its reader's order: the engine steps on a thread of its own) and returns without waiting.
   Tensor replay(const model::ForwardBatch& batch);
   const std::vector<int64_t>& buckets() const { return buckets_; }
-  cudaStream_t stream() const { return stream_; }
 
  private:
   struct Graph {
@@ -63,7 +64,7 @@ class CudaGraphRunner {
     std::vector<layers::ops::cuda::ReplayPrep> preps;  // host work before each replay (ops_cuda.h)
   };
   layers::ForwardContext context(int64_t bs) const;
-  void fill_inputs(const model::ForwardBatch& batch, int64_t bs);  // host staging -> device, async
+  void fill_inputs(const model::ForwardBatch& batch, int64_t bs, cudaStream_t s);  // host staging -> device, async
   layers::ForwardContext staged_batch(int64_t bs) const;           // the host fields of the staged batch
   void capture(int64_t bs, parallel::GraphRegistry* registry);
 
@@ -72,7 +73,7 @@ class CudaGraphRunner {
   int64_t max_bs_, max_pages_;
   DataParallelDecode dp_;
   std::vector<int64_t> buckets_;
-  cudaStream_t stream_ = nullptr;  // the thread's current stream at construction
+  cudaStream_t stream_ = nullptr;  // the capture's: the constructing thread's current stream
   // One i32 buffer: ids | positions | token_starts | start_pos | logit_rows | page_table |
   // logit_order (attention DP).
   Tensor meta_;

@@ -15,10 +15,18 @@
 
 namespace loom {
 
-// Free blocks of one CUDA-graph pool (by size); its blocks never leave it.
+// Free blocks of one CUDA-graph pool (by size); its blocks never leave it while it lives. Every
+// live block holds the pool, so when the last reference goes every block is free: back to the
+// driver then (a runner's graphs and their memory go together).
 class GraphMemoryPool {
  public:
   std::multimap<size_t, void*> free;
+  ~GraphMemoryPool() {
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;  // also from a thread that is capturing
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    for (auto& [size, p] : free) cudaFree(p);  // waits for the work that may still read them
+    cudaThreadExchangeStreamCaptureMode(&mode);
+  }
 };
 
 namespace {
