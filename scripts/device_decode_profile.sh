@@ -17,14 +17,16 @@
 # LOOM_TEST_ENV="NAME=VALUE ..." runs the tests with those set (an A/B switch's path through the
 # parity and graph tests, e.g. LOOM_TEST_ENV=LOOM_PDL=0).
 # Prints the tables last. Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
-#   bash scripts/device_decode_profile.sh       # LOOM_SKIP_TESTS=1, LOOM_SKIP_TRACE=1 skip those parts
+#   bash scripts/device_decode_profile.sh       # LOOM_SKIP_TESTS=1, LOOM_SKIP_TRACE=1, LOOM_SKIP_KERNELS=1
+#                                                # skip those parts; LOOM_LATENCY_BS="1,8,..." the batch sizes
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/device_env.sh  # sets LOGS and MODEL
 t0=$SECONDS
 loom_device_build "$LOGS" loom test_cuda loom_kernel_trace || exit 1
 # The kernel benchmark is optional: its Google Benchmark must match the headers the compiler finds.
-mkdir -p "$LOGS/bench_build" && loom_device_build "$LOGS/bench_build" bench_decode_kernels || echo "bench_decode_kernels not built"
+[ "${LOOM_SKIP_KERNELS:-0}" = 1 ] ||
+  { mkdir -p "$LOGS/bench_build" && loom_device_build "$LOGS/bench_build" bench_decode_kernels || echo "bench_decode_kernels not built"; }
 echo "build: $((SECONDS - t0)) s"
 if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
   env ${LOOM_TEST_ENV:-} ./build-gpu/tests/test_cuda \
@@ -34,9 +36,9 @@ if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
   tests="$(grep -E '^\[  (PASSED|FAILED) |tests ran' "$LOGS/test_cuda.log" | tr '\n' ' ')"
   echo "tests: $((SECONDS - t0)) s"
 fi
-latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128
+latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128 (or LOOM_LATENCY_BS)
   env ${2:+${2//,/ }} ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy \
-    --batch-size 1,8,32,128 --input-len 1024 --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 \
+    --batch-size "${LOOM_LATENCY_BS:-1,8,32,128}" --input-len 1024 --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 \
     >"$1" 2>&1 || tail -5 "$1"
 }
 latency "$LOGS/latency.log"

@@ -150,6 +150,12 @@ TEST(ModelCommandErrors, BadFlags) {
                         {"--max-new-tokens"});
   expect_one_line_error(run_loom("generate --model-path " + kMoe + " --prompt-ids 1 --max-new-tokens 5000"), 2,
                         {"context length", "4096"});
+  expect_one_line_error(
+      run_loom("generate --model-path " + kMoe + " --prompt-ids 1 --piecewise-cuda-graph-max-tokens 0"), 2,
+      {"--piecewise-cuda-graph-max-tokens", "[1, 65536]"});
+  expect_one_line_error(
+      run_loom("generate --model-path " + kMoe + " --prompt-ids 1 --piecewise-cuda-graph-max-tokens many"), 2,
+      {"--piecewise-cuda-graph-max-tokens", "not an integer"});
 }
 
 }  // namespace

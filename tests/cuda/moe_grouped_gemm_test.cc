@@ -171,13 +171,13 @@ TEST(MoeGroupedGemmSm90, ExpertsMatchTheCpuReferenceAndTheNativeKernels) {
   }
 }
 
-// The default choice: CUTLASS for a prefill-sized batch (2048 tokens x top-8), loom's kernels for a
-// decode-sized one (128 x top-8, a graph bucket); seen in the op profile's names.
-TEST(MoeGroupedGemmSm90, DefaultDispatchTakesCutlassForPrefillOnly) {
+// The default choice: CUTLASS from 256 routed slots (32 tokens x top-8 and up), loom's kernels below
+// (16 x top-8); seen in the op profile's names.
+TEST(MoeGroupedGemmSm90, DefaultDispatchTakesCutlassFrom256Slots) {
   SKIP_WITHOUT_SM90();
   std::mt19937 rng(22);
   unsetenv("LOOM_MOE_GEMM");
-  for (const int t : {2048, 128}) {
+  for (const int t : {2048, 32, 16}) {
     SCOPED_TRACE(t);
     const Case c{t, 2048, 768, 128, 8, 0, 128};
     const Weights& w = weights_for(c);
@@ -188,8 +188,8 @@ TEST(MoeGroupedGemmSm90, DefaultDispatchTakesCutlassForPrefillOnly) {
     ops::cuda::set_op_profiling(false);
     bool cutlass = false;
     for (const auto& op : ops::cuda::take_op_profile()) cutlass = cutlass || op.op.find("(CUTLASS)") != std::string::npos;
-    EXPECT_EQ(cutlass, t == 2048);
-    MoeGemmEnv env(t == 2048 ? "cutlass" : "native");  // the same kernels when forced: the same bits
+    EXPECT_EQ(cutlass, t >= 32);
+    MoeGemmEnv env(t >= 32 ? "cutlass" : "native");  // the same kernels when forced: the same bits
     EXPECT_EQ(by_default, host_values(ops::moe_experts(xg, rg, w.wgu_gpu, w.wd_gpu, c.begin)));
   }
 }

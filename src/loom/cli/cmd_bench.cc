@@ -122,7 +122,8 @@ struct Bench {
   }
 
   // Prefills `bs` sequences of `input_len` tokens in chunks of at most `max_tokens`; returns seconds.
-  double prefill(std::vector<model::SequenceInput>& seqs, int64_t max_tokens, std::vector<int32_t>& first) {
+  double prefill(std::vector<model::SequenceInput>& seqs, int64_t max_tokens, std::vector<int32_t>& first,
+                 bool allow_graph = true) {
     const auto t0 = Clock::now();
     first.clear();
     for (size_t i = 0; i < seqs.size();) {
@@ -132,7 +133,7 @@ struct Bench {
         tokens += static_cast<int64_t>(seqs[i].tokens.size());
         b.seqs.push_back(seqs[i++]);
       }
-      for (int32_t t : step(b)) first.push_back(t);
+      for (int32_t t : step(b, allow_graph)) first.push_back(t);
     }
     return seconds_since(t0);
   }
@@ -157,7 +158,7 @@ void profile_ops(Bench& B, int64_t prefill_len, int64_t context) try {
   one[0].page_table = *p;
   std::vector<int32_t> first;
   layers::ops::cuda::set_op_profiling(true);
-  B.prefill(one, prefill_len, first);
+  B.prefill(one, prefill_len, first, /*allow_graph=*/false);
   layers::ops::cuda::set_op_profiling(false);
   print_profile(str("prefill of ", prefill_len, " tokens").c_str());
   one[0].tokens = B.random_tokens(context);

@@ -82,10 +82,16 @@ int cmd_serve(Args& args) {
   const auto t_load = std::chrono::steady_clock::now();
   auto runner = runtime::create_runner(runner_options);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  std::string graphs;
+  if (gpu && !runner_options.disable_cuda_graph) {
+    graphs = ", decode CUDA graphs";
+    if (!runner_options.disable_piecewise_cuda_graph && runner_options.parallel.world_size() == 1)
+      graphs = str(", decode CUDA graphs, piecewise prefill graphs up to ",
+                   runner_options.piecewise_cuda_graph_max_tokens, " tokens");
+  }
   std::fprintf(stderr, "loom serve: model ready in %.1f s (weights, KV pool of %lld tokens%s); %lld running requests at most\n",
                load_s, static_cast<long long>(runner->kv_pool().num_pages() * runner->kv_pool().page_size()),
-               runner_options.device.is_cuda() && !runner_options.disable_cuda_graph ? ", decode CUDA graphs" : "",
-               static_cast<long long>(eo.scheduler.max_running_requests));
+               graphs.c_str(), static_cast<long long>(eo.scheduler.max_running_requests));
   engine::Engine engine(std::move(runner), std::move(tok), eo);
   server::HttpServer http(engine, so);
   // A signal may land on any thread (BLAS starts its own before main), so the handler only

@@ -28,6 +28,9 @@ runtime::RunnerOptions parse_runner_flags(Args& args) {
                  o.mem_fraction_static, " must be in (0, 1)");
   o.disable_cuda_graph = args.flag("disable-cuda-graph");
   o.cuda_graph_max_bs = args.integer({"cuda-graph-max-bs"}, o.cuda_graph_max_bs, 1, 4096);
+  o.disable_piecewise_cuda_graph = args.flag("disable-piecewise-cuda-graph");
+  o.piecewise_cuda_graph_max_tokens =
+      args.integer({"piecewise-cuda-graph-max-tokens"}, o.piecewise_cuda_graph_max_tokens, 1, 65536);
   o.progress = terminal_progress();
   return o;
 }

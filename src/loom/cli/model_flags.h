@@ -8,7 +8,8 @@
 namespace loom::cli {
 
 // --model-path, --device, --dtype, --load-format, --page-size, --max-total-tokens,
-// --mem-fraction-static, --disable-cuda-graph, --cuda-graph-max-bs.
+// --mem-fraction-static, --disable-cuda-graph, --cuda-graph-max-bs, --disable-piecewise-cuda-graph,
+// --piecewise-cuda-graph-max-tokens.
 runtime::RunnerOptions parse_runner_flags(Args& args);
 
 // --prompt-ids 1,2,3 (non-empty, each within int32).

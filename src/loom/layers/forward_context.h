@@ -31,6 +31,10 @@ struct ForwardContext {
 
   const KvBuffers* kv = nullptr;
 
+  // A piecewise CUDA graph's step (runtime/piecewise_graph_runner.h): i32 [1] on the device, the
+  // real token count; rows past it are padding up to the captured size (undefined otherwise).
+  Tensor valid_tokens;
+
   // Parallel steps (model/rank_context.h fills these; one rank leaves them empty). This rank's
   // fields above describe only the tokens it runs attention on.
   std::vector<int64_t> rank_tokens;      // [tp] attention tokens of every rank of the TP group

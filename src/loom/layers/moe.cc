@@ -149,7 +149,12 @@ Tensor ParallelMoe::forward(const Tensor& x, const ForwardContext& ctx) const {
     if (y.defined()) return y;
   }
   const MoeTokens tokens(*ps_, ctx, x.size(0));
-  return tokens.leave(experts(tokens.enter(x)));
+  if (!ctx.valid_tokens.defined()) return tokens.leave(experts(tokens.enter(x)));
+  // A piecewise graph's padding tokens take no expert (one rank only: its rows are the step's).
+  LOOM_CHECK(ps_->single(), "MoE: a padded step on a parallel rank");
+  ops::Routing r = select(x);
+  ops::drop_routes_past(r, ctx.valid_tokens);
+  return ops::moe_experts(x, r, gate_up_, down_, experts_.begin, expert_options());
 }
 
 bool ParallelMoe::all_to_all_applies(const ForwardContext& ctx) const {

@@ -124,6 +124,10 @@ void copy_(Tensor& dst, const Tensor& src);
 // Rows `ctx.logit_rows` of x [T, H] -> [R, H].
 Tensor gather_rows(const Tensor& x, const Tensor& rows);
 
+// Tokens from valid_tokens (i32 [1], on the routing's device) on are a piecewise graph's padding:
+// their expert ids become -1, so no expert runs for them (each would otherwise pull in k experts).
+void drop_routes_past(Routing& routing, const Tensor& valid_tokens);
+
 // Ops of the parallel layers.
 // Vocab-parallel lookup: table [V_local, H] holds ids [vocab_begin, vocab_begin + V_local); other
 // ids give zero rows (the ATTN_TP all-reduce then sums in the owner's row).

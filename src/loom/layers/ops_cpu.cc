@@ -241,6 +241,15 @@ Tensor gather_rows(const Tensor& x, const Tensor& rows) {
   return out;
 }
 
+void drop_routes_past(Routing& routing, const Tensor& valid_tokens) {
+  if (routing.ids.device().is_cuda()) return cuda::drop_routes_past(routing, valid_tokens);
+  LOOM_CHECK(valid_tokens.dtype() == DType::i32 && valid_tokens.numel() == 1 && routing.ids.is_contiguous(),
+             "drop_routes_past: valid tokens ", valid_tokens.str(), ", ids ", routing.ids.str());
+  const int64_t k = routing.ids.size(1), from = std::max<int64_t>(0, valid_tokens.data<int32_t>()[0]);
+  int32_t* ids = routing.ids.data<int32_t>();
+  for (int64_t i = from * k; i < routing.ids.numel(); ++i) ids[i] = -1;
+}
+
 Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin) {
   if (table.device().is_cuda()) return cuda::embedding_slice(table, ids, vocab_begin);
   Tensor t = host_f32(table, "embedding_slice");

@@ -12,6 +12,7 @@
 #include "loom/kernels/cuda/flashinfer_prefill.h"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/sm90/moe_grouped_gemm.h"
+#include "loom/layers/graph_split.h"
 #include "loom/layers/ops_cuda.h"
 #include "loom/layers/ops_cuda_util.h"
 #include "loom/tensor/cuda_check.h"
@@ -325,8 +326,11 @@ std::vector<ReplayPrep> take_replay_preps() {
   return out;
 }
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, const AttentionParams& params,
-                 const ForwardContext& ctx) {
+namespace {
+
+// The attention op, into `out` when it is given (a piecewise graph's fixed buffer), else into a new tensor.
+Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, const AttentionParams& params,
+              const ForwardContext& ctx, Tensor out) {
   check_bf16(q, "attention", "q");
   check_bf16(k, "attention", "k");
   check_bf16(v, "attention", "v");
@@ -365,7 +369,12 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
     LOOM_CHECK(params.sinks->dtype() == DType::f32 && params.sinks->device() == q.device() &&
                    params.sinks->numel() == hq,
                "attention: sinks ", params.sinks->str(), " must be f32 [", hq, "] on ", q.device().str());
-  Tensor out = Tensor::empty({tokens, hq, dv}, DType::bf16, q.device());
+  if (out.defined())
+    LOOM_CHECK(out.dtype() == DType::bf16 && out.is_contiguous() && out.shape() == (Shape{tokens, hq, dv}) &&
+                   out.device() == q.device(),
+               "attention: output ", out.str(), " for ", tokens, " tokens of ", hq, " heads of ", dv);
+  else
+    out = Tensor::empty({tokens, hq, dv}, DType::bf16, q.device());
   if (latent) {
     attend_latent(q, out, ctx, params.scale, kv, s);
     return out;
@@ -411,6 +420,43 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
                 splits > 1 ? workspace.data<float>() : nullptr, s, params.sliding_window,
                 params.sinks ? params.sinks->data<float>() : nullptr, kernel_writes_kv ? k.data_ptr() : nullptr,
                 kernel_writes_kv ? v.data_ptr() : nullptr, params.pending ? &fold : nullptr);
+  return out;
+}
+
+// The same bytes without keeping them alive: a piecewise graph's eager op reads memory its pool
+// hands out again in an order every replay repeats (layers/graph_split.h).
+Tensor unowned(const Tensor& t) {
+  LOOM_CHECK(t.is_contiguous(), "attention: a piecewise CUDA graph needs contiguous q/k/v, not ", t.str());
+  return Tensor::wrap(t.data_ptr(), t.shape(), t.dtype(), t.device(), nullptr);
+}
+
+}  // namespace
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, const AttentionParams& params,
+                 const ForwardContext& ctx) {
+  GraphSplitter* splitter = GraphSplitter::active();
+  if (!splitter) return attend(q, k, v, layer, params, ctx, Tensor());
+  // A piecewise capture: the output lives at a fixed address the next piece reads; the op runs
+  // between the pieces on views of the capture's q/k/v (their bytes stay put: graph_split.h).
+  LOOM_CHECK(!params.pending && !ctx.cp_split && ctx.kv, "attention: a piecewise CUDA graph cannot capture this step");
+  const Tensor& vcache = ctx.kv->v.at(layer);
+  const int64_t tokens = q.size(0), hq = q.size(1), dv = vcache.size(2) > 0 ? vcache.size(2) : v.size(2);
+  Tensor out = Tensor::empty({tokens, hq, dv}, DType::bf16, q.device());
+  AttentionParams p = params;
+  splitter->split(
+      "attention",
+      [p, layer, q = unowned(q), k = unowned(k), v = unowned(v), out = unowned(out)](const ForwardContext& c) {
+        const int64_t n = c.num_tokens;
+        LOOM_CHECK(n >= 1 && n <= q.size(0), "attention: a replay of ", n, " tokens in a graph of ", q.size(0));
+        attend(q.narrow(0, 0, n), k.narrow(0, 0, n), v.narrow(0, 0, n), layer, p, c, out.narrow(0, 0, n));
+        // The padding rows feed the MoE router: keep them finite (their bytes are other tensors' between steps).
+        if (n < out.size(0)) {
+          const size_t row = static_cast<size_t>(out.size(1) * out.size(2)) * sizeof(uint16_t);
+          CUDA_CHECK(cudaMemsetAsync(static_cast<char*>(out.data_ptr()) + n * row, 0, (out.size(0) - n) * row,
+                                     stream_for(out)));
+        }
+      },
+      ctx);
   return out;
 }
 
@@ -519,17 +565,18 @@ void copy_(Tensor& dst, const Tensor& src) {
 namespace {
 
 // The expert GEMMs of a batch: CUTLASS's Hopper grouped GEMM (kernels/cuda/sm90) on an sm90 GPU
-// once the batch is past the decode range (at least kMoeCutlassMinSlots routed slots and more than
-// 16 per local expert, where loom's kernel leaves its 16-row tiles; so every decode graph bucket up
-// to 160 × top-8 stays native), else loom's own kernels. LOOM_MOE_GEMM=native|cutlass forces one
-// for A/B runs (cutlass then also takes the few-token batches); it is read at every call.
-constexpr int64_t kMoeCutlassMinSlots = 1024;
-bool moe_use_cutlass(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, int64_t slots,
-                     int64_t experts, int64_t hidden, int64_t inter, bool* forced) {
+// from kMoeCutlassMinSlots routed slots, else loom's own kernels. Measured on the Qwen3-30B-A3B
+// shape (bench/NOTES.md, December 2026): CUTLASS is as fast at 128 slots (decode bs 16), faster
+// from 256 (bs 32: 1%, bs 64: 3%, bs 128: 4%; prefills of 32-256 tokens up to 2x), slower below
+// (bs 1-8, where the fused decode kernels run). LOOM_MOE_GEMM=native|cutlass forces one for A/B
+// runs (cutlass then also takes the few-token batches); it is read at every call.
+constexpr int64_t kMoeCutlassMinSlots = 256;
+bool moe_use_cutlass(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, int64_t slots, int64_t hidden,
+                     int64_t inter, bool* forced) {
   const char* env = std::getenv("LOOM_MOE_GEMM");
   *forced = env && std::strcmp(env, "cutlass") == 0;
   if (env && std::strcmp(env, "native") == 0) return false;
-  if (!*forced && (slots < kMoeCutlassMinSlots || slots <= 16 * experts)) return false;
+  if (!*forced && slots < kMoeCutlassMinSlots) return false;
   const bool ok = kc::moe_sm90_available(x.device().index) &&
                   kc::moe_sm90_applies(hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr());
   if (*forced && !ok) {
@@ -568,7 +615,7 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
   const bool plain = opt.plain();
   if (opt.gate_up_bias) check_bf16(*opt.gate_up_bias, "moe_experts", "gate_up bias");
   if (opt.down_bias) check_bf16(*opt.down_bias, "moe_experts", "down bias");
-  const bool cutlass = plain && moe_use_cutlass(x, w_gate_up, w_down, slots, experts, hidden, inter, &forced);
+  const bool cutlass = plain && moe_use_cutlass(x, w_gate_up, w_down, slots, hidden, inter, &forced);
   // Few tokens: two GEMV-style kernels straight from the routing (no sort, no grouped tiles).
   if (plain && !(cutlass && forced) &&
       kc::moe_decode_applies(t, k, hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr())) {
@@ -667,6 +714,16 @@ Tensor gather_rows(const Tensor& x, const Tensor& rows) {
   Tensor out = Tensor::empty({n, dim}, DType::bf16, x.device());
   kc::gather_rows(x.data_ptr(), rows.data<int32_t>(), out.data_ptr(), n, dim, stream_for(x));
   return out;
+}
+
+void drop_routes_past(Routing& routing, const Tensor& valid_tokens) {
+  OpScope scope("drop_routes_past", routing.ids);
+  check_i32(routing.ids, "drop_routes_past", "expert ids");
+  check_i32(valid_tokens, "drop_routes_past", "valid tokens");
+  LOOM_CHECK(valid_tokens.numel() == 1 && valid_tokens.device() == routing.ids.device() && routing.ids.is_contiguous(),
+             "drop_routes_past: valid tokens ", valid_tokens.str(), ", ids ", routing.ids.str());
+  kc::drop_routes_past(routing.ids.data<int32_t>(), routing.ids.size(0), routing.ids.size(1),
+                       valid_tokens.data<int32_t>(), stream_for(routing.ids));
 }
 
 }  // namespace loom::layers::ops::cuda

@@ -29,6 +29,7 @@ Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTop
 Tensor per_head_linear(const Tensor& x, const Tensor& w);
 void copy_(Tensor& dst, const Tensor& src);
 Tensor gather_rows(const Tensor& x, const Tensor& rows);
+void drop_routes_past(Routing& routing, const Tensor& valid_tokens);
 // The parallel layers' ops (ops_cuda_parallel.cc).
 Tensor embedding_slice(const Tensor& table, const Tensor& ids, int64_t vocab_begin);
 void write_kv(const Tensor& k, const Tensor& v, int64_t layer, const ForwardContext& ctx);

@@ -36,6 +36,7 @@ Routing route_grouped_topk_softmax(const Tensor&, const GroupedTopk&) { unavaila
 Tensor per_head_linear(const Tensor&, const Tensor&) { unavailable("per_head_linear"); }
 void copy_(Tensor&, const Tensor&) { unavailable("copy_"); }
 Tensor gather_rows(const Tensor&, const Tensor&) { unavailable("gather_rows"); }
+void drop_routes_past(Routing&, const Tensor&) { unavailable("drop_routes_past"); }
 Tensor embedding_slice(const Tensor&, const Tensor&, int64_t) { unavailable("embedding_slice"); }
 void write_kv(const Tensor&, const Tensor&, int64_t, const ForwardContext&) { unavailable("write_kv"); }
 void index_add_rows(Tensor&, const Tensor&, const Tensor&) { unavailable("index_add_rows"); }

@@ -32,7 +32,13 @@ class CausalLM {
   // Device-only work (capturable in a CUDA graph): token ids i32 [T] and every tensor of `ctx`
   // are already on the model's device. Writes the step's K/V into ctx.kv and returns logits
   // [ctx.logit_rows.numel(), vocab] on the device, in the model's dtype.
-  virtual Tensor forward_device(const Tensor& ids, const layers::ForwardContext& ctx) = 0;
+  Tensor forward_device(const Tensor& ids, const layers::ForwardContext& ctx) {
+    return logits(forward_hidden(ids, ctx), ctx);
+  }
+  // The same in two parts (piecewise CUDA graphs capture the first): the hidden states after the
+  // final norm [T, hidden], then the LM head over the rows ctx.logit_rows names.
+  virtual Tensor forward_hidden(const Tensor& ids, const layers::ForwardContext& ctx) = 0;
+  virtual Tensor logits(const Tensor& hidden, const layers::ForwardContext& ctx) = 0;
   virtual Device device() const = 0;
 
   // Runs the batch, writing its K/V into `kv`; returns f32 logits [batch.num_logit_rows(), vocab]

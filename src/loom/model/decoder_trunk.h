@@ -58,8 +58,9 @@ class DecoderTrunk {
   DecoderTrunk& operator=(DecoderTrunk&&) = delete;
 
   // norms[l] and stack[l] are layer l's; feed_forward(stack[l], x) is its MLP or MoE sublayer.
+  // The hidden states after the final norm; logits() applies the LM head to ctx.logit_rows of them.
   template <class Attention, class FeedForward>
-  Tensor forward(const Tensor& ids, const std::vector<LayerNorms>& norms,
+  Tensor hidden(const Tensor& ids, const std::vector<LayerNorms>& norms,
                  const std::vector<DecoderLayer<Attention>>& stack, const layers::ops::Rope& rope,
                  const layers::ForwardContext& ctx, FeedForward feed_forward) const {
     namespace ops = layers::ops;
@@ -71,9 +72,9 @@ class DecoderTrunk {
       x = ops::add_rms_norm(residual, x, norms[l].post_attention, eps_);
       x = feed_forward(stack[l], x);
     }
-    x = ops::add_rms_norm(residual, x, final_norm_, eps_);
-    return lm_head_.forward(x, ctx);
+    return ops::add_rms_norm(residual, x, final_norm_, eps_);
   }
+  Tensor logits(const Tensor& hidden, const layers::ForwardContext& ctx) const { return lm_head_.forward(hidden, ctx); }
 
  private:
   layers::VocabParallelEmbedding embed_;

@@ -123,14 +123,15 @@ class DeepseekV2 final : public CausalLM {
   KvLayout kv_layout() const override { return kv_layout_; }
   Device device() const override { return device_; }
 
-  Tensor forward_device(const Tensor& ids, const layers::ForwardContext& ctx) override {
-    return trunk_.forward(ids, norms_, layers_, rope_, ctx, [&](const DecoderLayer& L, const Tensor& x) {
+  Tensor forward_hidden(const Tensor& ids, const layers::ForwardContext& ctx) override {
+    return trunk_.hidden(ids, norms_, layers_, rope_, ctx, [&](const DecoderLayer& L, const Tensor& x) {
       if (!L.sparse) return L.mlp.forward(x, ctx);
       Tensor routed = L.moe.forward(x, ctx);
       ops::add_(routed, L.mlp.forward(x, ctx));  // the shared experts
       return routed;
     });
   }
+  Tensor logits(const Tensor& hidden, const layers::ForwardContext& ctx) override { return trunk_.logits(hidden, ctx); }
 
  protected:
   const layers::ParallelState* parallel_state() const override { return ps_.get(); }

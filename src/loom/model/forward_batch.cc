@@ -9,7 +9,7 @@
 
 namespace loom::model {
 
-layers::ForwardContext make_context(const ForwardBatch& batch, const KvBuffers& kv, Device device) {
+layers::ForwardContext make_host_context(const ForwardBatch& batch, const KvBuffers& kv) {
   layers::ForwardContext c;
   c.num_seqs = static_cast<int64_t>(batch.seqs.size());
   c.page_size = kv.page_size;
@@ -43,6 +43,11 @@ layers::ForwardContext make_context(const ForwardBatch& batch, const KvBuffers& 
       c.h_logit_rows.push_back(first + n - 1);
   }
   c.num_tokens = c.h_token_starts.back();
+  return c;
+}
+
+layers::ForwardContext make_context(const ForwardBatch& batch, const KvBuffers& kv, Device device) {
+  layers::ForwardContext c = make_host_context(batch, kv);
   auto upload = [&](const std::vector<int32_t>& v) {
     return Tensor::from_ints(v, {static_cast<int64_t>(v.size())}).to(device);
   };

@@ -78,11 +78,12 @@ class MoeDecoder final : public CausalLM {
 
   Device device() const override { return device_; }
 
-  Tensor forward_device(const Tensor& ids, const layers::ForwardContext& ctx) override {
-    return trunk_.forward(ids, norms_, layers_, rope_, ctx, [&](const DecoderLayer& L, const Tensor& x) {
+  Tensor forward_hidden(const Tensor& ids, const layers::ForwardContext& ctx) override {
+    return trunk_.hidden(ids, norms_, layers_, rope_, ctx, [&](const DecoderLayer& L, const Tensor& x) {
       return L.sparse ? L.moe.forward(x, ctx) : L.mlp.forward(x, ctx);
     });
   }
+  Tensor logits(const Tensor& hidden, const layers::ForwardContext& ctx) override { return trunk_.logits(hidden, ctx); }
 
  protected:
   const layers::ParallelState* parallel_state() const override { return ps_.get(); }

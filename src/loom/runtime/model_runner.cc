@@ -6,6 +6,7 @@
 
 #include "loom/cache/device_kv_sizing.h"
 #include "loom/runtime/cuda_graph_runner.h"
+#include "loom/runtime/piecewise_graph_runner.h"
 
 namespace loom::runtime {
 
@@ -31,6 +32,16 @@ class SingleRankRunner final : public Runner {
       throw Error(str("loading the weights of ", o.model_path, " onto ", o.device.str(), ": ", e.what()));
     }
     const KvLayout layout = model_->kv_layout();
+#ifdef LOOM_HAVE_CUDA
+    std::shared_ptr<GraphMemoryPool> graph_pool;
+    if (o.device.is_cuda() && !o.disable_cuda_graph && !o.disable_piecewise_cuda_graph) {
+      // Before the KV pool is sized, so that the pieces' memory counts against it.
+      graph_pool = make_graph_memory_pool();
+      piecewise_ = std::make_unique<PiecewiseGraphRunner>(*model_, o.piecewise_cuda_graph_max_tokens, o.page_size,
+                                                          graph_pool, o.progress);
+      release_cached_device_memory(o.device);  // the capture's scratch KV
+    }
+#endif
     int64_t tokens = o.max_total_tokens;
     if (tokens <= 0) tokens = o.device.is_cpu() ? kDefaultCpuKvTokens : 0;
     if (o.device.is_cuda()) {  // from free memory and --mem-fraction-static; a clear error if too small
@@ -46,7 +57,7 @@ class SingleRankRunner final : public Runner {
       const int64_t context = std::min<int64_t>(config_.max_position_embeddings, pages * o.page_size);
       graphs_ = std::make_unique<CudaGraphRunner>(*model_, pool_->buffers(), o.cuda_graph_max_bs,
                                                   (context + o.page_size - 1) / o.page_size, nullptr,
-                                                  DataParallelDecode{}, o.progress);
+                                                  DataParallelDecode{}, o.progress, graph_pool);
     }
 #endif
   }
@@ -59,6 +70,7 @@ class SingleRankRunner final : public Runner {
   Tensor forward_device_logits(const model::ForwardBatch& batch, bool allow_graph) override {
 #ifdef LOOM_HAVE_CUDA
     if (allow_graph && graphs_ && graphs_->can_run(batch)) return graphs_->replay(batch);
+    if (allow_graph && piecewise_ && piecewise_->can_run(batch)) return piecewise_->replay(batch, pool_->buffers());
 #endif
     LOOM_CHECK(!batch.previous_ids, "a step with the previous step's ids on the device needs a CUDA graph for its batch");
     return model_->forward_on_device(batch, pool_->buffers());
@@ -77,6 +89,7 @@ class SingleRankRunner final : public Runner {
   std::unique_ptr<model::CausalLM> model_;
   std::unique_ptr<cache::KvPool> pool_;
 #ifdef LOOM_HAVE_CUDA
+  std::unique_ptr<PiecewiseGraphRunner> piecewise_;  // prefill/extend steps, unless either flag disables them
   std::unique_ptr<CudaGraphRunner> graphs_;  // decode steps, unless --disable-cuda-graph
 #endif
 };

@@ -12,6 +12,8 @@ namespace loom::runtime {
 
 // KV pool capacity on the CPU when --max-total-tokens is not given.
 inline constexpr int64_t kDefaultCpuKvTokens = 65536;
+// --piecewise-cuda-graph-max-tokens' default (bench/NOTES.md: where the graphs stop paying).
+inline constexpr int64_t kDefaultPiecewiseMaxTokens = 2048;
 
 struct RunnerOptions {
   std::string model_path;
@@ -20,8 +22,11 @@ struct RunnerOptions {
   int64_t page_size = 16;
   int64_t max_total_tokens = 0;      // KV pool capacity in tokens; 0 = from memory
   double mem_fraction_static = 0.85; // CUDA: fraction of GPU memory for weights + KV pool
-  bool disable_cuda_graph = false;
+  bool disable_cuda_graph = false;  // decode and piecewise prefill graphs both
   int64_t cuda_graph_max_bs = 160;
+  // Prefill/extend steps of up to this many tokens replay piecewise CUDA graphs (one GPU).
+  bool disable_piecewise_cuda_graph = false;
+  int64_t piecewise_cuda_graph_max_tokens = kDefaultPiecewiseMaxTokens;
   // More than one rank: ranks run as threads of this process; see runtime/parallel_runner.h.
   parallel::ParallelConfig parallel;
   std::string moe_dispatch = "auto";  // auto | gather | all_to_all (layers/moe.h)

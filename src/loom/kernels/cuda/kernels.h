@@ -98,6 +98,8 @@ struct MoePlan {
   int64_t max_tiles;
   int block_m;
 };
+// ids [t, k]: rows from *valid_tokens on become -1 (no expert; a piecewise graph's padding tokens).
+void drop_routes_past(int32_t* ids, int64_t t, int64_t k, const int32_t* valid_tokens, cudaStream_t s);
 int moe_block_m(int64_t routed_slots, int64_t local_experts);  // 16 or 64
 int64_t moe_max_tiles(int64_t routed_slots, int64_t local_experts, int block_m);
 void moe_plan(const int32_t* ids, const float* weights, int64_t t, int64_t k, int64_t expert_begin,

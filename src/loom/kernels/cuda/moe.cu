@@ -320,6 +320,22 @@ void route_topk(const void* logits, int64_t t, int64_t e, int64_t k, bool renorm
              static_cast<int>(groups), static_cast<int>(topk_group), scale);
 }
 
+namespace {
+__global__ void drop_routes_past_kernel(int32_t* ids, int64_t slots, int64_t k, const int32_t* valid_tokens) {
+  wait_then_allow_dependents();
+  const int64_t from = static_cast<int64_t>(*valid_tokens) * k;
+  for (int64_t i = threadIdx.x + int64_t(blockIdx.x) * blockDim.x; i < slots; i += int64_t(gridDim.x) * blockDim.x)
+    if (i >= from) ids[i] = -1;
+}
+}  // namespace
+
+void drop_routes_past(int32_t* ids, int64_t t, int64_t k, const int32_t* valid_tokens, cudaStream_t s) {
+  const int64_t slots = t * k;
+  if (slots == 0) return;
+  launch_pdl(drop_routes_past_kernel, static_cast<int>(std::min<int64_t>((slots + 255) / 256, 1024)), 256, 0, s, ids,
+             slots, k, valid_tokens);
+}
+
 int moe_block_m(int64_t routed_slots, int64_t local_experts) {
   return routed_slots <= 16 * local_experts ? 16 : 64;
 }
