@@ -138,8 +138,9 @@ ops::ExpertOptions ParallelMoe::expert_options() const {
   return o;
 }
 
-Tensor ParallelMoe::experts(const Tensor& x) const {
-  const ops::Routing r = select(x);
+Tensor ParallelMoe::experts(const Tensor& x, const Tensor* valid_tokens) const {
+  ops::Routing r = select(x);
+  if (valid_tokens) ops::drop_routes_past(r, *valid_tokens);
   return ops::moe_experts(x, r, gate_up_, down_, experts_.begin, expert_options());
 }
 
@@ -152,9 +153,7 @@ Tensor ParallelMoe::forward(const Tensor& x, const ForwardContext& ctx) const {
   if (!ctx.valid_tokens.defined()) return tokens.leave(experts(tokens.enter(x)));
   // A piecewise graph's padding tokens take no expert (one rank only: its rows are the step's).
   LOOM_CHECK(ps_->single(), "MoE: a padded step on a parallel rank");
-  ops::Routing r = select(x);
-  ops::drop_routes_past(r, ctx.valid_tokens);
-  return ops::moe_experts(x, r, gate_up_, down_, experts_.begin, expert_options());
+  return experts(x, &ctx.valid_tokens);
 }
 
 bool ParallelMoe::all_to_all_applies(const ForwardContext& ctx) const {

@@ -60,7 +60,9 @@ class ParallelMoe {
   Tensor forward(const Tensor& x, const ForwardContext& ctx) const;
 
  private:
-  Tensor experts(const Tensor& x) const;  // routed through this rank's experts (partial sums)
+  // x routed through this rank's experts (partial sums). Rows from *valid_tokens on (a piecewise
+  // graph's padding, ForwardContext::valid_tokens) take no expert.
+  Tensor experts(const Tensor& x, const Tensor* valid_tokens = nullptr) const;
   bool all_to_all_applies(const ForwardContext& ctx) const;
   // Undefined when `automatic` finds the all-gather path moves fewer bytes.
   Tensor all_to_all(const Tensor& x, const ForwardContext& ctx) const;

@@ -442,10 +442,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   const Tensor& vcache = ctx.kv->v.at(layer);
   const int64_t tokens = q.size(0), hq = q.size(1), dv = vcache.size(2) > 0 ? vcache.size(2) : v.size(2);
   Tensor out = Tensor::empty({tokens, hq, dv}, DType::bf16, q.device());
-  AttentionParams p = params;
   splitter->split(
       "attention",
-      [p, layer, q = unowned(q), k = unowned(k), v = unowned(v), out = unowned(out)](const ForwardContext& c) {
+      [p = params, layer, q = unowned(q), k = unowned(k), v = unowned(v), out = unowned(out)](const ForwardContext& c) {
         const int64_t n = c.num_tokens;
         LOOM_CHECK(n >= 1 && n <= q.size(0), "attention: a replay of ", n, " tokens in a graph of ", q.size(0));
         attend(q.narrow(0, 0, n), k.narrow(0, 0, n), v.narrow(0, 0, n), layer, p, c, out.narrow(0, 0, n));

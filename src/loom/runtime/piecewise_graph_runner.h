@@ -3,9 +3,11 @@
 // attention of a step depends on its sequences (FlashInfer's schedule, the KV it writes), the rest
 // only on its token count. A step pads its tokens to the next bucket (padding: token 0 at position
 // 0; attention never sees it, so it writes no KV and reads none, and the MoE routes it to no
-// expert: ForwardContext::valid_tokens), uploads its inputs from one pinned staging buffer, replays piece 0, runs attention 0 eagerly on the real batch, replays piece 1, ...,
+// expert: ForwardContext::valid_tokens), uploads its inputs from one pinned staging buffer,
+// replays piece 0, runs attention 0 eagerly on the real batch, replays piece 1, ...,
 // and runs the LM head eagerly over its logits rows. What it saves is the host's per-op work (a
-// few microseconds per op, ~700 ops a step on a 48-layer MoE), which bounds small steps.
+// few microseconds per op, ~700 ops a step on a 48-layer MoE) and the gaps between kernels: 2-4 %
+// on the H200 with Qwen3-30B-A3B, where even small steps are GPU-bound (bench/NOTES.md).
 //
 // The pieces never touch the KV cache, so the runner captures them before the KV pool is sized,
 // running the capture's attention over a scratch pool of its own: their memory is then counted

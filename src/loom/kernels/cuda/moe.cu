@@ -324,8 +324,8 @@ namespace {
 __global__ void drop_routes_past_kernel(int32_t* ids, int64_t slots, int64_t k, const int32_t* valid_tokens) {
   wait_then_allow_dependents();
   const int64_t from = static_cast<int64_t>(*valid_tokens) * k;
-  for (int64_t i = threadIdx.x + int64_t(blockIdx.x) * blockDim.x; i < slots; i += int64_t(gridDim.x) * blockDim.x)
-    if (i >= from) ids[i] = -1;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = from + threadIdx.x + int64_t(blockIdx.x) * blockDim.x; i < slots; i += stride) ids[i] = -1;
 }
 }  // namespace
 
