@@ -18,13 +18,22 @@ constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kUnroll = 4;  // 16-byte chunks per lane loaded before any is used (8 was slower: bench/NOTES.md)
 constexpr int kMaxTopK = 32;
 
-// Weights are read once: keep them out of L1 (the activations stay there).
-__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+// Weights are read once: keep them out of L1 (the activations stay there), and out of L2's way
+// under `policy` (weight_policy).
+__device__ __forceinline__ uint4 load_stream(const uint4* p, uint64_t policy) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
+      : "l"(p), "l"(policy));
   return v;
+}
+
+// Streamed weights are marked evict-first: they leave L2 before what a step reads again (the KV
+// cache, activations, small weights). bs-1 decode 3.217 -> 3.113 ms (bench/NOTES.md).
+__device__ __forceinline__ uint64_t weight_policy() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  return p;
 }
 
 __device__ __forceinline__ float lo(uint32_t u) { return __uint_as_float(u << 16); }
@@ -46,14 +55,14 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
 // This lane's partial dots of R weight rows with M vectors (first `m` valid), k8 chunks of 8.
 template <int R, int M, int U = kUnroll>
 __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const uint4* x, int64_t x_stride8, int m,
-                                          int k8, float (&acc)[R][M]) {
+                                          int k8, float (&acc)[R][M], uint64_t policy) {
   const int lane = threadIdx.x & 31;
   for (int c0 = lane; c0 < k8; c0 += 32 * U) {
     uint4 w[R][U];
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
-      for (int r = 0; r < R; ++r) w[r][u] = c0 + 32 * u < k8 ? load_stream(rows[r] + c0 + 32 * u) : uint4{};
+      for (int r = 0; r < R; ++r) w[r][u] = c0 + 32 * u < k8 ? load_stream(rows[r] + c0 + 32 * u, policy) : uint4{};
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
@@ -116,7 +125,8 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends.
   if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
   wait_then_allow_dependents();
-  if (live) lane_dots<1, M>(rows, reinterpret_cast<const uint4*>(x) + begin, k8, m, count, acc);
+  if (live)
+    lane_dots<1, M>(rows, reinterpret_cast<const uint4*>(x) + begin, k8, m, count, acc, weight_policy());
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[0][i] = warp_sum(acc[0][i]);
   if (parts == 1) {
@@ -192,39 +202,51 @@ __global__ void __launch_bounds__(kThreads) moe_decode_gate_up_kernel(const bf16
   const uint4* rows[2] = {base + int64_t(i) * k8, base + int64_t(inter + i) * k8};
   float acc[2][1] = {};
   // Two rows of 2 chunks in flight a lane: 14.2 µs for 8 experts of 1536 x 2048 against 15.9 with 4
-  lane_dots<2, 1, 2>(rows, reinterpret_cast<const uint4*>(x) + (slot / top_k) * k8, 0, 1, k8, acc);
+  lane_dots<2, 1, 2>(rows, reinterpret_cast<const uint4*>(x) + (slot / top_k) * k8, 0, 1, k8, acc,
+                     weight_policy());
   const float g = to_f(to_bf(warp_sum(acc[0][0]))), u = to_f(to_bf(warp_sum(acc[1][0])));
   if ((threadIdx.x & 31) == 0) act[slot * inter + i] = to_bf(g / (1.0f + __expf(-g)) * u);
 }
 
 // MoE decode, down + weighted combine: out[t, h] = Σ_j weight[t, j] · (down[e_j][h, :] · act[t·k + j]),
-// over token t's local experts (0 when none). A warp per (h, slot j), all of a row's chunks in flight
-// at once, `rows` h a block of rows · top_k warps; the slots' products are added in slot order.
-// (A warp per h walking all the slots took 12.5 µs for Qwen3's 8 x 2048 x 768, this 8.6.)
+// over token t's local experts (0 when none). A warp per (H consecutive h, slot j), all of the rows'
+// chunks in flight at once, `groups` · H h a block of groups · top_k warps; the slots' products are
+// added in slot order, so H changes no result. (A warp per h walking all the slots took 12.5 µs for
+// Qwen3's 8 x 2048 x 768, a warp per (h, slot) 8.6.) Two h a warp: bs-1 / bs-8 decode 3.17 / 10.80
+// ms with one, 3.12 / 10.48 with two, 3.36 / 12.47 with four (bench/NOTES.md).
+constexpr int kDownRowsPerWarp = 2;
+template <int H>
 __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, const int32_t* ids,
                                                                const float* weights, int64_t expert_begin,
                                                                int64_t experts, int top_k, const bf16* w, int hidden,
                                                                int inter, bf16* out) {
-  __shared__ float part[32];  // [rows][top_k], rows · top_k <= 32
+  __shared__ float part[32][H];  // [groups][top_k][H], groups · top_k <= 32
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int j = warp % top_k, rows = blockDim.x / 32 / top_k;
+  const int j = warp % top_k, groups = blockDim.x / 32 / top_k;
   wait_then_allow_dependents();
   const int64_t t = blockIdx.y;
-  const int h = blockIdx.x * rows + warp / top_k;
+  const int h0 = (blockIdx.x * groups + warp / top_k) * H;
   const int k8 = inter / 8;
   const int64_t e = ids[t * top_k + j] - expert_begin;
-  float acc[1][1] = {};
-  if (h < hidden && e >= 0 && e < experts) {
-    const uint4* row[1] = {reinterpret_cast<const uint4*>(w) + (e * hidden + h) * int64_t(k8)};
-    lane_dots<1, 1>(row, reinterpret_cast<const uint4*>(act) + (t * top_k + j) * k8, 0, 1, k8, acc);
-    acc[0][0] = warp_sum(acc[0][0]) * weights[t * top_k + j];
+  float acc[H][1] = {};
+  if (h0 < hidden && e >= 0 && e < experts) {
+    const uint4* rows[H];
+#pragma unroll
+    for (int r = 0; r < H; ++r)  // rows past `hidden` re-read the last one; their sums are dropped
+      rows[r] = reinterpret_cast<const uint4*>(w) + (e * hidden + min(h0 + r, hidden - 1)) * int64_t(k8);
+    lane_dots<H, 1>(rows, reinterpret_cast<const uint4*>(act) + (t * top_k + j) * k8, 0, 1, k8, acc,
+                    weight_policy());
+#pragma unroll
+    for (int r = 0; r < H; ++r) acc[r][0] = warp_sum(acc[r][0]) * weights[t * top_k + j];
   }
-  if (lane == 0) part[warp] = acc[0][0];
+  if (lane == 0)
+#pragma unroll
+    for (int r = 0; r < H; ++r) part[warp][r] = acc[r][0];
   __syncthreads();
-  if (j == 0 && lane == 0 && h < hidden) {
+  if (j == 0 && lane < H && h0 + lane < hidden) {
     float v = 0;
-    for (int q = 0; q < top_k; ++q) v += part[warp + q];
-    out[t * hidden + h] = to_bf(v);
+    for (int q = 0; q < top_k; ++q) v += part[warp + q][lane];
+    out[t * hidden + h0 + lane] = to_bf(v);
   }
 }
 
@@ -305,10 +327,12 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
   const dim3 up_grid(static_cast<unsigned>((inter + kWarps - 1) / kWarps), static_cast<unsigned>(tokens * top_k));
   launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
              local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
-  const int rows = std::max(1, kWarps / k);  // h per block: k warps each
-  const dim3 down_grid(static_cast<unsigned>((hidden + rows - 1) / rows), static_cast<unsigned>(tokens));
-  launch_pdl(moe_decode_down_kernel, down_grid, 32 * rows * k, 0, s, static_cast<const bf16*>(act), ids, weights,
-             expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii, static_cast<bf16*>(out));
+  const int groups = std::max(1, kWarps / k);  // warps of k slots a block
+  const int64_t h_per_block = int64_t{groups} * kDownRowsPerWarp;
+  const dim3 down_grid(static_cast<unsigned>((hidden + h_per_block - 1) / h_per_block), static_cast<unsigned>(tokens));
+  launch_pdl(moe_decode_down_kernel<kDownRowsPerWarp>, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act),
+             ids, weights, expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii,
+             static_cast<bf16*>(out));
 }
 
 }  // namespace loom::kernels::cuda
