@@ -3,6 +3,7 @@
 // poisoned outputs. Metric: relative L2 error (cuda_test_util.h), bound kBf16Kernel = 1e-2
 // unless a test states another; copies and index outputs must match exactly.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <numeric>
 
@@ -256,6 +257,30 @@ TEST(CudaKernels, RouterTopkPicksTheSameExperts) {
     EXPECT_EQ(host_values(ids), ref.ids.to_float_vector());
     EXPECT_LT(rel_error(host_values(w), ref.weights.to_float_vector()), 1e-5);
   }
+}
+
+// Equal logits go to the lower expert, as on the CPU: on both sides of the register top-k's limit
+// (256 experts) and through the fused router, whose logits come from a GEMV.
+TEST(CudaKernels, RouterTopkBreaksTiesTowardsTheLowerExpert) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(19);
+  for (auto [t, e, k] : {std::tuple{3, 8, 2}, {5, 128, 8}, {4, 256, 8}, {3, 257, 8}, {2, 300, 6}}) {
+    std::vector<float> v(t * e);
+    for (float& x : v) x = std::array<float, 3>{-1.0f, 0.0f, 0.5f}[rng() % 3];
+    const Tensor logits = Tensor::from_floats(v, {t, e});
+    const ops::Routing ref = ops::route_topk_softmax(logits, k, true);
+    Tensor w = poisoned({t, k}, DType::f32), ids = poisoned({t, k}, DType::i32);
+    kc::route_topk(to_gpu_bf16(logits).data_ptr(), t, e, k, true, w.data<float>(), ids.data<int32_t>(), stream());
+    EXPECT_EQ(host_values(ids), ref.ids.to_float_vector()) << "E " << e;
+    EXPECT_LT(rel_error(host_values(w), ref.weights.to_float_vector()), 1e-5) << "E " << e;
+  }
+  // A router weight of zeros: every logit 0, the first k experts win.
+  const int64_t h = 64, e = 128, k = 8;
+  const Tensor x = to_gpu_bf16(rand_host({1, h}, 1.0f, rng));
+  const Tensor w = to_gpu_bf16(Tensor::from_floats(std::vector<float>(e * h, 0.0f), {e, h}));
+  const ops::Routing r = ops::linear_route_topk_softmax(x, w, k, true);
+  EXPECT_EQ(host_values(r.ids), (std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7}));
+  for (float p : host_values(r.weights)) EXPECT_FLOAT_EQ(p, 1.0f / k);
 }
 
 // DeepSeek's group-limited routing and routed scaling through ops (CUDA kernel vs CPU).
