@@ -4,6 +4,8 @@
 // Every output element is computed in the same order whatever the number of rows, so a row's
 // result does not depend on the batch it was computed in (graphs and eager agree).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
@@ -52,29 +54,43 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
   return acc;
 }
 
-// This lane's partial dots of R weight rows with M vectors (first `m` valid), k8 chunks of 8.
+// Loads this lane's chunks c0 + 32u (u < U) of R weight rows (zeros past k8).
+template <int R, int U>
+__device__ __forceinline__ void load_chunks(const uint4* const (&rows)[R], int c0, int k8, uint64_t policy,
+                                            uint4 (&w)[R][U]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u)
+#pragma unroll
+    for (int r = 0; r < R; ++r) w[r][u] = c0 + 32 * u < k8 ? load_stream(rows[r] + c0 + 32 * u, policy) : uint4{};
+}
+
+// acc[r][i] += w's chunks (load_chunks at c0) · the M vectors' matching chunks (first `m` valid).
+template <int R, int M, int U>
+__device__ __forceinline__ void dot_chunks(const uint4 (&w)[R][U], const uint4* x, int64_t x_stride8, int m, int c0,
+                                           int k8, float (&acc)[R][M]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + 32 * u;
+    if (c >= k8) break;
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      if (i >= m) break;
+      const uint4 xv = __ldg(x + i * x_stride8 + c);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r][i] = dot8(w[r][u], xv, acc[r][i]);
+    }
+  }
+}
+
+// This lane's partial dots of R weight rows with M vectors (first `m` valid), k8 chunks of 8, from
+// chunk c_begin on (a caller that loaded the first U chunks itself passes lane + 32 · U).
 template <int R, int M, int U = kUnroll>
 __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const uint4* x, int64_t x_stride8, int m,
-                                          int k8, float (&acc)[R][M], uint64_t policy) {
-  const int lane = threadIdx.x & 31;
-  for (int c0 = lane; c0 < k8; c0 += 32 * U) {
+                                          int k8, float (&acc)[R][M], uint64_t policy, int c_begin = -1) {
+  for (int c0 = c_begin >= 0 ? c_begin : threadIdx.x & 31; c0 < k8; c0 += 32 * U) {
     uint4 w[R][U];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r) w[r][u] = c0 + 32 * u < k8 ? load_stream(rows[r] + c0 + 32 * u, policy) : uint4{};
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = c0 + 32 * u;
-      if (c >= k8) break;
-#pragma unroll
-      for (int i = 0; i < M; ++i) {
-        if (i >= m) break;
-        const uint4 xv = __ldg(x + i * x_stride8 + c);
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][i] = dot8(w[r][u], xv, acc[r][i]);
-      }
-    }
+    load_chunks<R, U>(rows, c0, k8, policy, w);
+    dot_chunks<R, M, U>(w, x, x_stride8, m, c0, k8, acc);
   }
 }
 
@@ -110,7 +126,7 @@ int64_t gemv_blocks(int64_t n, int parts) {
 // y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
 // of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
 // depends on n and k only, never on m. Every thread of the block must call this.
-template <int M>
+template <int M, bool Preload>
 __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
                                            unsigned block) {
   __shared__ float part_sum[kWarps][M];
@@ -122,11 +138,17 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   float acc[1][M] = {};
   const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
   const bool live = row < n && count > 0;
-  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends.
+  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends,
+  // and with Preload the first kUnroll chunks a lane are already in registers when the wait returns.
   if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
+  uint4 first[1][kUnroll];
+  if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
   wait_then_allow_dependents();
-  if (live)
-    lane_dots<1, M>(rows, reinterpret_cast<const uint4*>(x) + begin, k8, m, count, acc, weight_policy());
+  if (live) {
+    const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
+    if (Preload) dot_chunks<1, M, kUnroll>(first, xs, k8, m, lane, count, acc);
+    lane_dots<1, M>(rows, xs, k8, m, count, acc, weight_policy(), Preload ? lane + 32 * kUnroll : lane);
+  }
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[0][i] = warp_sum(acc[0][i]);
   if (parts == 1) {
@@ -146,7 +168,7 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   }
 }
 
-template <int M>
+template <int M, bool Preload>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k) {
   // The target is picked with constant indices only: indexing the parameter arrays with a runtime
   // j made every thread copy them to its stack first (120 bytes a thread of local-memory traffic,
@@ -160,18 +182,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegme
   for (int j = 1; j < kMaxGemvTargets; ++j)
     if (j < seg.count && blockIdx.x >= seg.block_end[j - 1])
       w = seg.w[j], y = seg.y[j], n = seg.n[j], parts = seg.parts[j], first = seg.block_end[j - 1];
-  gemv_block<M>(x, w, y, m, n, k, parts, blockIdx.x - first);
+  gemv_block<M, Preload>(x, w, y, m, n, k, parts, blockIdx.x - first);
 }
 
 // The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last
 // block to finish routes the m <= kWarps tokens, a warp each (route_topk.cuh).
-template <int M>
+template <int M, bool Preload>
 __global__ void __launch_bounds__(kThreads) router_topk_kernel(const bf16* x, const bf16* w, bf16* logits, int m,
                                                                int e, int k, int parts, int top_k, bool renormalize,
                                                                float* weights, int32_t* ids, unsigned* done) {
   extern __shared__ float probs[];  // [kWarps][e]
   __shared__ bool last;
-  gemv_block<M>(x, w, logits, m, e, k, parts, blockIdx.x);
+  gemv_block<M, Preload>(x, w, logits, m, e, k, parts, blockIdx.x);
   __threadfence();  // this block's logits are visible before it counts itself
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -219,14 +241,23 @@ template <int H>
 __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, const int32_t* ids,
                                                                const float* weights, int64_t expert_begin,
                                                                int64_t experts, int top_k, const bf16* w, int hidden,
-                                                               int inter, bf16* out) {
+                                                               int inter, bf16* out, bool prefetch) {
   __shared__ float part[32][H];  // [groups][top_k][H], groups · top_k <= 32
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int j = warp % top_k, groups = blockDim.x / 32 / top_k;
-  wait_then_allow_dependents();
   const int64_t t = blockIdx.y;
   const int h0 = (blockIdx.x * groups + warp / top_k) * H;
   const int k8 = inter / 8;
+  if (prefetch && lane == 0 && h0 < hidden) {
+    // An exception to pdl.cuh's rule, safe here only: the routing comes from the launch before the
+    // gate/up kernel, and that kernel let this one start only once its own wait had returned, i.e.
+    // once the routing was complete. So this warp's rows can start towards L2 before the wait.
+    const int64_t e = __ldcg(ids + t * top_k + j) - expert_begin;
+    if (e >= 0 && e < experts)
+      prefetch_l2(reinterpret_cast<const uint4*>(w) + (e * hidden + h0) * int64_t(k8),
+                  static_cast<unsigned>(min(H, hidden - h0) * k8) * 16u);
+  }
+  wait_then_allow_dependents();
   const int64_t e = ids[t * top_k + j] - expert_begin;
   float acc[H][1] = {};
   if (h0 < hidden && e >= 0 && e < experts) {
@@ -248,6 +279,23 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
     for (int q = 0; q < top_k; ++q) v += part[warp + q][lane];
     out[t * hidden + h0 + lane] = to_bf(v);
   }
+}
+
+// Decode-kernel experiments written but not yet measured on a GPU, off unless set to 1 (A/B runs:
+// scripts/device_decode_profile.sh's LOOM_AB_ENV): LOOM_GEMV_PRELOAD (gemv_block), and
+// LOOM_MOE_DOWN_PREFETCH (moe_decode_down_kernel). Each is removed or made the code once measured.
+struct DecodeSwitches {
+  bool gemv_preload = false, down_prefetch = false;
+};
+const DecodeSwitches& decode_switches() {
+  static const DecodeSwitches switches = [] {
+    const auto on = [](const char* name) {
+      const char* v = std::getenv(name);
+      return v != nullptr && std::strcmp(v, "1") == 0;
+    };
+    return DecodeSwitches{on("LOOM_GEMV_PRELOAD"), on("LOOM_MOE_DOWN_PREFETCH")};
+  }();
+  return switches;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -283,7 +331,11 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
   const auto* xb = static_cast<const bf16*>(x);
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
-  auto* kernel = m == 1 ? gemv_kernel<1> : m == 2 ? gemv_kernel<2> : m <= 4 ? gemv_kernel<4> : gemv_kernel<8>;
+  const bool pre = decode_switches().gemv_preload;
+  auto* kernel = m == 1   ? (pre ? gemv_kernel<1, true> : gemv_kernel<1, false>)
+                 : m == 2 ? (pre ? gemv_kernel<2, true> : gemv_kernel<2, false>)
+                 : m <= 4 ? (pre ? gemv_kernel<4, true> : gemv_kernel<4, false>)
+                          : (pre ? gemv_kernel<8, true> : gemv_kernel<8, false>);
   launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki);
 }
 
@@ -305,10 +357,11 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
   const int mi = static_cast<int>(m), hi = static_cast<int>(hidden), e = static_cast<int>(experts);
   const int k = static_cast<int>(top_k);
   unsigned* done = completion_counters();
-  auto* kernel = m == 1   ? router_topk_kernel<1>
-                 : m == 2 ? router_topk_kernel<2>
-                 : m <= 4 ? router_topk_kernel<4>
-                          : router_topk_kernel<8>;
+  const bool pre = decode_switches().gemv_preload;
+  auto* kernel = m == 1   ? (pre ? router_topk_kernel<1, true> : router_topk_kernel<1, false>)
+                 : m == 2 ? (pre ? router_topk_kernel<2, true> : router_topk_kernel<2, false>)
+                 : m <= 4 ? (pre ? router_topk_kernel<4, true> : router_topk_kernel<4, false>)
+                          : (pre ? router_topk_kernel<8, true> : router_topk_kernel<8, false>);
   launch_pdl(kernel, blocks, kThreads, smem, s, xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
 }
 
@@ -332,7 +385,7 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
   const dim3 down_grid(static_cast<unsigned>((hidden + h_per_block - 1) / h_per_block), static_cast<unsigned>(tokens));
   launch_pdl(moe_decode_down_kernel<kDownRowsPerWarp>, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act),
              ids, weights, expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii,
-             static_cast<bf16*>(out));
+             static_cast<bf16*>(out), decode_switches().down_prefetch);
 }
 
 }  // namespace loom::kernels::cuda
