@@ -249,9 +249,10 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
   const int h0 = (blockIdx.x * groups + warp / top_k) * H;
   const int k8 = inter / 8;
   if (prefetch && lane == 0 && h0 < hidden) {
-    // An exception to pdl.cuh's rule, safe here only: the routing comes from the launch before the
-    // gate/up kernel, and that kernel let this one start only once its own wait had returned, i.e.
-    // once the routing was complete. So this warp's rows can start towards L2 before the wait.
+    // An exception to pdl.cuh's rule, safe here only: the routing is an input of the gate/up kernel
+    // launched just before, which let this one start only once its own wait had returned, i.e. once
+    // all the stream's work before it (the routing's writer among it) was complete. So this warp's
+    // rows can start towards L2 before the wait.
     const int64_t e = __ldcg(ids + t * top_k + j) - expert_begin;
     if (e >= 0 && e < experts)
       prefetch_l2(reinterpret_cast<const uint4*>(w) + (e * hidden + h0) * int64_t(k8),
