@@ -328,6 +328,9 @@ std::vector<ReplayPrep> take_replay_preps() {
 
 namespace {
 
+// V's head dim: the V cache's, or with an empty one (latent attention: the value is the key's tail) v's.
+int64_t value_dim(const Tensor& vcache, const Tensor& v) { return vcache.size(2) > 0 ? vcache.size(2) : v.size(2); }
+
 // The attention op, into `out` when it is given (a piecewise graph's fixed buffer), else into a new tensor.
 Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, const AttentionParams& params,
               const ForwardContext& ctx, Tensor out) {
@@ -341,7 +344,7 @@ Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, 
   // An empty V cache: the value is the key's tail and only FlashInfer's MLA kernel runs (below).
   const bool value_cached = vcache.size(2) > 0;
   const int64_t tokens = q.size(0), hq = q.size(1), hk = kcache.size(1), d = kcache.size(2);
-  const int64_t dv = value_cached ? vcache.size(2) : v.size(2);
+  const int64_t dv = value_dim(vcache, v);
   LOOM_CHECK(k.size(1) == hk && k.size(2) == d && v.size(1) == hk && v.size(2) == dv && q.size(2) == d &&
                  (value_cached || params.value_in_key),
              "attention: q ", q.str(), ", k ", k.str(), ", v ", v.str(), " against the caches ", kcache.str(), ", ",
@@ -439,8 +442,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t laye
   // A piecewise capture: the output lives at a fixed address the next piece reads; the op runs
   // between the pieces on views of the capture's q/k/v (their bytes stay put: graph_split.h).
   LOOM_CHECK(!params.pending && !ctx.cp_split && ctx.kv, "attention: a piecewise CUDA graph cannot capture this step");
-  const Tensor& vcache = ctx.kv->v.at(layer);
-  const int64_t tokens = q.size(0), hq = q.size(1), dv = vcache.size(2) > 0 ? vcache.size(2) : v.size(2);
+  const int64_t tokens = q.size(0), hq = q.size(1), dv = value_dim(ctx.kv->v.at(layer), v);
   Tensor out = Tensor::empty({tokens, hq, dv}, DType::bf16, q.device());
   splitter->split(
       "attention",

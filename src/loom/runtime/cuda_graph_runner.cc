@@ -166,9 +166,7 @@ void CudaGraphRunner::capture(int64_t bs, parallel::GraphRegistry* registry) {
     try {
       g.logits = model_.forward_device(ids, ctx);
     } catch (...) {
-      cudaStreamEndCapture(stream_, &graph);  // leave the stream usable, then report the first error
-      if (graph) cudaGraphDestroy(graph);
-      (void)cudaGetLastError();
+      cuda::abandon_capture(stream_);  // leave the stream usable, then report the first error
       (void)layers::ops::cuda::take_replay_preps();
       throw;
     }

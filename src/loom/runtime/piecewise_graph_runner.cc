@@ -164,13 +164,7 @@ void PiecewiseGraphRunner::capture(int64_t bucket, const KvBuffers& scratch) {
       end_piece();
     } catch (...) {
       capturing_ = nullptr;
-      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-      if (cudaStreamIsCapturing(stream_, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
-        cudaGraph_t graph = nullptr;
-        cudaStreamEndCapture(stream_, &graph);  // leave the stream usable, then report the first error
-        if (graph) cudaGraphDestroy(graph);
-      }
-      (void)cudaGetLastError();
+      cuda::abandon_capture(stream_);  // leave the stream usable, then report the first error
       for (cudaGraphExec_t e : g.pieces)
         if (e) cudaGraphExecDestroy(e);
       throw;

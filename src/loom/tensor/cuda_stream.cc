@@ -36,6 +36,16 @@ void synchronize() { CUDA_CHECK(cudaStreamSynchronize(current_stream())); }
 StreamGuard::StreamGuard(cudaStream_t s) : previous_(t_override) { t_override = s; }
 StreamGuard::~StreamGuard() { t_override = previous_; }
 
+void abandon_capture(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(s, &graph);
+    if (graph) cudaGraphDestroy(graph);
+  }
+  (void)cudaGetLastError();
+}
+
 Stream::Stream() { CUDA_CHECK(cudaStreamCreate(&s_)); }
 Stream::~Stream() { cudaStreamDestroy(s_); }
 

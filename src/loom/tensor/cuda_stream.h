@@ -26,6 +26,10 @@ class StreamGuard {
   cudaStream_t previous_;
 };
 
+// Ends a capture in progress on `s`, if any, dropping what it captured and the error it left, so
+// that the stream is usable again after a capture that threw.
+void abandon_capture(cudaStream_t s);
+
 // An owned, non-default stream.
 class Stream {
  public:
