@@ -63,7 +63,8 @@ for i in "${!ab_runs[@]}"; do
   echo "with ${ab_runs[$i]}:" && sed -n '/^loom bench latency:/,$p' "$LOGS/latency_ab$i.log"
 done
 echo
-grep -E "^BM_|^Benchmark" "$LOGS/decode_kernels.txt"
+[ -s "$LOGS/decode_kernels.txt" ] && grep -E "^BM_|^Benchmark" "$LOGS/decode_kernels.txt"
 for bs in ${LOOM_TRACE_BS:-1 128}; do
   [ -s "$LOGS/trace_$bs.txt" ] && echo && echo "bs $bs, inside one graph replay:" && head -24 "$LOGS/trace_$bs.txt"
 done
+exit 0  # the parts skipped above are not failures (a failing build exits 1 at its step)

@@ -318,10 +318,11 @@ constexpr int kMaxMergeSplits = 32;
 // 4,096 blocks of 3 splits left 4 blocks an SM and took 21 µs a layer).
 template <int S>
 __global__ void __launch_bounds__(128) merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq,
-                                                           int d, int splits, const float* sinks) {
+                                                           int d, int splits, const float* sinks,
+                                                           bool trigger_first) {
   __shared__ float weight[S];
   __shared__ float denom;
-  wait_then_allow_dependents();
+  wait_and_allow_dependents(trigger_first);
   const int64_t th = blockIdx.x;  // t * hq + head
   const int64_t stride = tokens * hq * (d + 1);
   const float* base = part + th * (d + 1);
@@ -354,7 +355,8 @@ void merge_splits(const float* part, bf16* out, int64_t tokens, int64_t hq, int 
                  : splits <= 8  ? merge_splits_kernel<8>
                  : splits <= 16 ? merge_splits_kernel<16>
                                 : merge_splits_kernel<kMaxMergeSplits>;
-  launch_pdl(kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, part, out, tokens, hq, d, splits, sinks);
+  launch_pdl(kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, part, out, tokens, hq, d, splits, sinks,
+             pdl_trigger_first());
 }
 
 template <int DP, int DPV>

@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
   }
   cp_async_commit();
 
-  wait_then_allow_dependents();  // q (and the step's K/V) come from the kernels before
+  wait_and_allow_dependents(a.pdl_trigger_first);  // q (and the step's K/V) come from the kernels before
   if (!has_query) return;
   if constexpr (fold) {
     __syncthreads();  // the angles (a block without keys has had no barrier since)
@@ -340,9 +340,11 @@ bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
 void decode_attention(const AttnArgs& a, cudaStream_t s) {
   LOOM_CHECK(decode_attention_applies(a, 1), "decode_attention: head dim ", a.kv.d, ", ", a.hq, " query heads over ",
              a.kv.hk, " KV heads");
+  AttnArgs args = a;
+  args.pdl_trigger_first = pdl_trigger_first();
   const bool fold = a.inv_freq != nullptr;
-  if (a.kv.d == 64) fold ? launch<64, true>(a, s) : launch<64, false>(a, s);
-  else fold ? launch<128, true>(a, s) : launch<128, false>(a, s);
+  if (a.kv.d == 64) fold ? launch<64, true>(args, s) : launch<64, false>(args, s);
+  else fold ? launch<128, true>(args, s) : launch<128, false>(args, s);
 }
 
 }  // namespace loom::kernels::cuda::attn

@@ -51,7 +51,8 @@ __global__ void rms_norm_kernel(const bf16* x, bf16* residual, const bf16* w, bf
 // over memory. Same arithmetic and rounding as rms_norm_kernel.
 constexpr int kNormThreads = 256, kNormChunks = 4;
 __global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const bf16* x, bf16* residual, const bf16* w,
-                                                                    bf16* out, int64_t dim, float eps) {
+                                                                    bf16* out, int64_t dim, float eps,
+                                                                    bool trigger_first) {
   const int64_t row = blockIdx.x;
   const int chunks = static_cast<int>(dim / 8);
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * dim);
@@ -62,7 +63,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const bf16* 
     const int c = threadIdx.x + i * kNormThreads;
     if (c < chunks) wv[i] = reinterpret_cast<const uint4*>(w)[c];  // a weight: before the wait (pdl.cuh)
   }
-  wait_then_allow_dependents();
+  wait_and_allow_dependents(trigger_first);
 #pragma unroll
   for (int i = 0; i < kNormChunks; ++i) {
     const int c = threadIdx.x + i * kNormThreads;
@@ -265,7 +266,7 @@ void rms_norm(const void* x, void* residual, const void* w, void* out, int64_t r
   if (dim % 8 == 0 && dim / 8 <= int64_t{kNormThreads} * kNormChunks && aligned(x) && aligned(w) && aligned(out) &&
       (!residual || aligned(residual))) {
     launch_pdl(rms_norm_vec_kernel, static_cast<unsigned>(rows), kNormThreads, 0, s, static_cast<const bf16*>(x),
-               static_cast<bf16*>(residual), static_cast<const bf16*>(w), static_cast<bf16*>(out), dim, eps);
+               static_cast<bf16*>(residual), static_cast<const bf16*>(w), static_cast<bf16*>(out), dim, eps, pdl_trigger_first());
     return;
   }
   rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(dim), 0, s>>>(

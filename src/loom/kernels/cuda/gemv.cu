@@ -128,7 +128,7 @@ int64_t gemv_blocks(int64_t n, int parts) {
 // depends on n and k only, never on m. Every thread of the block must call this.
 template <int M, bool Preload>
 __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
-                                           unsigned block) {
+                                           unsigned block, bool trigger_first = false) {
   __shared__ float part_sum[kWarps][M];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
@@ -143,7 +143,7 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
   uint4 first[1][kUnroll];
   if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
-  wait_then_allow_dependents();
+  wait_and_allow_dependents(trigger_first);
   if (live) {
     const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
     if (Preload) dot_chunks<1, M, kUnroll>(first, xs, k8, m, lane, count, acc);
@@ -169,7 +169,8 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
 }
 
 template <int M, bool Preload>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k) {
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k,
+                                                        bool trigger_first) {
   // The target is picked with constant indices only: indexing the parameter arrays with a runtime
   // j made every thread copy them to its stack first (120 bytes a thread of local-memory traffic,
   // which doubled the time of a 21 MB GEMV).
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegme
   for (int j = 1; j < kMaxGemvTargets; ++j)
     if (j < seg.count && blockIdx.x >= seg.block_end[j - 1])
       w = seg.w[j], y = seg.y[j], n = seg.n[j], parts = seg.parts[j], first = seg.block_end[j - 1];
-  gemv_block<M, Preload>(x, w, y, m, n, k, parts, blockIdx.x - first);
+  gemv_block<M, Preload>(x, w, y, m, n, k, parts, blockIdx.x - first, trigger_first);
 }
 
 // The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last
@@ -337,7 +338,7 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
                  : m == 2 ? (pre ? gemv_kernel<2, true> : gemv_kernel<2, false>)
                  : m <= 4 ? (pre ? gemv_kernel<4, true> : gemv_kernel<4, false>)
                           : (pre ? gemv_kernel<8, true> : gemv_kernel<8, false>);
-  launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki);
+  launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first());
 }
 
 bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w) {

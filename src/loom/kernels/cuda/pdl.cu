@@ -6,6 +6,14 @@
 
 namespace loom::kernels::cuda {
 
+bool pdl_trigger_first() {
+  static const bool on = [] {
+    const char* v = std::getenv("LOOM_PDL_TRIGGER_FIRST");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
 bool pdl_enabled() {
   static const bool off = [] {
     const char* v = std::getenv("LOOM_PDL");

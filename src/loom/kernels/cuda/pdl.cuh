@@ -11,6 +11,20 @@
 //     and its writes are visible), then allow_dependents() to let the next kernel be scheduled.
 // Before Hopper, or in a launch without the attribute, both calls return at once; LOOM_PDL=0
 // launches without it.
+//
+// An experiment, off unless LOOM_PDL_TRIGGER_FIRST=1 (pdl_trigger_first(); not yet measured on a
+// GPU): the small kernels between two weight-streaming GEMVs (the RMSNorm, the decode attention,
+// its split merge) and the GEMVs themselves allow dependents *before* they wait, so the next
+// kernel's blocks are scheduled (and request their weights) while the one before this is still
+// running: a GEMV then sees the kernel two or three launches back, not only the one before. Still
+// ordered: a kernel's wait returns once the kernel before it has completed, and that kernel
+// completed only after its own wait returned, so every earlier kernel has completed too; what is
+// read before a wait is still only what no kernel of the step writes. The trigger fires once
+// every block of the grid has issued it, so every block of a running kernel is resident before a
+// later kernel's blocks take SM slots: no kernel waits on one that cannot be scheduled. Kernels
+// whose pre-wait reads lean on the kernel before them having waited (moe_decode_down_kernel's
+// routing prefetch, behind the gate/up kernel) keep the default order in that predecessor.
+
 #pragma once
 #include <cuda_runtime.h>
 
@@ -38,6 +52,13 @@ __device__ __forceinline__ void wait_then_allow_dependents() {
   allow_dependents();
 }
 
+// Both, the dependents first when `trigger_first` (pdl_trigger_first(), passed by the launcher).
+__device__ __forceinline__ void wait_and_allow_dependents(bool trigger_first) {
+  if (trigger_first) allow_dependents();
+  grid_dependency_wait();
+  if (!trigger_first) allow_dependents();
+}
+
 // Pulls [p, p + bytes) into L2 without waiting or using registers (sm_90 bulk prefetch; bytes a
 // multiple of 16, p 16-byte aligned). Elsewhere a no-op.
 __device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
@@ -49,6 +70,9 @@ __device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
 // Whether launches on the current device get the attribute: compute capability 9.0 or later and
 // LOOM_PDL not "0". Cached per device.
 bool pdl_enabled();
+
+// LOOM_PDL_TRIGGER_FIRST=1 (the experiment above). Read once.
+bool pdl_trigger_first();
 
 template <typename... Params, typename... Args>
 void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
