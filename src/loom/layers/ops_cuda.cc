@@ -3,8 +3,6 @@
 // thread's current stream. Dense GEMMs go through cuBLAS (bf16 in, f32 accumulate).
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -17,6 +15,7 @@
 #include "loom/layers/ops_cuda_util.h"
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/cuda_stream.h"
+#include "loom/tensor/env.h"
 
 namespace loom::layers::ops::cuda {
 namespace kc = loom::kernels::cuda;
@@ -235,8 +234,7 @@ namespace {
 bool attention_use_flashinfer(const Tensor& q, const Tensor& out, int64_t hq, int64_t hk, int64_t d,
                               const ForwardContext& ctx, cudaStream_t s) {
   if (ctx.decode_only || ctx.num_seqs < 1) return false;
-  const char* env = std::getenv("LOOM_ATTENTION");
-  if (env && std::strcmp(env, "native") == 0) return false;
+  if (env_is("LOOM_ATTENTION", "native")) return false;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
   if (capture != cudaStreamCaptureStatusNone) return false;  // its plan copies from host memory
@@ -574,9 +572,8 @@ namespace {
 constexpr int64_t kMoeCutlassMinSlots = 256;
 bool moe_use_cutlass(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, int64_t slots, int64_t hidden,
                      int64_t inter, bool* forced) {
-  const char* env = std::getenv("LOOM_MOE_GEMM");
-  *forced = env && std::strcmp(env, "cutlass") == 0;
-  if (env && std::strcmp(env, "native") == 0) return false;
+  *forced = env_is("LOOM_MOE_GEMM", "cutlass");
+  if (env_is("LOOM_MOE_GEMM", "native")) return false;
   if (!*forced && slots < kMoeCutlassMinSlots) return false;
   const bool ok = kc::moe_sm90_available(x.device().index) &&
                   kc::moe_sm90_applies(hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr());

@@ -1,8 +1,6 @@
 #include "loom/tensor/pinned_upload.h"
 
-#include <cstdlib>
-#include <cstring>
-
+#include "loom/tensor/env.h"
 #include "loom/tensor/error.h"
 
 #ifdef LOOM_HAVE_CUDA
@@ -15,8 +13,7 @@
 namespace loom {
 
 bool pinned_load_enabled() {
-  const char* v = std::getenv("LOOM_PINNED_LOAD");
-  return v == nullptr || std::strcmp(v, "0") != 0;
+  return !env_is("LOOM_PINNED_LOAD", "0");
 }
 
 #ifdef LOOM_HAVE_CUDA

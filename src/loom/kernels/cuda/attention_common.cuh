@@ -76,7 +76,6 @@ struct AttnArgs {
   const float* inv_freq = nullptr;
   float rope_scaling = 1.0f;
   float norm_eps = 0.0f;
-  bool pdl_trigger_first = false;  // decode kernel: pdl.cuh's experiment, set by its launcher
 };
 
 // Where key `pos` of sequence `seq`, KV head `kvh` starts in K (or V, with `dim` = dv and the V

@@ -9,12 +9,10 @@
 // The general kernel (attention.cu) loaded each tile only once the last was consumed, with the
 // page-table reads and the K/V reads one after the other, at 248 registers a thread: at batch 128
 // it read the cache at about 1 TB/s (bench/NOTES.md).
-#include <cstdlib>
-#include <cstring>
-
 #include "loom/kernels/cuda/attention_common.cuh"
 #include "loom/kernels/cuda/norm_rope.cuh"
 #include "loom/kernels/cuda/pdl.cuh"
+#include "loom/tensor/env.h"
 #include "loom/tensor/error.h"
 
 namespace loom::kernels::cuda::attn {
@@ -57,7 +55,7 @@ __device__ __forceinline__ void norm_rope_head(const bf16* src, const bf16* w, f
 }
 
 template <int D, bool FOLD>
-__global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs a) {
+__global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs a, bool trigger_first) {
   constexpr int LDS = D + 8;  // bf16 a shared row (the pad spreads ldmatrix rows over the banks)
   constexpr int KSTEPS = D / 16, DTILES = D / 8, kRowChunks = D / 8;
   constexpr int kRowStep = kThreads / kRowChunks, kRowsPerThread = kKeys / kRowStep;
@@ -144,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
   }
   cp_async_commit();
 
-  wait_and_allow_dependents(a.pdl_trigger_first);  // q (and the step's K/V) come from the kernels before
+  wait_and_allow_dependents(trigger_first);  // q (and the step's K/V) come from the kernels before
   if (!has_query) return;
   if constexpr (fold) {
     __syncthreads();  // the angles (a block without keys has had no barrier since)
@@ -315,17 +313,14 @@ void launch(const AttnArgs& a, cudaStream_t s) {
   constexpr size_t smem = smem_bytes<D, FOLD>();
   allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
-  launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a);
+  launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a, pdl_trigger_first());
 }
 
 }  // namespace
 
 bool decode_kernel_enabled() {
   // LOOM_DECODE_ATTENTION=general keeps decode on attention.cu's kernel (A/B runs).
-  static const bool general = [] {
-    const char* v = std::getenv("LOOM_DECODE_ATTENTION");
-    return v != nullptr && std::strcmp(v, "general") == 0;
-  }();
+  static const bool general = env_is("LOOM_DECODE_ATTENTION", "general");
   return !general;
 }
 
@@ -340,11 +335,9 @@ bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
 void decode_attention(const AttnArgs& a, cudaStream_t s) {
   LOOM_CHECK(decode_attention_applies(a, 1), "decode_attention: head dim ", a.kv.d, ", ", a.hq, " query heads over ",
              a.kv.hk, " KV heads");
-  AttnArgs args = a;
-  args.pdl_trigger_first = pdl_trigger_first();
   const bool fold = a.inv_freq != nullptr;
-  if (a.kv.d == 64) fold ? launch<64, true>(args, s) : launch<64, false>(args, s);
-  else fold ? launch<128, true>(args, s) : launch<128, false>(args, s);
+  if (a.kv.d == 64) fold ? launch<64, true>(a, s) : launch<64, false>(a, s);
+  else fold ? launch<128, true>(a, s) : launch<128, false>(a, s);
 }
 
 }  // namespace loom::kernels::cuda::attn

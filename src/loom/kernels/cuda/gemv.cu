@@ -4,13 +4,12 @@
 // Every output element is computed in the same order whatever the number of rows, so a row's
 // result does not depend on the batch it was computed in (graphs and eager agree).
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/pdl.cuh"
 #include "loom/kernels/cuda/route_topk.cuh"
+#include "loom/tensor/env.h"
 #include "loom/tensor/error.h"
 
 namespace loom::kernels::cuda {
@@ -290,14 +289,24 @@ struct DecodeSwitches {
   bool gemv_preload = false, down_prefetch = false;
 };
 const DecodeSwitches& decode_switches() {
-  static const DecodeSwitches switches = [] {
-    const auto on = [](const char* name) {
-      const char* v = std::getenv(name);
-      return v != nullptr && std::strcmp(v, "1") == 0;
-    };
-    return DecodeSwitches{on("LOOM_GEMV_PRELOAD"), on("LOOM_MOE_DOWN_PREFETCH")};
-  }();
+  static const DecodeSwitches switches{env_is("LOOM_GEMV_PRELOAD", "1"), env_is("LOOM_MOE_DOWN_PREFETCH", "1")};
   return switches;
+}
+
+// The instantiation for m rows (M = 1, 2, 4 or 8); Preload: LOOM_GEMV_PRELOAD.
+template <bool Preload>
+auto gemv_kernel_for(int64_t m) {
+  return m == 1   ? gemv_kernel<1, Preload>
+         : m == 2 ? gemv_kernel<2, Preload>
+         : m <= 4 ? gemv_kernel<4, Preload>
+                  : gemv_kernel<8, Preload>;
+}
+template <bool Preload>
+auto router_kernel_for(int64_t m) {
+  return m == 1   ? router_topk_kernel<1, Preload>
+         : m == 2 ? router_topk_kernel<2, Preload>
+         : m <= 4 ? router_topk_kernel<4, Preload>
+                  : router_topk_kernel<8, Preload>;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -333,11 +342,7 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
   const auto* xb = static_cast<const bf16*>(x);
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
-  const bool pre = decode_switches().gemv_preload;
-  auto* kernel = m == 1   ? (pre ? gemv_kernel<1, true> : gemv_kernel<1, false>)
-                 : m == 2 ? (pre ? gemv_kernel<2, true> : gemv_kernel<2, false>)
-                 : m <= 4 ? (pre ? gemv_kernel<4, true> : gemv_kernel<4, false>)
-                          : (pre ? gemv_kernel<8, true> : gemv_kernel<8, false>);
+  auto* kernel = decode_switches().gemv_preload ? gemv_kernel_for<true>(m) : gemv_kernel_for<false>(m);
   launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first());
 }
 
@@ -359,11 +364,7 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
   const int mi = static_cast<int>(m), hi = static_cast<int>(hidden), e = static_cast<int>(experts);
   const int k = static_cast<int>(top_k);
   unsigned* done = completion_counters();
-  const bool pre = decode_switches().gemv_preload;
-  auto* kernel = m == 1   ? (pre ? router_topk_kernel<1, true> : router_topk_kernel<1, false>)
-                 : m == 2 ? (pre ? router_topk_kernel<2, true> : router_topk_kernel<2, false>)
-                 : m <= 4 ? (pre ? router_topk_kernel<4, true> : router_topk_kernel<4, false>)
-                          : (pre ? router_topk_kernel<8, true> : router_topk_kernel<8, false>);
+  auto* kernel = decode_switches().gemv_preload ? router_kernel_for<true>(m) : router_kernel_for<false>(m);
   launch_pdl(kernel, blocks, kThreads, smem, s, xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
 }
 

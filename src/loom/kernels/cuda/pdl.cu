@@ -1,24 +1,17 @@
-#include <cstdlib>
-#include <cstring>
 #include <map>
 
 #include "loom/kernels/cuda/pdl.cuh"
+#include "loom/tensor/env.h"
 
 namespace loom::kernels::cuda {
 
 bool pdl_trigger_first() {
-  static const bool on = [] {
-    const char* v = std::getenv("LOOM_PDL_TRIGGER_FIRST");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool on = env_is("LOOM_PDL_TRIGGER_FIRST", "1");
   return on;
 }
 
 bool pdl_enabled() {
-  static const bool off = [] {
-    const char* v = std::getenv("LOOM_PDL");
-    return v != nullptr && std::strcmp(v, "0") == 0;
-  }();
+  static const bool off = env_is("LOOM_PDL", "0");
   if (off) return false;
   thread_local std::map<int, bool> by_device;  // per rank thread, as completion_counters()
   int device = 0;
