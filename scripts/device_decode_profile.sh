@@ -6,7 +6,7 @@
 #   - `loom bench latency` decode steps as CUDA graphs at bs 1/8/32/128 (the figure that counts),
 #     again with each NAME=VALUE of LOOM_AB_ENV set (A/B switches, space-separated, one run each:
 #     e.g. LOOM_AB_ENV="LOOM_PDL=0 LOOM_DECODE_ATTENTION=general"; a run with several set joins them
-#     with commas: "A=1,B=2");
+#     with commas: "A=1,B=2"; LOOM_LATENCY_BS=1:128 among them sets that run's batch sizes);
 #   - bench_decode_kernels: each decode kernel in a graph of 48 launches on cold weights;
 #   - a CUPTI trace (bench/kernel_trace.cc) of `bench latency` at each batch size of LOOM_TRACE_BS
 #     (default "1 128"), one graph replay summed by kernel (bench/trace_summary.py), with
@@ -36,9 +36,12 @@ if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
   tests="$(grep -E '^\[  (PASSED|FAILED) |tests ran' "$LOGS/test_cuda.log" | tr '\n' ' ')"
   echo "tests: $((SECONDS - t0)) s"
 fi
-latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128 (or LOOM_LATENCY_BS)
+latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128 (or LOOM_LATENCY_BS; an A/B run's
+  # own LOOM_LATENCY_BS=1:128 overrides it, colons for commas)
+  local bs="${LOOM_LATENCY_BS:-1,8,32,128}" kv
+  for kv in ${2//,/ }; do [[ $kv == LOOM_LATENCY_BS=* ]] && bs="${kv#*=}" && bs="${bs//:/,}"; done
   env ${2:+${2//,/ }} ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy \
-    --batch-size "${LOOM_LATENCY_BS:-1,8,32,128}" --input-len 1024 --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 \
+    --batch-size "$bs" --input-len 1024 --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 \
     >"$1" 2>&1 || tail -5 "$1"
 }
 latency "$LOGS/latency.log"
