@@ -135,8 +135,10 @@ TEST(ServerConnections, IdleKeepAliveConnectionIsClosed) {
 }
 
 // Not streaming, so nothing is written until the end: the read kept pending on the socket sees the
-// close. The request is aborted within an engine step or two, its pages freed, and /metrics
-// counts a 499.
+// close. The request is aborted long before its 4,000 tokens, its pages freed, and /metrics counts
+// a 499. (The engine drops an aborted request before its next step: Scheduler.AbortFreesPagesAtOnce.
+// How many steps pass before the I/O thread sees the close is up to the OS: 1-2 on an idle machine,
+// 3-4 with two busy loops beside the test on 2 cores, so the bound here is loose.)
 TEST(ServerConnections, NonStreamingClientThatLeavesIsAbortedAtOnceAndMetricsShowIt) {
   ServerHarness h;
   HttpConnection c(h.port());
@@ -149,8 +151,7 @@ TEST(ServerConnections, NonStreamingClientThatLeavesIsAbortedAtOnceAndMetricsSho
   ASSERT_TRUE(h.engine().wait_idle(std::chrono::seconds(30)));
   const auto stats = h.engine().stats();
   EXPECT_EQ(stats.requests_finished_abort, 1u);
-  // The step running at the close, and the one that drops the request.
-  EXPECT_LE(stats.steps - steps_at_close, 2u) << "steps run after the client left";
+  EXPECT_LE(stats.steps - steps_at_close, 50u) << "steps run after the client left";
   EXPECT_EQ(metric(h.port(), "loom_kv_pages_locked{"), 0);
   EXPECT_EQ(metric(h.port(), "loom_kv_pages_free{") + metric(h.port(), "loom_kv_pages_cached{"),
             metric(h.port(), "loom_kv_pages_total{"));
