@@ -26,7 +26,8 @@ TEST(ParallelCli, LogitsEqualOneRankForEveryFlag) {
        {"--tp 2", "--tp-size 4 --ep-size 2 --moe-dp-size 2", "--tp-size 4 --ep-size 2 --moe-cp-size 2",
         "--tp 4 --attn-cp-size 2 --enable-prefill-context-parallel",
         "--tp 4 --attn-cp-size 2 --ep-size 2 --moe-dp-size 2 --enable-prefill-context-parallel",
-        "--tp 2 --enable-dp-attention --dp-size 2 --ep-size 2"}) {
+        "--tp 2 --enable-dp-attention --dp-size 2 --ep-size 2",
+        "--tp 4 --attn-cp-size 2 --ep-size 2 --enable-prefill-context-parallel --dist-backend host-copy"}) {
     SCOPED_TRACE(flags);
     const auto par = run_loom("logits " + kMoe + kPrompt + "--device cpu " + flags);
     ASSERT_EQ(par.exit_code, 0) << par.err;
@@ -84,8 +85,9 @@ TEST(ParallelCli, ImpossibleCombinationsFailAtStartWithOneLine) {
 TEST(ParallelCli, BackendAndAliasMistakesFailWithOneLine) {
   const std::pair<std::string, std::string> cases[] = {
       {"--tp 4 --ep-size 2 --moe-dp-size 2 --moe-cp-size 2", "--moe-cp-size is the older name of --moe-dp-size"},
-      {"--tp 2 --dist-backend mpi", "--dist-backend: unknown 'mpi' (allowed: auto, nccl, device-copy)"},
+      {"--tp 2 --dist-backend mpi", "--dist-backend: unknown 'mpi' (allowed: auto, nccl, device-copy, host-copy)"},
       {"--tp 2 --dist-backend nccl", "--dist-backend nccl is for --device cuda"},
+      {"--tp 2 --device cuda --dist-backend host-copy", "--dist-backend host-copy is for --device cpu"},
   };
   for (const auto& [flags, says] : cases) {
     SCOPED_TRACE(flags);

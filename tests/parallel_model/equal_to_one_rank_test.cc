@@ -80,14 +80,13 @@ std::vector<float> row(const std::vector<float>& flat, int64_t v, int64_t r) {
 
 using Param = std::tuple<loom::testing::ParallelCase, std::string>;
 
-class EqualToOneRank : public ::testing::TestWithParam<Param> {};
-
-TEST_P(EqualToOneRank, LogitsAndGreedyTokens) {
-  const auto& [pc, name] = GetParam();
+void expect_equal_to_one_rank(const loom::testing::ParallelCase& pc, const std::string& name,
+                              const std::string& dist_backend) {
   const std::string dir = model_dir(name);
   runtime::RunnerOptions o = options(dir);
   o.parallel = pc.config();
   o.moe_dispatch = pc.dispatch;
+  o.dist_backend = dist_backend;
 
   std::string impossible;
   try {
@@ -129,6 +128,21 @@ TEST_P(EqualToOneRank, LogitsAndGreedyTokens) {
   EXPECT_EQ(runner->kv_pool().num_free(), runner->kv_pool().num_pages()) << "pages leaked";
 }
 
+class EqualToOneRank : public ::testing::TestWithParam<Param> {};
+
+TEST_P(EqualToOneRank, LogitsAndGreedyTokens) {
+  const auto& [pc, name] = GetParam();
+  expect_equal_to_one_rank(pc, name, "auto");
+}
+
+// Every layout again with the ranks' CPU communicators on host copies instead of Gloo.
+class EqualToOneRankOverHostCopy : public ::testing::TestWithParam<Param> {};
+
+TEST_P(EqualToOneRankOverHostCopy, LogitsAndGreedyTokens) {
+  const auto& [pc, name] = GetParam();
+  expect_equal_to_one_rank(pc, name, "host-copy");
+}
+
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
   std::string n = std::get<0>(info.param).name + "_" + std::get<1>(info.param);
   for (auto& ch : n)
@@ -139,6 +153,10 @@ std::string param_name(const ::testing::TestParamInfo<Param>& info) {
 INSTANTIATE_TEST_SUITE_P(Matrix, EqualToOneRank,
                          ::testing::Combine(::testing::ValuesIn(loom::testing::parallel_cases()),
                                             ::testing::ValuesIn(loom::testing::decoder_checkpoints())),
+                         param_name);
+INSTANTIATE_TEST_SUITE_P(Matrix, EqualToOneRankOverHostCopy,
+                         ::testing::Combine(::testing::ValuesIn(loom::testing::parallel_cases()),
+                                            ::testing::Values("tiny-qwen3-moe")),
                          param_name);
 
 }  // namespace

@@ -17,7 +17,9 @@ namespace {
 struct Case {
   const char* name;
   int tp, attn_cp, ep, moe_dp, failing_rank;
+  const char* dist_backend = "auto";  // auto: Gloo; host-copy: what the ThreadSanitizer job runs
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 
 class RankFailure : public ::testing::TestWithParam<Case> {};
@@ -33,6 +35,7 @@ TEST_P(RankFailure, PeersStopAtOnceAndLaterStepsSayWhy) {
   o.parallel.ep = c.ep;
   o.parallel.moe_dp = c.moe_dp;
   o.parallel.dist_timeout_s = 600;  // the wait a failed rank used to cost its peers
+  o.dist_backend = c.dist_backend;
   auto runner = runtime::create_runner(o);
   auto pages = *runner->kv_pool().allocate(runner->kv_pool().pages_for_tokens(32));
   model::ForwardBatch batch;
@@ -60,7 +63,10 @@ TEST_P(RankFailure, PeersStopAtOnceAndLaterStepsSayWhy) {
 INSTANTIATE_TEST_SUITE_P(Configs, RankFailure,
                          ::testing::Values(Case{"tp2_rank1", 2, 1, 1, 1, 1},
                                            Case{"tp2_rank0", 2, 1, 1, 1, 0},
-                                           Case{"tp4_cp2_ep2_moedp2_rank3", 4, 2, 2, 2, 3}),
+                                           Case{"tp4_cp2_ep2_moedp2_rank3", 4, 2, 2, 2, 3},
+                                           Case{"tp2_rank1_host_copy", 2, 1, 1, 1, 1, "host-copy"},
+                                           Case{"tp2_rank0_host_copy", 2, 1, 1, 1, 0, "host-copy"},
+                                           Case{"tp4_cp2_ep2_moedp2_rank3_host_copy", 4, 2, 2, 2, 3, "host-copy"}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

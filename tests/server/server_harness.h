@@ -29,6 +29,7 @@ struct HarnessOptions {
   std::string api_key;
   size_t max_request_bytes = 1 << 20;
   int tp = 1;  // > 1: a parallel runner of that many CPU ranks
+  std::string dist_backend = "auto";  // its CPU communicators: auto (Gloo) or host-copy
   std::string tool_call_parser, reasoning_parser;
   std::function<void(runtime::Runner&)> before_serving;  // e.g. to inject a rank failure
   std::function<void(ServerOptions&)> configure_server;  // e.g. short timeouts, one I/O thread
@@ -38,12 +39,14 @@ struct HarnessOptions {
 
 inline std::unique_ptr<runtime::Runner> tiny_runner(int64_t max_total_tokens, int64_t page_size, int tp = 1,
                                                     const std::string& model_dir = tiny_model_dir(),
-                                                    Device device = Device::cpu()) {
+                                                    Device device = Device::cpu(),
+                                                    const std::string& dist_backend = "auto") {
   runtime::RunnerOptions ro;
   ro.model_path = model_dir;
   ro.max_total_tokens = max_total_tokens;
   ro.page_size = page_size;
   ro.parallel.tp = tp;
+  ro.dist_backend = dist_backend;
   ro.device = device;
   if (device.is_cuda()) ro.mem_fraction_static = 0.3;
   return runtime::create_runner(ro);
@@ -57,7 +60,7 @@ class ServerHarness {
     eo.scheduler.chunked_prefill_size = o.chunked_prefill_size;
     eo.scheduler.disable_radix_cache = o.disable_radix_cache;
     eo.max_queue = o.max_queue;
-    auto runner = tiny_runner(o.max_total_tokens, o.page_size, o.tp, o.model_dir, o.device);
+    auto runner = tiny_runner(o.max_total_tokens, o.page_size, o.tp, o.model_dir, o.device, o.dist_backend);
     if (o.before_serving) o.before_serving(*runner);
     engine_ = std::make_unique<engine::Engine>(std::move(runner), tokenizer::testing::qwen3(), eo);
     ServerOptions so;

@@ -1,75 +1,31 @@
 #ifdef LOOM_HAVE_CUDA
 #include "loom/parallel/device_copy_communicator.h"
 
-#include <condition_variable>
 #include <functional>
-#include <map>
 #include <mutex>
 
 #include "loom/kernels/cuda/parallel.h"
-#include "loom/parallel/peer_failure.h"
+#include "loom/parallel/in_process_rendezvous.h"
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/cuda_stream.h"
 
 namespace loom::parallel {
 
-struct DeviceCopyCommunicator::Shared {
-  explicit Shared(int size) : posted(size), joined(size, false), events(size) {}
-  // A member's events outlive it: a peer leaving its last collective may still enqueue a wait on
-  // them after this member returned, so they go when the last member does.
-  ~Shared() {
+// The group's rendezvous, and each member's ready and done events, made when it joins and fixed from
+// then on. A member's events outlive it: a peer leaving its last collective may still enqueue a
+// wait on them after this member returned, so they go when the last member does.
+struct DeviceCopyCommunicator::Shared : InProcessRendezvous {
+  explicit Shared(int size) : InProcessRendezvous(size), events(size) {}
+  ~Shared() override {
     for (auto& [ready, done] : events) {
       if (ready) cudaEventDestroy(ready);
       if (done) cudaEventDestroy(done);
     }
   }
-
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Posted> posted;
-  std::vector<bool> joined;
-  // Each member's ready and done events, made when it joins and fixed from then on.
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> events;
-  int arrived = 0;
-  uint64_t generation = 0;
-  bool aborted = false;
-
-  // Every member calls it; returns once all have. Throws when a member aborted or did not come.
-  void barrier(std::unique_lock<std::mutex>& lock, const std::string& name, std::chrono::milliseconds timeout) {
-    if (aborted) throw PeerFailure(str(name, ": a peer rank failed and closed the group"));
-    const uint64_t gen = generation;
-    if (++arrived == static_cast<int>(posted.size())) {
-      arrived = 0;
-      ++generation;
-      cv.notify_all();
-      return;
-    }
-    if (!cv.wait_for(lock, timeout, [&] { return generation != gen || aborted; })) {
-      aborted = true;  // the group is unusable from here on: tell the others too
-      cv.notify_all();
-      throw PeerFailure(str(name, ": peers did not reach the collective within ", timeout.count() / 1000.0,
-                            " s (--dist-timeout)"));
-    }
-    if (generation == gen) throw PeerFailure(str(name, ": a peer rank failed and closed the group"));
-  }
 };
 
 namespace {
-
-std::shared_ptr<DeviceCopyCommunicator::Shared> join_table(const std::string& key, int size) {
-  static std::mutex mu;
-  static std::map<std::string, std::weak_ptr<DeviceCopyCommunicator::Shared>> table;
-  std::lock_guard<std::mutex> lock(mu);
-  for (auto it = table.begin(); it != table.end();) it = it->second.expired() ? table.erase(it) : std::next(it);
-  auto& slot = table[key];
-  auto shared = slot.lock();
-  if (!shared) {
-    shared = std::make_shared<DeviceCopyCommunicator::Shared>(size);
-    slot = shared;
-  }
-  LOOM_CHECK(static_cast<int>(shared->posted.size()) == size, "device-copy group ", key, ": members disagree on its size");
-  return shared;
-}
 
 kernels::cuda::SumType sum_type(DType d) {
   switch (d) {
@@ -90,43 +46,32 @@ DeviceCopyCommunicator::DeviceCopyCommunicator(std::string name, std::vector<int
                                                std::chrono::milliseconds timeout)
     : Communicator(std::move(name), std::move(ranks), rank), cuda_device_(cuda_device), timeout_(timeout) {
   CUDA_CHECK(cudaSetDevice(cuda_device_));
-  shared_ = join_table(str(static_cast<const void*>(&store), "/", key), size());
+  shared_ = join_in_process<Shared>(str(static_cast<const void*>(&store), "/", key), size());
   std::unique_lock<std::mutex> lock(shared_->mu);
   auto& [ready, done] = shared_->events[this->rank()];
-  LOOM_CHECK(!shared_->joined[this->rank()], this->name(), ": two members joined as rank ", this->rank());
-  CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  if (!ready) {
+    CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  }
   ready_ = ready;
   done_ = done;
-  shared_->joined[this->rank()] = true;
-  try {
-    shared_->barrier(lock, this->name(), timeout_);
-  } catch (const PeerFailure&) {
-    std::string missing;
-    for (int m = 0; m < size(); ++m)
-      if (!shared_->joined[m]) missing += (missing.empty() ? "" : ", ") + std::to_string(this->ranks()[m]);
-    throw PeerFailure(str(this->name(), ": ranks ", missing.empty() ? "?" : missing,
-                          " did not join (the device-copy backend needs every rank in this process)"));
-  }
+  shared_->join(lock, this->rank(), this->name(), this->ranks(), timeout_,
+                "the device-copy backend needs every rank in this process");
 }
 
 DeviceCopyCommunicator::~DeviceCopyCommunicator() = default;
 
-void DeviceCopyCommunicator::abort() {
-  std::lock_guard<std::mutex> lock(shared_->mu);
-  shared_->aborted = true;
-  shared_->cv.notify_all();
-}
+void DeviceCopyCommunicator::abort() { shared_->abort(); }
 
 void DeviceCopyCommunicator::exchange(const void* data, const std::vector<int64_t>& rows,
-                                      const std::function<void(const std::vector<Posted>&, cudaStream_t)>& read) {
+                                      const std::function<void(const std::vector<InProcessPost>&, cudaStream_t)>& read) {
   CUDA_CHECK(cudaSetDevice(cuda_device_));
   const cudaStream_t s = cuda::current_stream(cuda_device_);
   CUDA_CHECK(cudaEventRecord(ready_, s));
-  std::vector<Posted> all;
+  std::vector<InProcessPost> all;
   {
     std::unique_lock<std::mutex> lock(shared_->mu);
-    shared_->posted[rank()] = Posted{data, rows};
+    shared_->posted[rank()] = InProcessPost{data, rows, {}};
     shared_->barrier(lock, name(), timeout_);  // every member's buffer is published
     all = shared_->posted;
   }
@@ -145,9 +90,9 @@ void DeviceCopyCommunicator::exchange(const void* data, const std::vector<int64_
 void DeviceCopyCommunicator::do_all_reduce_sum(Tensor& t) {
   // Sum into scratch first: the peers read t until the exchange ends.
   Tensor sum = Tensor::empty(t.shape(), t.dtype(), t.device());
-  exchange(t.data_ptr(), {}, [&](const std::vector<Posted>& all, cudaStream_t s) {
+  exchange(t.data_ptr(), {}, [&](const std::vector<InProcessPost>& all, cudaStream_t s) {
     kernels::cuda::SumSources src;
-    for (const Posted& p : all) src.p[src.n++] = p.data;
+    for (const InProcessPost& p : all) src.p[src.n++] = p.data;
     kernels::cuda::sum_buffers(src, sum.data_ptr(), t.numel(), sum_type(t.dtype()), s);
   });
   if (t.nbytes())
@@ -157,7 +102,7 @@ void DeviceCopyCommunicator::do_all_reduce_sum(Tensor& t) {
 
 void DeviceCopyCommunicator::do_all_gather(const Tensor& in, Tensor& out, const std::vector<int64_t>& rows) {
   const int64_t row_bytes = row_elems(in) * static_cast<int64_t>(dtype_size(in.dtype()));
-  exchange(in.data_ptr(), {}, [&](const std::vector<Posted>& all, cudaStream_t s) {
+  exchange(in.data_ptr(), {}, [&](const std::vector<InProcessPost>& all, cudaStream_t s) {
     int64_t offset = 0;
     for (int p = 0; p < size(); ++p) {
       if (rows[p] > 0)
@@ -172,9 +117,9 @@ void DeviceCopyCommunicator::do_reduce_scatter(const Tensor& in, Tensor& out, co
   const int64_t elems = row_elems(in), esize = static_cast<int64_t>(dtype_size(in.dtype()));
   int64_t first = 0;
   for (int p = 0; p < rank(); ++p) first += rows[p];
-  exchange(in.data_ptr(), {}, [&](const std::vector<Posted>& all, cudaStream_t s) {
+  exchange(in.data_ptr(), {}, [&](const std::vector<InProcessPost>& all, cudaStream_t s) {
     kernels::cuda::SumSources src;
-    for (const Posted& p : all) src.p[src.n++] = at(p.data, first * elems * esize);
+    for (const InProcessPost& p : all) src.p[src.n++] = at(p.data, first * elems * esize);
     kernels::cuda::sum_buffers(src, out.data_ptr(), rows[rank()] * elems, sum_type(in.dtype()), s);
   });
 }
@@ -182,7 +127,7 @@ void DeviceCopyCommunicator::do_reduce_scatter(const Tensor& in, Tensor& out, co
 void DeviceCopyCommunicator::do_all_to_all(const Tensor& in, const std::vector<int64_t>& in_rows, Tensor& out,
                                            const std::vector<int64_t>& out_rows) {
   const int64_t row_bytes = row_elems(in) * static_cast<int64_t>(dtype_size(in.dtype()));
-  exchange(in.data_ptr(), in_rows, [&](const std::vector<Posted>& all, cudaStream_t s) {
+  exchange(in.data_ptr(), in_rows, [&](const std::vector<InProcessPost>& all, cudaStream_t s) {
     int64_t offset = 0;
     for (int p = 0; p < size(); ++p) {
       int64_t from = 0;  // where p's rows for this member start in p's buffer
@@ -198,14 +143,14 @@ void DeviceCopyCommunicator::do_all_to_all(const Tensor& in, const std::vector<i
 }
 
 void DeviceCopyCommunicator::do_broadcast(Tensor& t, int root) {
-  exchange(t.data_ptr(), {}, [&](const std::vector<Posted>& all, cudaStream_t s) {
+  exchange(t.data_ptr(), {}, [&](const std::vector<InProcessPost>& all, cudaStream_t s) {
     if (rank() != root && t.nbytes())
       CUDA_CHECK(cudaMemcpyAsync(t.data_ptr(), all[root].data, t.nbytes(), cudaMemcpyDeviceToDevice, s));
   });
 }
 
 void DeviceCopyCommunicator::do_barrier() {
-  exchange(nullptr, {}, [](const std::vector<Posted>&, cudaStream_t) {});
+  exchange(nullptr, {}, [](const std::vector<InProcessPost>&, cudaStream_t) {});
   CUDA_CHECK(cudaStreamSynchronize(cuda::current_stream(cuda_device_)));
 }
 

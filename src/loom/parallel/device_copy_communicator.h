@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "loom/parallel/communicator.h"
+#include "loom/parallel/in_process_rendezvous.h"
 #include "loom/parallel/store.h"
 
 namespace loom::parallel {
@@ -41,16 +42,12 @@ class DeviceCopyCommunicator : public Communicator {
 
  public:
   struct Shared;  // the group's meeting point (device_copy_communicator.cc)
-  struct Posted {  // what a member publishes for one collective
-    const void* data = nullptr;
-    std::vector<int64_t> rows;  // all_to_all: the rows it sends to each member
-  };
 
  private:
   // Publishes `mine`, waits for every member, lets `read` enqueue this member's reads of the
   // others' buffers, then orders this stream after every member's reads.
   void exchange(const void* data, const std::vector<int64_t>& rows,
-                const std::function<void(const std::vector<Posted>&, cudaStream_t)>& read);
+                const std::function<void(const std::vector<InProcessPost>&, cudaStream_t)>& read);
 
   int cuda_device_;
   std::chrono::milliseconds timeout_;

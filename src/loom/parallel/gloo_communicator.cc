@@ -15,6 +15,7 @@
 #include <exception>
 #include <cstring>
 
+#include "loom/parallel/host_collective_math.h"
 #include "loom/parallel/layout.h"
 
 namespace loom::parallel {
@@ -63,48 +64,6 @@ char g_empty_byte;
 void* ptr_or_dummy(const Tensor& t) { return t.numel() > 0 ? t.data_ptr() : &g_empty_byte; }
 
 bool is_float16ish(DType d) { return d == DType::bf16 || d == DType::f16; }
-
-// Sums `n` elements of `parts` chunks laid out one after another in `src` into `dst` (rank order,
-// so the result is the serial sum). 16-bit floats accumulate in f32 and round once.
-void sum_chunks(const void* src, int parts, int64_t n, void* dst, DType d) {
-  switch (d) {
-    case DType::f32: {
-      auto* s = static_cast<const float*>(src);
-      auto* o = static_cast<float*>(dst);
-      for (int64_t e = 0; e < n; ++e) {
-        float acc = 0;
-        for (int p = 0; p < parts; ++p) acc += s[p * n + e];
-        o[e] = acc;
-      }
-      return;
-    }
-    case DType::i32:
-    case DType::i64: {
-      for (int64_t e = 0; e < n; ++e) {
-        int64_t acc = 0;
-        for (int p = 0; p < parts; ++p)
-          acc += d == DType::i32 ? static_cast<const int32_t*>(src)[p * n + e]
-                                 : static_cast<const int64_t*>(src)[p * n + e];
-        if (d == DType::i32) static_cast<int32_t*>(dst)[e] = static_cast<int32_t>(acc);
-        else static_cast<int64_t*>(dst)[e] = acc;
-      }
-      return;
-    }
-    case DType::bf16:
-    case DType::f16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      auto* o = static_cast<uint16_t*>(dst);
-      const bool bf = d == DType::bf16;
-      for (int64_t e = 0; e < n; ++e) {
-        float acc = 0;
-        for (int p = 0; p < parts; ++p) acc += bf ? bf16_to_f32(s[p * n + e]) : f16_to_f32(s[p * n + e]);
-        o[e] = bf ? f32_to_bf16(acc) : f32_to_f16(acc);
-      }
-      return;
-    }
-    default: throw Error(loom::str("sum of dtype ", dtype_name(d), " is not supported"));
-  }
-}
 
 }  // namespace
 
@@ -221,18 +180,13 @@ void GlooCommunicator::check_counts_agree(const char* op, const std::vector<int6
   opts.setInput(local.data(), w);
   opts.setOutput(all.data(), std::vector<size_t>(n, w));
   LOOM_GLOO_CALL(op, gloo::allgatherv(opts));
-  for (size_t r = 0; r < n; ++r)
-    for (size_t p = 0; p < n; ++p) {
-      if (out_rows) {  // rank r sends all[r][p] rows to p, which expects all[p][n + r]
-        const int64_t sent = all[r * w + p], expected = all[p * w + n + r];
-        if (sent != expected)
-          throw Error(loom::str(name(), ": ", op, ": group rank ", r, " sends ", sent, " rows to group rank ", p,
-                                ", which expects ", expected, " (its out_counts[", r, "])"));
-      } else if (all[r * w + p] != all[p]) {
-        throw Error(loom::str(name(), ": ", op, ": ranks disagree on the counts: group rank ", r, " has counts[",
-                              p, "] = ", all[r * w + p], ", group rank 0 has ", all[p]));
-      }
-    }
+  std::vector<std::vector<int64_t>> counts(n), out_counts(n);
+  for (size_t r = 0; r < n; ++r) {
+    counts[r].assign(all.begin() + r * w, all.begin() + r * w + n);
+    if (out_rows) out_counts[r].assign(all.begin() + r * w + n, all.begin() + (r + 1) * w);
+  }
+  const std::string wrong = counts_disagreement(op, counts, out_rows ? &out_counts : nullptr);
+  if (!wrong.empty()) throw Error(loom::str(name(), ": ", wrong));
 }
 
 void GlooCommunicator::do_all_gather(const Tensor& in, Tensor& out, const std::vector<int64_t>& rows) {
@@ -274,7 +228,9 @@ void GlooCommunicator::do_reduce_scatter(const Tensor& in, Tensor& out, const st
   for (int p = 0; p < size(); ++p) in_bytes[p] = rows[p] * elems * esize;
   std::vector<char> received(static_cast<size_t>(mine * esize * size()) + 1);
   alltoallv_bytes(ptr_or_dummy(in), in_bytes, received.data(), out_bytes);
-  if (mine > 0) sum_chunks(received.data(), size(), mine, out.data_ptr(), in.dtype());
+  std::vector<const void*> parts(size());
+  for (int p = 0; p < size(); ++p) parts[p] = received.data() + p * mine * esize;
+  if (mine > 0) sum_in_order(parts, mine, out.data_ptr(), in.dtype());
 }
 
 void GlooCommunicator::do_all_to_all(const Tensor& in, const std::vector<int64_t>& in_rows, Tensor& out,

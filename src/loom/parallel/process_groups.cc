@@ -1,6 +1,7 @@
 #include "loom/parallel/process_groups.h"
 
 #include "loom/parallel/graph_registry.h"
+#include "loom/parallel/host_copy_communicator.h"
 #ifdef LOOM_HAVE_CUDA
 #include "loom/parallel/device_copy_communicator.h"
 #include "loom/parallel/nccl_communicator.h"
@@ -9,6 +10,17 @@
 namespace loom::parallel {
 
 const char* backend_name(DeviceBackend b) { return b == DeviceBackend::nccl ? "nccl" : "device-copy"; }
+const char* backend_name(CpuBackend b) { return b == CpuBackend::gloo ? "gloo" : "host-copy"; }
+
+std::shared_ptr<Communicator> make_cpu_communicator(const std::string& name, const std::vector<int>& members,
+                                                    int index, Store& store, const std::string& key,
+                                                    const ProcessGroupOptions& opts, std::chrono::milliseconds timeout) {
+  const std::string full = str(name, " (", backend_name(opts.cpu_backend), ")");
+  if (opts.cpu_backend == CpuBackend::host_copy)
+    return std::make_shared<HostCopyCommunicator>(full, members, index, store, key, timeout);
+  LOOM_CHECK(opts.gloo_device, full, ": no Gloo device");
+  return std::make_shared<GlooCommunicator>(full, members, index, store, key, opts.gloo_device, timeout);
+}
 
 std::shared_ptr<Communicator> make_device_communicator(const std::string& name, const std::vector<int>& members,
                                                        int index, Store& store, const std::string& key,
@@ -38,7 +50,8 @@ static std::string join(const std::vector<int>& v) {
 
 ProcessGroups::ProcessGroups(const ParallelConfig& c, int rank, Store& store, const ProcessGroupOptions& opts)
     : config_(c), coords_(rank_coords(c, rank)) {
-  auto gloo_dev = opts.gloo_device ? opts.gloo_device : make_gloo_device(store.local_address());
+  ProcessGroupOptions o = opts;
+  if (!o.gloo_device && o.cpu_backend == CpuBackend::gloo) o.gloo_device = make_gloo_device(store.local_address());
   const std::chrono::milliseconds timeout = opts.timeout.count() > 0 ? opts.timeout : store.timeout();
 #ifndef LOOM_HAVE_CUDA
   LOOM_CHECK(opts.device.is_cpu(), "device ", opts.device.str(), " needs a build with CUDA (NCCL)");
@@ -58,9 +71,8 @@ ProcessGroups::ProcessGroups(const ParallelConfig& c, int rank, Store& store, co
     } else {
       const std::string key = opts.key_prefix + "/" + join(g.ranks);
       const std::string name = loom::str(family_name(f), " ", ranks_str(g.ranks));
-      g.cpu = std::make_shared<GlooCommunicator>(name + " (gloo)", g.ranks, g.rank, store, key + "/cpu", gloo_dev,
-                                                 timeout);
-      g.device = make_device_communicator(name, g.ranks, g.rank, store, key, opts, timeout, g.cpu);
+      g.cpu = make_cpu_communicator(name, g.ranks, g.rank, store, key + "/cpu", o, timeout);
+      g.device = make_device_communicator(name, g.ranks, g.rank, store, key, o, timeout, g.cpu);
       made[g.ranks] = {g.cpu, g.device};
     }
     groups_.push_back(std::move(g));

@@ -1,5 +1,5 @@
-// Every family's group for one rank, each with a device communicator (data: NCCL on CUDA, Gloo on
-// the CPU) and a CPU one (control messages, always Gloo). Families whose groups have the same
+// Every family's group for one rank, each with a device communicator (data: NCCL on CUDA, the CPU
+// one on the CPU) and a CPU one (control messages: Gloo, or host copies between rank threads). Families whose groups have the same
 // members share communicators (e.g. MOE_DP when it is the ATTN_CP group).
 #pragma once
 #include <chrono>
@@ -30,13 +30,25 @@ struct Group {
 enum class DeviceBackend { nccl, device_copy };
 const char* backend_name(DeviceBackend b);  // "nccl", "device-copy"
 
+// How host tensors (on GPUs: the control messages) move between ranks: Gloo over TCP (ranks in any
+// processes) or host copies between ranks that share a process (parallel/host_copy_communicator.h).
+enum class CpuBackend { gloo, host_copy };
+const char* backend_name(CpuBackend b);  // "gloo", "host-copy"
+
 struct ProcessGroupOptions {
   Device device = Device::cpu();  // cuda:i gives device communicators on GPU i
   DeviceBackend backend = DeviceBackend::nccl;
+  CpuBackend cpu_backend = CpuBackend::gloo;
   std::chrono::milliseconds timeout{0};  // --dist-timeout; 0: the store's timeout
   std::shared_ptr<GlooDevice> gloo_device;  // shared by a node's ranks; null: one on store.local_address()
   std::string key_prefix = "pg";            // store namespace (distinct per ProcessGroups of a run)
 };
+
+// The host communicator of a group, of `opts.cpu_backend` (Gloo on opts.gloo_device, which must be
+// set). Collective over `members`: each calls it with the same key.
+std::shared_ptr<Communicator> make_cpu_communicator(const std::string& name, const std::vector<int>& members,
+                                                    int index, Store& store, const std::string& key,
+                                                    const ProcessGroupOptions& opts, std::chrono::milliseconds timeout);
 
 // The device communicator of a group on `opts.device` (Gloo's `cpu` itself on the CPU). Collective
 // over `members`: each calls it with the same key.

@@ -44,12 +44,14 @@ int visible_gpus() {
 // Which device communicator CUDA ranks use, and the GPU of each local rank.
 parallel::DeviceBackend choose_backend(const RunnerOptions& o, const parallel::ParallelConfig& pc) {
   const std::string& b = o.dist_backend;
-  LOOM_CHECK_ARG(b == "auto" || b == "nccl" || b == "device-copy", "--dist-backend: unknown '", b,
-                 "' (allowed: auto, nccl, device-copy)");
+  LOOM_CHECK_ARG(b == "auto" || b == "nccl" || b == "device-copy" || b == "host-copy", "--dist-backend: unknown '",
+                 b, "' (allowed: auto, nccl, device-copy, host-copy)");
   if (o.device.is_cpu()) {
-    LOOM_CHECK_ARG(b == "auto", "--dist-backend ", b, " is for --device cuda (CPU ranks use Gloo)");
-    return parallel::DeviceBackend::nccl;  // unused: CPU groups are Gloo
+    LOOM_CHECK_ARG(b == "auto" || b == "host-copy", "--dist-backend ", b,
+                   " is for --device cuda (CPU ranks use auto: Gloo, or host-copy)");
+    return parallel::DeviceBackend::nccl;  // unused: CPU groups use their CPU communicators
   }
+  LOOM_CHECK_ARG(b != "host-copy", "--dist-backend host-copy is for --device cpu (on GPUs: nccl or device-copy)");
   const int visible = visible_gpus();
   if (b == "device-copy") {
     LOOM_CHECK_ARG(o.device.index < visible, "--dist-backend device-copy runs every rank on ", o.device.str(),
@@ -104,8 +106,10 @@ class ParallelRunner final : public Runner {
     model::check_parallel_fit(config_, pc_);
     dispatch_ = parse_dispatch(o.moe_dispatch);
     backend_ = choose_backend(o, pc_);
+    // CPU ranks are this process's threads: host copies need no sockets, Gloo stays the default.
+    cpu_backend_ = o.dist_backend == "host-copy" ? parallel::CpuBackend::host_copy : parallel::CpuBackend::gloo;
     store_ = std::make_unique<parallel::HashStore>(std::chrono::seconds(pc_.dist_timeout_s));
-    gloo_ = parallel::make_gloo_device("127.0.0.1");
+    if (cpu_backend_ == parallel::CpuBackend::gloo) gloo_ = parallel::make_gloo_device("127.0.0.1");
     threads_ = std::make_unique<RankThreads>(pc_.world_size());
     start([this](int r) { start_rank(r); });
     if (o.device.is_cuda())  // once every rank's weights are in: ranks sharing a GPU see the same
@@ -225,6 +229,7 @@ class ParallelRunner final : public Runner {
     pgo.gloo_device = gloo_;
     pgo.device = rank.device;
     pgo.backend = backend_;
+    pgo.cpu_backend = cpu_backend_;
     rank.groups = std::make_unique<parallel::ProcessGroups>(pc_, r, *store_, pgo);
     rank.state = std::make_shared<layers::ParallelState>(make_state(rank, r));
     auto weights = options_.load_format == "dummy" ? io::dummy_weights(0) : io::open_checkpoint(options_.model_path);
@@ -344,7 +349,7 @@ class ParallelRunner final : public Runner {
     return g.ranks.size() == 1 ? layers::Group() : layers::Group(g.device, g.cpu);
   }
 
-  // A family's communicators when one has these members, else a new group (Gloo for host values,
+  // A family's communicators when one has these members, else a new group (a CPU one for host values,
   // and on GPUs a device communicator of the run's backend beside it).
   layers::Group group_of(const Rank& rank, const std::vector<int>& members) {
     if (members.size() == 1) return layers::Group();
@@ -356,11 +361,13 @@ class ParallelRunner final : public Runner {
     for (int m : members) key.append("/").append(std::to_string(m));
     const auto timeout = std::chrono::seconds(pc_.dist_timeout_s);
     const std::string name = str("moe ", parallel::ranks_str(members));
-    std::shared_ptr<parallel::Communicator> cpu = std::make_shared<parallel::GlooCommunicator>(
-        name + " (gloo)", members, index, *store_, key + "/cpu", gloo_, timeout);
     parallel::ProcessGroupOptions pgo;
     pgo.device = rank.device;
     pgo.backend = backend_;
+    pgo.cpu_backend = cpu_backend_;
+    pgo.gloo_device = gloo_;
+    std::shared_ptr<parallel::Communicator> cpu =
+        parallel::make_cpu_communicator(name, members, index, *store_, key + "/cpu", pgo, timeout);
     return layers::Group(parallel::make_device_communicator(name, members, index, *store_, key, pgo, timeout, cpu),
                          cpu);
   }
@@ -370,6 +377,7 @@ class ParallelRunner final : public Runner {
   parallel::ParallelConfig pc_;
   layers::MoeDispatch dispatch_ = layers::MoeDispatch::automatic;
   parallel::DeviceBackend backend_ = parallel::DeviceBackend::nccl;
+  parallel::CpuBackend cpu_backend_ = parallel::CpuBackend::gloo;
   std::unique_ptr<parallel::HashStore> store_;
   std::shared_ptr<parallel::GlooDevice> gloo_;
   std::vector<Rank> ranks_;
