@@ -1,6 +1,7 @@
 #include "loom/parallel/host_copy_communicator.h"
 
 #include <cstring>
+#include <exception>
 
 #include "loom/parallel/host_collective_math.h"
 
@@ -45,11 +46,18 @@ void HostCopyCommunicator::exchange(const char* op, InProcessPost mine, bool che
     wrong = counts_disagreement(op, counts, pairwise ? &out_counts : nullptr);
   }
   // Every member reaches the same verdict from the same posts; none reads when the counts are wrong.
-  if (wrong.empty()) read(all);
+  // A member whose read fails still meets the others, so they never wait for it.
+  std::exception_ptr failed;
+  if (wrong.empty()) try {
+      read(all);
+    } catch (...) {
+      failed = std::current_exception();
+    }
   {
     std::unique_lock<std::mutex> lock(shared_->mu);
     shared_->barrier(lock, name(), timeout_);  // every member is done with the others' buffers
   }
+  if (failed) std::rethrow_exception(failed);
   if (!wrong.empty()) throw Error(str(name(), ": ", wrong));
 }
 
