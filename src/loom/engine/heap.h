@@ -10,8 +10,8 @@
 
 namespace loom::engine {
 
-// Blocks of 1 MiB and more get their own mappings, returned to the system when freed. Process-wide:
-// `loom serve` calls it first thing.
+// Blocks of 1 MiB and more get their own mappings, returned to the system when freed (unless a
+// free stretch of the heap already fits them). Process-wide: `loom serve` calls it first thing.
 void bound_heap_fragmentation();
 
 // Returns the heap's free pages to the system (malloc_trim); the Engine calls it once it has been
