@@ -68,21 +68,13 @@ void DeviceCopyCommunicator::exchange(const void* data, const std::vector<int64_
   CUDA_CHECK(cudaSetDevice(cuda_device_));
   const cudaStream_t s = cuda::current_stream(cuda_device_);
   CUDA_CHECK(cudaEventRecord(ready_, s));
-  std::vector<InProcessPost> all;
-  {
-    std::unique_lock<std::mutex> lock(shared_->mu);
-    shared_->posted[rank()] = InProcessPost{data, rows, {}};
-    shared_->barrier(lock, name(), timeout_);  // every member's buffer is published
-    all = shared_->posted;
-  }
+  // Every member's buffer is published.
+  const std::vector<InProcessPost> all = shared_->post_and_meet(rank(), InProcessPost{data, rows, {}}, name(), timeout_);
   for (int p = 0; p < size(); ++p)
     if (p != rank()) CUDA_CHECK(cudaStreamWaitEvent(s, shared_->events[p].first, 0));
   read(all, s);
   CUDA_CHECK(cudaEventRecord(done_, s));
-  {
-    std::unique_lock<std::mutex> lock(shared_->mu);
-    shared_->barrier(lock, name(), timeout_);  // every member has enqueued its reads
-  }
+  shared_->meet(name(), timeout_);  // every member has enqueued its reads
   for (int p = 0; p < size(); ++p)
     if (p != rank()) CUDA_CHECK(cudaStreamWaitEvent(s, shared_->events[p].second, 0));
 }

@@ -31,13 +31,7 @@ void HostCopyCommunicator::abort() { shared_->abort(); }
 
 void HostCopyCommunicator::exchange(const char* op, InProcessPost mine, bool check_counts,
                                     const std::function<void(const std::vector<InProcessPost>&)>& read) {
-  std::vector<InProcessPost> all;
-  {
-    std::unique_lock<std::mutex> lock(shared_->mu);
-    shared_->posted[rank()] = std::move(mine);
-    shared_->barrier(lock, name(), timeout_);  // every member's buffer is posted
-    all = shared_->posted;
-  }
+  const std::vector<InProcessPost> all = shared_->post_and_meet(rank(), std::move(mine), name(), timeout_);
   std::string wrong;
   if (check_counts) {
     std::vector<std::vector<int64_t>> counts, out_counts;
@@ -53,10 +47,7 @@ void HostCopyCommunicator::exchange(const char* op, InProcessPost mine, bool che
     } catch (...) {
       failed = std::current_exception();
     }
-  {
-    std::unique_lock<std::mutex> lock(shared_->mu);
-    shared_->barrier(lock, name(), timeout_);  // every member is done with the others' buffers
-  }
+  shared_->meet(name(), timeout_);  // every member is done with the others' buffers
   if (failed) std::rethrow_exception(failed);
   if (!wrong.empty()) throw Error(str(name(), ": ", wrong));
 }

@@ -41,6 +41,19 @@ void InProcessRendezvous::barrier(std::unique_lock<std::mutex>& lock, const std:
   if (generation_ == gen) throw PeerFailure(str(name, ": a peer rank failed and closed the group"));
 }
 
+std::vector<InProcessPost> InProcessRendezvous::post_and_meet(int member, InProcessPost mine, const std::string& name,
+                                                              std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu);
+  posted[member] = std::move(mine);
+  barrier(lock, name, timeout);
+  return posted;
+}
+
+void InProcessRendezvous::meet(const std::string& name, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu);
+  barrier(lock, name, timeout);
+}
+
 void InProcessRendezvous::abort() {
   std::lock_guard<std::mutex> lock(mu);
   aborted_ = true;

@@ -32,14 +32,19 @@ class InProcessRendezvous {
   // after `timeout` is a PeerFailure naming the absent global ranks and `hint`.
   void join(std::unique_lock<std::mutex>& lock, int member, const std::string& name, const std::vector<int>& ranks,
             std::chrono::milliseconds timeout, const std::string& hint);
+  // Posts `mine` as `member`'s, meets the others, and returns every member's post (group order).
+  std::vector<InProcessPost> post_and_meet(int member, InProcessPost mine, const std::string& name,
+                                           std::chrono::milliseconds timeout);
   // Every member calls it; returns once all have. PeerFailure when a member aborted or did not come.
-  void barrier(std::unique_lock<std::mutex>& lock, const std::string& name, std::chrono::milliseconds timeout);
-  void abort();  // every barrier of the group, waiting or later, fails
+  void meet(const std::string& name, std::chrono::milliseconds timeout);
+  void abort();  // every meeting of the group, waiting or later, fails
 
   std::mutex mu;
-  std::vector<InProcessPost> posted;  // guarded by mu
 
  private:
+  void barrier(std::unique_lock<std::mutex>& lock, const std::string& name, std::chrono::milliseconds timeout);
+
+  std::vector<InProcessPost> posted;  // guarded by mu
   std::condition_variable cv_;
   std::vector<bool> joined_;
   int arrived_ = 0;
