@@ -39,7 +39,7 @@ fi
 latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128 (or LOOM_LATENCY_BS; an A/B run's
   # own LOOM_LATENCY_BS=1:128 overrides it, colons for commas)
   local bs="${LOOM_LATENCY_BS:-1,8,32,128}" kv
-  for kv in ${2//,/ }; do [[ $kv == LOOM_LATENCY_BS=* ]] && bs="${kv#*=}" && bs="${bs//:/,}"; done
+  for kv in ${2:+${2//,/ }}; do [[ $kv == LOOM_LATENCY_BS=* ]] && bs="${kv#*=}" && bs="${bs//:/,}"; done
   env ${2:+${2//,/ }} ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy \
     --batch-size "$bs" --input-len 1024 --output-len 32 --cuda-graph-max-bs 128 --mem-fraction-static 0.88 \
     >"$1" 2>&1 || tail -5 "$1"

@@ -6,7 +6,6 @@
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/cuda_stream.h"
-#include "loom/tensor/env.h"
 #endif
 
 namespace loom::runtime {
@@ -116,9 +115,7 @@ void CudaGraphRunner::fill_inputs(const model::ForwardBatch& batch, int64_t bs, 
   next_staging_ ^= 1;
   CUDA_CHECK(cudaEventSynchronize(uploaded_[j]));
   int32_t* host = host_meta_[j];
-  // LOOM_GRAPH_FULL_UPLOAD=1: the whole buffer as before, for one A/B on a GPU (then removed).
-  static const bool full_upload = env_is("LOOM_GRAPH_FULL_UPLOAD", "1");
-  const int64_t used = full_upload ? m.total : m.used(bs);
+  const int64_t used = m.used(bs);  // bs 1 in a run with graphs up to 128: 3.255 -> 3.112 ms (bench/NOTES.md)
   std::fill(host, host + used, 0);  // padding: token 0 at position 0 on page 0
   const int64_t n = static_cast<int64_t>(batch.seqs.size());
   for (int64_t i = 0; i <= bs; ++i) host[m.token_starts + i] = static_cast<int32_t>(i);

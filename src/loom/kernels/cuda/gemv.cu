@@ -282,14 +282,14 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
   }
 }
 
-// Decode-kernel experiments written but not yet measured on a GPU, off unless set to 1 (A/B runs:
-// scripts/device_decode_profile.sh's LOOM_AB_ENV): LOOM_GEMV_PRELOAD (gemv_block), and
-// LOOM_MOE_DOWN_PREFETCH (moe_decode_down_kernel). Each is removed or made the code once measured.
+// Decode switches, measured on an H200 (bench/NOTES.md): LOOM_GEMV_PRELOAD (gemv_block) is on
+// unless set to 0 (with PDL's trigger first, bs 1 3.087 -> 2.974 ms); LOOM_MOE_DOWN_PREFETCH
+// (moe_decode_down_kernel) stays off unless set to 1 (bs 1 3.087 -> 3.201 ms: slower).
 struct DecodeSwitches {
-  bool gemv_preload = false, down_prefetch = false;
+  bool gemv_preload = true, down_prefetch = false;
 };
 const DecodeSwitches& decode_switches() {
-  static const DecodeSwitches switches{env_is("LOOM_GEMV_PRELOAD", "1"), env_is("LOOM_MOE_DOWN_PREFETCH", "1")};
+  static const DecodeSwitches switches{!env_is("LOOM_GEMV_PRELOAD", "0"), env_is("LOOM_MOE_DOWN_PREFETCH", "1")};
   return switches;
 }
 

@@ -5,8 +5,10 @@
 
 namespace loom::kernels::cuda {
 
+// On by default: with the GEMVs' preload, bs-1 decode 3.087 -> 2.974 ms (bench/NOTES.md);
+// LOOM_PDL_TRIGGER_FIRST=0 restores the trigger after the wait.
 bool pdl_trigger_first() {
-  static const bool on = env_is("LOOM_PDL_TRIGGER_FIRST", "1");
+  static const bool on = !env_is("LOOM_PDL_TRIGGER_FIRST", "0");
   return on;
 }
 

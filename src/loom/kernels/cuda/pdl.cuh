@@ -12,8 +12,8 @@
 // Before Hopper, or in a launch without the attribute, both calls return at once; LOOM_PDL=0
 // launches without it.
 //
-// An experiment, off unless LOOM_PDL_TRIGGER_FIRST=1 (pdl_trigger_first(); not yet measured on a
-// GPU): the small kernels between two weight-streaming GEMVs (the RMSNorm, the decode attention,
+// On unless LOOM_PDL_TRIGGER_FIRST=0 (pdl_trigger_first(); with the GEMVs' preload, bs-1 decode
+// 3.087 -> 2.974 ms on an H200, bench/NOTES.md): the small kernels between two weight-streaming GEMVs (the RMSNorm, the decode attention,
 // its split merge) and the GEMVs themselves allow dependents *before* they wait, so the next
 // kernel's blocks are scheduled (and request their weights) while the one before this is still
 // running: a GEMV then sees the kernel two or three launches back, not only the one before. Still
@@ -71,7 +71,7 @@ __device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
 // LOOM_PDL not "0". Cached per device.
 bool pdl_enabled();
 
-// LOOM_PDL_TRIGGER_FIRST=1 (the experiment above). Read once.
+// Unless LOOM_PDL_TRIGGER_FIRST=0 (above). Read once.
 bool pdl_trigger_first();
 
 template <typename... Params, typename... Args>
