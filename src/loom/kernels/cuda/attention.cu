@@ -355,8 +355,9 @@ void merge_splits(const float* part, bf16* out, int64_t tokens, int64_t hq, int 
                  : splits <= 8  ? merge_splits_kernel<8>
                  : splits <= 16 ? merge_splits_kernel<16>
                                 : merge_splits_kernel<kMaxMergeSplits>;
-  launch_pdl(kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, part, out, tokens, hq, d, splits, sinks,
-             pdl_trigger_first());
+  for (int i = 0; i < launches_of("merge"); ++i)
+    launch_pdl(kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, part, out, tokens, hq, d, splits, sinks,
+               pdl_trigger_first());
 }
 
 template <int DP, int DPV>

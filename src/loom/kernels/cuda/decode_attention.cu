@@ -313,7 +313,8 @@ void launch(const AttnArgs& a, cudaStream_t s) {
   constexpr size_t smem = smem_bytes<D, FOLD>();
   allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
-  launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a, pdl_trigger_first());
+  for (int i = 0; i < launches_of("attention"); ++i)
+    launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a, pdl_trigger_first());
 }
 
 }  // namespace

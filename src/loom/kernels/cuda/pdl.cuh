@@ -74,6 +74,12 @@ bool pdl_enabled();
 // Unless LOOM_PDL_TRIGGER_FIRST=0 (above). Read once.
 bool pdl_trigger_first();
 
+// A measurement aid: 2 when LOOM_DECODE_EXTRA names `kernel` ("norm", "attention", "merge",
+// "router", "qkv"), else 1. Those launch sites launch their kernel that many times; each repeat
+// writes what the first wrote, so results do not change, and the step's growth is what one such
+// kernel costs inside a graph under PDL (what folding it away could win at most).
+int launches_of(const char* kernel);
+
 template <typename... Params, typename... Args>
 void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
   cudaLaunchAttribute attr{};
