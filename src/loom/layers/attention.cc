@@ -49,34 +49,13 @@ ParallelAttention::ParallelAttention(const ShardLoader& w, const std::string& p,
   }
 }
 
-namespace {
-const Tensor* bias(const Tensor& b) { return b.defined() ? &b : nullptr; }
-}  // namespace
-
-std::vector<const Tensor*> ParallelAttention::qkv_biases() const { return {bias(q_bias_), bias(k_bias_), bias(v_bias_)}; }
-
 Tensor ParallelAttention::forward(const Tensor& x, int64_t layer, const ops::Rope& rope,
                                   const ForwardContext& ctx) const {
-  if (x.size(0) == 0) return x;  // an idle attention-DP replica (its whole ATTN_TP group is idle with it)
-  const Tensor a = attend(ops::linears(x, {&q_proj_, &k_proj_, &v_proj_}, qkv_biases()), layer, rope, ctx);
-  Tensor o = ops::linear(a, o_proj_, bias(o_bias_));
-  ps_->attn_tp.all_reduce(o);
-  return o;
-}
-
-void ParallelAttention::forward_residual(const ops::Normed& in, Tensor& residual, int64_t layer, const ops::Rope& rope,
-                                         const ForwardContext& ctx) const {
-  if (in.rows.size(0) == 0) return;
-  const Tensor a = attend(ops::linears(in, {&q_proj_, &k_proj_, &v_proj_}, qkv_biases()), layer, rope, ctx);
-  if (folds_residual()) return ops::linear_add_(residual, a, o_proj_);
-  Tensor o = ops::linear(a, o_proj_, bias(o_bias_));
-  ps_->attn_tp.all_reduce(o);
-  ops::add_(residual, o);
-}
-
-Tensor ParallelAttention::attend(const std::vector<Tensor>& qkv, int64_t layer, const ops::Rope& rope,
-                                 const ForwardContext& ctx) const {
-  const int64_t t = qkv[0].size(0), d = shape_.head_dim;
+  const int64_t t = x.size(0), d = shape_.head_dim;
+  if (t == 0) return x;  // an idle attention-DP replica (its whole ATTN_TP group is idle with it)
+  const auto bias = [](const Tensor& b) { return b.defined() ? &b : nullptr; };
+  std::vector<Tensor> qkv =
+      ops::linears(x, {&q_proj_, &k_proj_, &v_proj_}, {bias(q_bias_), bias(k_bias_), bias(v_bias_)});
   Tensor q = qkv[0].view({t, -1, d});
   Tensor k = qkv[1].view({t, -1, d});
   Tensor v = qkv[2].view({t, -1, d});
@@ -90,7 +69,9 @@ Tensor ParallelAttention::attend(const std::vector<Tensor>& qkv, int64_t layer, 
   params.scale = 1.0f / std::sqrt(static_cast<float>(d));
   params.sliding_window = shape_.sliding_window;
   params.sinks = bias(sinks_);
-  return ops::attention(q, k, v, layer, params, ctx).view({t, -1});
+  Tensor o = ops::linear(ops::attention(q, k, v, layer, params, ctx).view({t, -1}), o_proj_, bias(o_bias_));
+  ps_->attn_tp.all_reduce(o);
+  return o;
 }
 
 }  // namespace loom::layers

@@ -41,20 +41,9 @@ class ParallelAttention {
                     const ParallelState& ps);
   // x [T, H] (this rank's attention tokens) -> [T, H], the sum over ATTN_TP done.
   Tensor forward(const Tensor& x, int64_t layer, const ops::Rope& rope, const ForwardContext& ctx) const;
-  // The same sublayer on a pre-norm decoder's residual stream: reads rms_norm(in) (in.rows being
-  // `residual`) and adds its output into `residual` in place. Where folds_residual(), the q/k/v
-  // GEMV normalizes as it reads and the o projection's GEMV adds (ops::Normed, ops::linear_add_).
-  void forward_residual(const ops::Normed& in, Tensor& residual, int64_t layer, const ops::Rope& rope,
-                        const ForwardContext& ctx) const;
-  // One rank and no o bias: the output projection can add into the residual itself.
-  bool folds_residual() const { return ps_->single() && !o_bias_.defined(); }
   int64_t local_kv_heads() const { return heads_.kv.length; }
 
  private:
-  // The step's q, k, v projections [T, ·] -> the attention's output [T, heads · d] before o_proj.
-  Tensor attend(const std::vector<Tensor>& qkv, int64_t layer, const ops::Rope& rope, const ForwardContext& ctx) const;
-  std::vector<const Tensor*> qkv_biases() const;
-
   Tensor q_proj_, k_proj_, v_proj_, o_proj_, q_norm_, k_norm_;
   Tensor q_bias_, k_bias_, v_bias_, o_bias_;  // o's on ATTN_TP rank 0 only: the all-reduce adds it once
   Tensor sinks_;                              // [local heads] f32

@@ -20,9 +20,4 @@ Tensor ParallelMlp::forward(const Tensor& x, const ForwardContext& ctx) const {
   return tokens.leave(ops::linear(ops::silu_and_mul(ops::linear(xm, gate_up_)), down_));
 }
 
-void ParallelMlp::forward_residual(const ops::Normed& in, Tensor& residual, const ForwardContext& ctx) const {
-  if (!folds_residual()) return ops::add_(residual, forward(ops::rms_norm(in.rows, in.weight, in.eps), ctx));
-  ops::linear_add_(residual, ops::silu_and_mul(ops::linears(in, {&gate_up_})[0]), down_);
-}
-
 }  // namespace loom::layers

@@ -3,7 +3,6 @@
 // MoE layer's do, so dense layers inside MoE models and dense Qwen3 share one layout.
 #pragma once
 #include "loom/layers/forward_context.h"
-#include "loom/layers/ops.h"
 #include "loom/layers/parallel_state.h"
 #include "loom/layers/shard_loader.h"
 
@@ -16,10 +15,6 @@ class ParallelMlp {
   ParallelMlp(const ShardLoader& w, const std::string& prefix, int64_t hidden, int64_t intermediate,
               const ParallelState& ps);
   Tensor forward(const Tensor& x, const ForwardContext& ctx) const;
-  // On a pre-norm decoder's residual stream (ParallelAttention::forward_residual): on one rank the
-  // gate/up GEMV normalizes as it reads and the down GEMV adds into `residual`.
-  void forward_residual(const ops::Normed& in, Tensor& residual, const ForwardContext& ctx) const;
-  bool folds_residual() const { return ps_->single(); }
 
  private:
   Tensor gate_up_, down_;  // [2·I_local, H], [H, I_local]

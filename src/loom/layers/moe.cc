@@ -156,20 +156,6 @@ Tensor ParallelMoe::forward(const Tensor& x, const ForwardContext& ctx) const {
   return experts(x, &ctx.valid_tokens);
 }
 
-bool ParallelMoe::folds_residual() const {
-  return ps_->single() && shape_.groups == 0 && !router_bias_.defined() && expert_options().plain();
-}
-
-void ParallelMoe::forward_residual(const ops::Normed& in, Tensor& residual, const ForwardContext& ctx) const {
-  if (!folds_residual() || ctx.valid_tokens.defined())
-    return ops::add_(residual, forward(ops::rms_norm(in.rows, in.weight, in.eps), ctx));
-  Tensor x, logits;
-  const ops::Routing r = ops::linear_route_topk_softmax(in, router_, shape_.top_k, shape_.norm_topk_prob, x,
-                                                        g_router_observer ? &logits : nullptr);
-  if (g_router_observer) g_router_observer(logits);
-  ops::moe_experts_add_(residual, x, r, gate_up_, down_, experts_.begin, expert_options());
-}
-
 bool ParallelMoe::all_to_all_applies(const ForwardContext& ctx) const {
   const auto& ex = ps_->exchange(ctx.cp_split);
   // Never inside a CUDA-graph capture: its row counts come from the routing, on the host.

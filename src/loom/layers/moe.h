@@ -58,12 +58,6 @@ class ParallelMoe {
   // `prefix`: "model.layers.N.mlp." (Mixtral: "model.layers.N.block_sparse_moe.")
   ParallelMoe(const ShardLoader& w, const std::string& prefix, const MoeShape& shape, const ParallelState& ps);
   Tensor forward(const Tensor& x, const ForwardContext& ctx) const;
-  // On a pre-norm decoder's residual stream (ParallelAttention::forward_residual): where
-  // folds_residual() and no padding rides along, the router normalizes its input itself and the
-  // experts' down kernel adds into `residual` (ops::linear_route_topk_softmax of ops::Normed,
-  // ops::moe_experts_add_); else normalize, forward, add.
-  void forward_residual(const ops::Normed& in, Tensor& residual, const ForwardContext& ctx) const;
-  bool folds_residual() const;
 
  private:
   // x routed through this rank's experts (partial sums). Rows from *valid_tokens on (a piecewise

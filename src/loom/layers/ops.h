@@ -24,36 +24,6 @@ std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& w
 // RMSNorm over the last dim -> new tensor.
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
 
-// A pre-norm sublayer's input before its RMSNorm: rms_norm(rows, weight, eps). The ops taking one
-// fold the norm into their first kernel where it can (CUDA's decode GEMVs and router, which
-// normalize each row as they read it, bit for bit as rms_norm would), else normalize first.
-struct Normed {
-  const Tensor& rows;
-  const Tensor& weight;
-  float eps;
-};
-std::vector<Tensor> linears(const Normed& x, const std::vector<const Tensor*>& weights,
-                            const std::vector<const Tensor*>& biases = {});
-
-// residual += x · wᵀ (+ bias) in place: on CUDA at decode sizes the GEMV adds into the residual
-// itself (as linear then add_ would round), one launch.
-void linear_add_(Tensor& residual, const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
-
-// Whether a pre-norm decoder passes a step of `rows` tokens on `device` through the sublayers'
-// forward_residual (each folds its input norm and its residual add into its own kernels) instead
-// of an add_rms_norm launch between sublayers: decode steps of 1 to 8 rows on CUDA when
-// LOOM_FOLD_NORMS=1 (off until measured on a GPU). The same results either way, bit for bit.
-bool folds_residual_norms(int64_t rows, const Device& device);
-// While one lives, folds_residual_norms() answers `on` for every step on any device (tests compare
-// both paths; on the CPU, and on CUDA past 8 rows, the Normed ops normalize first and add after).
-class FoldResidualNormsOverride {
- public:
-  explicit FoldResidualNormsOverride(bool on);
-  ~FoldResidualNormsOverride();
-  FoldResidualNormsOverride(const FoldResidualNormsOverride&) = delete;
-  FoldResidualNormsOverride& operator=(const FoldResidualNormsOverride&) = delete;
-};
-
 // residual += x; returns rms_norm(residual). (Fused on CUDA.)
 Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps);
 
@@ -114,10 +84,6 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormal
 // router logits are left in *logits when it is given.
 Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, bool renormalize,
                                   Tensor* logits = nullptr);
-// The same over the normalized rows, which are left in `normed` (the experts' input): on CUDA at
-// decode sizes the router normalizes them itself, no norm launch.
-Routing linear_route_topk_softmax(const Normed& x, const Tensor& w, int64_t k, bool renormalize, Tensor& normed,
-                                  Tensor* logits = nullptr);
 
 // DeepSeek's router: softmax over expert logits [T, E], then the top k of the experts in the best
 // `topk_group` of `groups` equal expert groups (kernels/cpu grouped_topk; groups 1: plain top-k);
@@ -146,10 +112,6 @@ struct ExpertOptions {
 // w_gate_up [E_local, 2I, H], w_down [E_local, H, I]. Tokens routed elsewhere contribute 0.
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
                    const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options = {});
-// residual += moe_experts(...) in place: on CUDA at decode sizes the down kernel adds into the
-// residual itself (as moe_experts then add_ would round).
-void moe_experts_add_(Tensor& residual, const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
-                      const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options = {});
 
 // out[t, h] = x[t, h] · w[h]ᵀ for every head: x [T, heads, K] (rows and heads at any stride, K
 // contiguous), w [heads, N, K] -> [T, heads, N] (latent attention's per-head absorbed weights).

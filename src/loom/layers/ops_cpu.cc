@@ -1,6 +1,5 @@
 // The CPU branch of layers/ops.h (fp32, over kernels/cpu) and the dispatch to the CUDA branch.
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <numeric>
 
@@ -8,7 +7,6 @@
 #include "loom/layers/group.h"
 #include "loom/layers/ops.h"
 #include "loom/layers/ops_cuda.h"
-#include "loom/tensor/env.h"
 
 namespace loom::layers::ops {
 namespace k = loom::kernels::cpu;
@@ -71,33 +69,6 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
   k::rms_norm(xc.data<float>(), w.data<float>(), y.data<float>(), xc.numel() / dim, dim, eps);
   return y;
 }
-
-std::vector<Tensor> linears(const Normed& x, const std::vector<const Tensor*>& weights,
-                            const std::vector<const Tensor*>& biases) {
-  if (x.rows.device().is_cuda()) return cuda::linears(x, weights, biases);
-  return linears(rms_norm(x.rows, x.weight, x.eps), weights, biases);
-}
-
-void linear_add_(Tensor& residual, const Tensor& x, const Tensor& w, const Tensor* bias) {
-  if (residual.device().is_cuda()) return cuda::linear_add_(residual, x, w, bias);
-  add_(residual, linear(x, w, bias));
-}
-
-namespace {
-std::atomic<int> g_fold_override{-1};  // -1: none; else FoldResidualNormsOverride's answer
-}  // namespace
-
-bool folds_residual_norms(int64_t rows, const Device& device) {
-  const int forced = g_fold_override.load();
-  if (forced >= 0) return forced == 1;
-  // The CPU ops have nothing to fold (their Normed forms normalize first); on CUDA the step's size
-  // decides (cuda::folds_residual_norms).
-  static const bool env_on = env_is("LOOM_FOLD_NORMS", "1");
-  return device.is_cuda() && cuda::folds_residual_norms(rows) && env_on;
-}
-
-FoldResidualNormsOverride::FoldResidualNormsOverride(bool on) { g_fold_override = on ? 1 : 0; }
-FoldResidualNormsOverride::~FoldResidualNormsOverride() { g_fold_override = -1; }
 
 void add_(Tensor& residual, const Tensor& x) {
   if (residual.device().is_cuda()) return cuda::add_(residual, x);
@@ -170,13 +141,6 @@ Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, b
   return route_topk_softmax(l, k, renormalize);
 }
 
-Routing linear_route_topk_softmax(const Normed& x, const Tensor& w, int64_t k, bool renormalize, Tensor& normed,
-                                  Tensor* logits) {
-  if (x.rows.device().is_cuda()) return cuda::linear_route_topk_softmax(x, w, k, renormalize, normed, logits);
-  normed = rms_norm(x.rows, x.weight, x.eps);
-  return linear_route_topk_softmax(normed, w, k, renormalize, logits);
-}
-
 Routing route_topk_softmax(const Tensor& router_logits, int64_t topk, bool renormalize) {
   if (router_logits.device().is_cuda()) return cuda::route_topk_softmax(router_logits, topk, renormalize);
   Tensor probs = host_f32(router_logits, "route_topk_softmax").clone();
@@ -213,13 +177,6 @@ Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTop
     for (int64_t j = 0; j < g.k; ++j) w[j] = (g.renormalize ? w[j] / sum : w[j]) * g.scale;
   }
   return r;
-}
-
-void moe_experts_add_(Tensor& residual, const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
-                      const Tensor& w_down, int64_t expert_begin, const ExpertOptions& opt) {
-  if (residual.device().is_cuda())
-    return cuda::moe_experts_add_(residual, x, routing, w_gate_up, w_down, expert_begin, opt);
-  add_(residual, moe_experts(x, routing, w_gate_up, w_down, expert_begin, opt));
 }
 
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,

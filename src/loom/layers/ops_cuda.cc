@@ -140,21 +140,21 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   return y;
 }
 
-namespace {
-
-// x · w_jᵀ (+ biases[j]) as one GEMV launch (norm: folded into it, kc::RowNorm), when the GEMV
-// takes every weight; an empty result when it does not.
-std::vector<Tensor> one_gemv_linears(const Tensor& x, const std::vector<const Tensor*>& weights,
-                                     const std::vector<const Tensor*>& biases, const kc::RowNorm& norm) {
+std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& weights,
+                            const std::vector<const Tensor*>& biases) {
   const auto bias = [&](size_t j) { return biases.empty() ? nullptr : biases[j]; };
   std::vector<Tensor> out;
+  check_bf16(x, "linears", "input");
   const int64_t k = x.size(-1), m = x.numel() / k;
   bool one_launch = m > 0 && weights.size() <= static_cast<size_t>(kc::kMaxGemvTargets);
   for (const Tensor* w : weights) {
     check_bf16(*w, "linears", "weight");
     one_launch = one_launch && w->size(1) == k && kc::gemv_applies(m, k, x.data_ptr(), w->data_ptr());
   }
-  if (!one_launch) return out;
+  if (!one_launch) {
+    for (size_t j = 0; j < weights.size(); ++j) out.push_back(linear(x, *weights[j], bias(j)));
+    return out;
+  }
   std::vector<kc::GemvTarget> targets;
   for (const Tensor* w : weights) {
     Shape shape = x.shape();
@@ -164,8 +164,8 @@ std::vector<Tensor> one_gemv_linears(const Tensor& x, const std::vector<const Te
   }
   cudaStream_t s = stream_for(x);
   {
-    OpScope scope(norm.weight ? "rms_norm + linears (one GEMV)" : "linears (one GEMV)", x);
-    kc::gemv_multi(x.data_ptr(), targets.data(), static_cast<int>(targets.size()), m, k, s, norm);
+    OpScope scope("linears (one GEMV)", x);
+    kc::gemv_multi(x.data_ptr(), targets.data(), static_cast<int>(targets.size()), m, k, s);
   }
   for (size_t j = 0; j < weights.size(); ++j)
     if (const Tensor* b = bias(j)) {
@@ -176,45 +176,6 @@ std::vector<Tensor> one_gemv_linears(const Tensor& x, const std::vector<const Te
     }
   return out;
 }
-
-}  // namespace
-
-std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& weights,
-                            const std::vector<const Tensor*>& biases) {
-  check_bf16(x, "linears", "input");
-  std::vector<Tensor> out = one_gemv_linears(x, weights, biases, {});
-  if (!out.empty() || weights.empty()) return out;
-  for (size_t j = 0; j < weights.size(); ++j) out.push_back(linear(x, *weights[j], biases.empty() ? nullptr : biases[j]));
-  return out;
-}
-
-std::vector<Tensor> linears(const Normed& x, const std::vector<const Tensor*>& weights,
-                            const std::vector<const Tensor*>& biases) {
-  check_bf16(x.rows, "linears", "input");
-  check_bf16(x.weight, "linears", "norm weight");
-  const int64_t k = x.rows.size(-1);
-  LOOM_CHECK(x.weight.numel() == k, "linears: norm weight ", x.weight.str(), " for rows ", x.rows.str());
-  if (kc::row_norm_applies(k, x.weight.data_ptr())) {
-    std::vector<Tensor> out = one_gemv_linears(x.rows, weights, biases, {x.weight.data_ptr(), x.eps});
-    if (!out.empty()) return out;
-  }
-  return linears(rms_norm(x.rows, x.weight, x.eps), weights, biases);
-}
-
-void linear_add_(Tensor& residual, const Tensor& x, const Tensor& w, const Tensor* bias) {
-  check_bf16(residual, "linear_add_", "residual");
-  check_bf16(x, "linear_add_", "input");
-  check_bf16(w, "linear_add_", "weight");
-  const int64_t k = w.size(1), n = w.size(0), m = x.numel() / k;
-  LOOM_CHECK(x.size(-1) == k && residual.size(-1) == n && residual.numel() == m * n, "linear_add_: ", residual.str(),
-             " += ", x.str(), " · ", w.str(), "ᵀ");
-  if (bias || m == 0 || !kc::gemv_applies(m, k, x.data_ptr(), w.data_ptr())) return add_(residual, linear(x, w, bias));
-  OpScope scope("linear + residual add (GEMV)", x);
-  const kc::GemvTarget target{w.data_ptr(), residual.data_ptr(), n};
-  kc::gemv_multi(x.data_ptr(), &target, 1, m, k, stream_for(x), {}, /*accumulate=*/true);
-}
-
-bool folds_residual_norms(int64_t rows) { return rows >= 1 && rows <= kc::kDecodeMaxRows; }
 
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
   OpScope scope("rms_norm", x);
@@ -537,28 +498,6 @@ Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, b
   return r;
 }
 
-Routing linear_route_topk_softmax(const Normed& x, const Tensor& w, int64_t k, bool renormalize, Tensor& normed,
-                                  Tensor* logits) {
-  check_bf16(x.rows, "linear_route_topk_softmax", "input");
-  check_bf16(x.weight, "linear_route_topk_softmax", "norm weight");
-  check_bf16(w, "linear_route_topk_softmax", "router weight");
-  const int64_t hidden = w.size(1), e = w.size(0), t = x.rows.numel() / std::max<int64_t>(hidden, 1);
-  if (!(x.rows.size(-1) == hidden && x.weight.numel() == hidden && kc::row_norm_applies(hidden, x.weight.data_ptr()) &&
-        kc::router_topk_applies(t, hidden, e, k, x.rows.data_ptr(), w.data_ptr()))) {
-    normed = rms_norm(x.rows, x.weight, x.eps);
-    return linear_route_topk_softmax(normed, w, k, renormalize, logits);
-  }
-  OpScope scope("rms_norm + router GEMV + top-k", x.rows);
-  normed = Tensor::empty(x.rows.shape(), DType::bf16, x.rows.device());
-  Tensor l = Tensor::empty({t, e}, DType::bf16, x.rows.device());
-  Routing r{Tensor::empty({t, k}, DType::f32, x.rows.device()), Tensor::empty({t, k}, DType::i32, x.rows.device())};
-  kc::router_topk(x.rows.data_ptr(), w.data_ptr(), l.data_ptr(), t, hidden, e, k, renormalize,
-                  r.weights.data<float>(), r.ids.data<int32_t>(), stream_for(x.rows), {x.weight.data_ptr(), x.eps},
-                  normed.data_ptr());
-  if (logits) *logits = l;
-  return r;
-}
-
 Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTopk& g) {
   OpScope scope("route_grouped_topk_softmax", router_logits);
   check_bf16(router_logits, "route_grouped_topk_softmax", "logits");
@@ -649,10 +588,10 @@ bool moe_use_cutlass(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_d
   return ok;
 }
 
-// moe_experts(); with add_into, the decode kernels add the result into it in place and an empty
-// tensor comes back (other paths return the result for the caller to add).
-Tensor moe_experts_or_add(const Tensor& x, const Routing& routing, const Tensor& w_gate_up, const Tensor& w_down,
-                          int64_t expert_begin, const ExpertOptions& opt, Tensor* add_into) {
+}  // namespace
+
+Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up, const Tensor& w_down,
+                   int64_t expert_begin, const ExpertOptions& opt) {
   check_bf16(x, "moe_experts", "input");
   check_bf16(w_gate_up, "moe_experts", "w_gate_up");
   check_bf16(w_down, "moe_experts", "w_down");
@@ -678,18 +617,12 @@ Tensor moe_experts_or_add(const Tensor& x, const Routing& routing, const Tensor&
   // Few tokens: two GEMV-style kernels straight from the routing (no sort, no grouped tiles).
   if (plain && !(cutlass && forced) &&
       kc::moe_decode_applies(t, k, hidden, inter, x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr())) {
-    OpScope scope(add_into ? "moe decode (gate_up+silu, down+combine+residual add)"
-                           : "moe decode (gate_up+silu, down+combine)",
-                  x);
+    OpScope scope("moe decode (gate_up+silu, down+combine)", x);
     Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
-    if (add_into) {
-      check_bf16(*add_into, "moe_experts_add_", "residual");
-      LOOM_CHECK(add_into->shape() == out.shape(), "moe_experts_add_: ", add_into->str(), " += ", out.str());
-    }
     kc::moe_decode(x.data_ptr(), routing.ids.data<int32_t>(), routing.weights.data<float>(), t, k, expert_begin,
-                   experts, w_gate_up.data_ptr(), w_down.data_ptr(), hidden, inter, act.data_ptr(),
-                   add_into ? add_into->data_ptr() : out.data_ptr(), s, add_into != nullptr);
-    return add_into ? Tensor() : out;
+                   experts, w_gate_up.data_ptr(), w_down.data_ptr(), hidden, inter, act.data_ptr(), out.data_ptr(),
+                   s);
+    return out;
   }
   const int block_m = kc::moe_block_m(slots, experts);
   const int64_t max_tiles = kc::moe_max_tiles(slots, experts, block_m);
@@ -769,19 +702,6 @@ Tensor moe_experts_or_add(const Tensor& x, const Routing& routing, const Tensor&
   OpScope scope("moe combine", x);
   kc::moe_combine(y.data_ptr(), plan.slot_pos, t, k, hidden, out.data_ptr(), s);
   return out;
-}
-
-}  // namespace
-
-Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up, const Tensor& w_down,
-                   int64_t expert_begin, const ExpertOptions& opt) {
-  return moe_experts_or_add(x, routing, w_gate_up, w_down, expert_begin, opt, nullptr);
-}
-
-void moe_experts_add_(Tensor& residual, const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
-                      const Tensor& w_down, int64_t expert_begin, const ExpertOptions& opt) {
-  const Tensor y = moe_experts_or_add(x, routing, w_gate_up, w_down, expert_begin, opt, &residual);
-  if (y.defined()) add_(residual, y);
 }
 
 Tensor gather_rows(const Tensor& x, const Tensor& rows) {

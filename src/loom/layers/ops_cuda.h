@@ -14,14 +14,6 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
 std::vector<Tensor> linears(const Tensor& x, const std::vector<const Tensor*>& weights,
                             const std::vector<const Tensor*>& biases);
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
-std::vector<Tensor> linears(const Normed& x, const std::vector<const Tensor*>& weights,
-                            const std::vector<const Tensor*>& biases);
-void linear_add_(Tensor& residual, const Tensor& x, const Tensor& w, const Tensor* bias);
-Routing linear_route_topk_softmax(const Normed& x, const Tensor& w, int64_t k, bool renormalize, Tensor& normed,
-                                  Tensor* logits);
-void moe_experts_add_(Tensor& residual, const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
-                      const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options);
-bool folds_residual_norms(int64_t rows);
 Tensor add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps);
 void add_(Tensor& residual, const Tensor& x);
 void qk_norm_rope(Tensor& q, Tensor& k, const Tensor* q_norm, const Tensor* k_norm, float eps,

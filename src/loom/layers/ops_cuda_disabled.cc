@@ -18,18 +18,6 @@ std::vector<Tensor> linears(const Tensor&, const std::vector<const Tensor*>&, co
   unavailable("linears");
 }
 Tensor rms_norm(const Tensor&, const Tensor&, float) { unavailable("rms_norm"); }
-std::vector<Tensor> linears(const Normed&, const std::vector<const Tensor*>&, const std::vector<const Tensor*>&) {
-  unavailable("linears");
-}
-void linear_add_(Tensor&, const Tensor&, const Tensor&, const Tensor*) { unavailable("linear_add_"); }
-Routing linear_route_topk_softmax(const Normed&, const Tensor&, int64_t, bool, Tensor&, Tensor*) {
-  unavailable("linear_route_topk_softmax");
-}
-void moe_experts_add_(Tensor&, const Tensor&, const Routing&, const Tensor&, const Tensor&, int64_t,
-                      const ExpertOptions&) {
-  unavailable("moe_experts_add_");
-}
-bool folds_residual_norms(int64_t) { return false; }
 Tensor add_rms_norm(Tensor&, const Tensor&, const Tensor&, float) { unavailable("add_rms_norm"); }
 void add_(Tensor&, const Tensor&) { unavailable("add_"); }
 void qk_norm_rope(Tensor&, Tensor&, const Tensor*, const Tensor*, float, const Rope&, const ForwardContext&) {

@@ -74,22 +74,6 @@ class DecoderTrunk {
     }
     return ops::add_rms_norm(residual, x, final_norm_, eps_);
   }
-  // The same, with each sublayer reading the residual stream through its norm and adding its
-  // output back itself (forward_residual; feed_forward(stack[l], in, residual) likewise): where the
-  // sublayers fold both into their own kernels (ops::folds_residual_norms), no add + RMSNorm
-  // launch runs between them: two launches fewer a layer in a decode step. Same results.
-  template <class Attention, class FeedForward>
-  Tensor hidden_residual(const Tensor& ids, const std::vector<LayerNorms>& norms,
-                         const std::vector<DecoderLayer<Attention>>& stack, const layers::ops::Rope& rope,
-                         const layers::ForwardContext& ctx, FeedForward feed_forward) const {
-    namespace ops = layers::ops;
-    Tensor residual = embed_.forward(ids);
-    for (size_t l = 0; l < norms.size(); ++l) {
-      stack[l].attn.forward_residual({residual, norms[l].input, eps_}, residual, static_cast<int64_t>(l), rope, ctx);
-      feed_forward(stack[l], ops::Normed{residual, norms[l].post_attention, eps_}, residual);
-    }
-    return ops::rms_norm(residual, final_norm_, eps_);
-  }
   Tensor logits(const Tensor& hidden, const layers::ForwardContext& ctx) const { return lm_head_.forward(hidden, ctx); }
 
  private:

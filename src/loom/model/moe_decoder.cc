@@ -63,8 +63,6 @@ class MoeDecoder final : public CausalLM {
         L.moe = layers::ParallelMoe(w, p + f.moe_prefix, moe_shape(c, f), ps);
       else
         L.mlp = layers::ParallelMlp(w, p + "mlp.", c.hidden_size, c.intermediate_size, ps);
-      folds_residual_ = folds_residual_ && L.attn.folds_residual() &&
-                        (L.sparse ? L.moe.folds_residual() : L.mlp.folds_residual());
       layers_.push_back(std::move(L));
       if (o.progress) o.progress("loading weights", l + 1, c.num_hidden_layers);
     }
@@ -81,13 +79,6 @@ class MoeDecoder final : public CausalLM {
   Device device() const override { return device_; }
 
   Tensor forward_hidden(const Tensor& ids, const layers::ForwardContext& ctx) override {
-    // A decode step on one GPU: every sublayer folds its norm and residual add (decoder_trunk.h).
-    if (folds_residual_ && ops::folds_residual_norms(ids.numel(), device_))
-      return trunk_.hidden_residual(ids, norms_, layers_, rope_, ctx,
-                                    [&](const DecoderLayer& L, const ops::Normed& in, Tensor& residual) {
-                                      if (L.sparse) L.moe.forward_residual(in, residual, ctx);
-                                      else L.mlp.forward_residual(in, residual, ctx);
-                                    });
     return trunk_.hidden(ids, norms_, layers_, rope_, ctx, [&](const DecoderLayer& L, const Tensor& x) {
       return L.sparse ? L.moe.forward(x, ctx) : L.mlp.forward(x, ctx);
     });
@@ -114,7 +105,6 @@ class MoeDecoder final : public CausalLM {
   DecoderTrunk trunk_;
   std::vector<LayerNorms> norms_;
   std::vector<DecoderLayer> layers_;
-  bool folds_residual_ = true;  // every sublayer folds its norm and residual add (on one GPU)
   ops::Rope rope_;
 };
 

@@ -4,7 +4,6 @@
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/norm_rope.cuh"
 #include "loom/kernels/cuda/pdl.cuh"
-#include "loom/kernels/cuda/row_norm.cuh"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -49,8 +48,8 @@ __global__ void rms_norm_kernel(const bf16* x, bf16* residual, const bf16* w, bf
 
 // The same with 16-byte chunks held in registers (dim % 8 == 0, at most kNormChunks chunks per
 // thread): one load of x (and of the residual) per chunk, all in flight together, no second pass
-// over memory. Same arithmetic and rounding as rms_norm_kernel, written through row_norm.cuh,
-// which the decode GEMVs that fold this norm share.
+// over memory. Same arithmetic and rounding as rms_norm_kernel.
+constexpr int kNormThreads = 256, kNormChunks = 4;
 __global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const bf16* x, bf16* residual, const bf16* w,
                                                                     bf16* out, int64_t dim, float eps,
                                                                     bool trigger_first) {
@@ -58,14 +57,13 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const bf16* 
   const int chunks = static_cast<int>(dim / 8);
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * dim);
   uint4* rr = residual ? reinterpret_cast<uint4*>(residual + row * dim) : nullptr;
-  uint4 xv[kNormChunks], wv[kNormChunks];
+  uint4 xv[kNormChunks], rv[kNormChunks], wv[kNormChunks];
 #pragma unroll
   for (int i = 0; i < kNormChunks; ++i) {
     const int c = threadIdx.x + i * kNormThreads;
     if (c < chunks) wv[i] = reinterpret_cast<const uint4*>(w)[c];  // a weight: before the wait (pdl.cuh)
   }
   wait_and_allow_dependents(trigger_first);
-  uint4 rv[kNormChunks];
 #pragma unroll
   for (int i = 0; i < kNormChunks; ++i) {
     const int c = threadIdx.x + i * kNormThreads;
@@ -74,26 +72,36 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const bf16* 
       if (rr) rv[i] = rr[c];
     }
   }
+  float v[kNormChunks][8];
   float ss = 0;
 #pragma unroll
   for (int i = 0; i < kNormChunks; ++i) {
     if (threadIdx.x + i * kNormThreads >= chunks) break;
-    if (rr) {  // residual += x, rounded: what is normalized below and what the residual keeps
-      const bf16* xe = reinterpret_cast<const bf16*>(&xv[i]);
-      bf16* re = reinterpret_cast<bf16*>(&rv[i]);
+    const bf16* xe = reinterpret_cast<const bf16*>(&xv[i]);
+    bf16* re = reinterpret_cast<bf16*>(&rv[i]);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) re[j] = to_bf(to_f(re[j]) + to_f(xe[j]));
-      rr[threadIdx.x + i * kNormThreads] = rv[i];
-      xv[i] = rv[i];
+    for (int j = 0; j < 8; ++j) {
+      float f = to_f(xe[j]);
+      if (rr) {
+        re[j] = to_bf(to_f(re[j]) + f);
+        f = to_f(re[j]);
+      }
+      v[i][j] = f;
+      ss += f * f;
     }
-    ss = add_squares8(ss, xv[i]);
+    if (rr) rr[threadIdx.x + i * kNormThreads] = rv[i];
   }
-  const float inv = row_rms_inverse(block_sum(ss), dim, eps);
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
 #pragma unroll
   for (int i = 0; i < kNormChunks; ++i) {
     const int c = threadIdx.x + i * kNormThreads;
     if (c >= chunks) break;
-    reinterpret_cast<uint4*>(out + row * dim)[c] = rms_normed8(xv[i], wv[i], inv);
+    const bf16* we = reinterpret_cast<const bf16*>(&wv[i]);
+    uint4 o;
+    bf16* oe = reinterpret_cast<bf16*>(&o);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) oe[j] = to_bf(v[i][j] * inv * to_f(we[j]));
+    reinterpret_cast<uint4*>(out + row * dim)[c] = o;
   }
 }
 

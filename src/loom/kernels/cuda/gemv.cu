@@ -9,7 +9,6 @@
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/pdl.cuh"
 #include "loom/kernels/cuda/route_topk.cuh"
-#include "loom/kernels/cuda/row_norm.cuh"
 #include "loom/tensor/env.h"
 #include "loom/tensor/error.h"
 
@@ -64,30 +63,18 @@ __device__ __forceinline__ void load_chunks(const uint4* const (&rows)[R], int c
     for (int r = 0; r < R; ++r) w[r][u] = c0 + 32 * u < k8 ? load_stream(rows[r] + c0 + 32 * u, policy) : uint4{};
 }
 
-// The RMSNorm a GEMV applies to its input rows as it reads them (row_norm.cuh): the norm weight's
-// chunks (at the same offset as x's) and each row's 1 / RMS. Norm = false: none.
-template <int M>
-struct InputNorm {
-  const uint4* w = nullptr;
-  float inv[M] = {};
-};
-
-// acc[r][i] += w's chunks (load_chunks at c0) · the M vectors' matching chunks (first `m` valid),
-// normalized on the way when Norm.
-template <int R, int M, int U, bool Norm = false>
+// acc[r][i] += w's chunks (load_chunks at c0) · the M vectors' matching chunks (first `m` valid).
+template <int R, int M, int U>
 __device__ __forceinline__ void dot_chunks(const uint4 (&w)[R][U], const uint4* x, int64_t x_stride8, int m, int c0,
-                                           int k8, float (&acc)[R][M], const InputNorm<M>* norm = nullptr) {
+                                           int k8, float (&acc)[R][M]) {
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int c = c0 + 32 * u;
     if (c >= k8) break;
-    uint4 nw;
-    if constexpr (Norm) nw = __ldg(norm->w + c);
 #pragma unroll
     for (int i = 0; i < M; ++i) {
       if (i >= m) break;
-      uint4 xv = __ldg(x + i * x_stride8 + c);
-      if constexpr (Norm) xv = rms_normed8(xv, nw, norm->inv[i]);
+      const uint4 xv = __ldg(x + i * x_stride8 + c);
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[r][i] = dot8(w[r][u], xv, acc[r][i]);
     }
@@ -96,14 +83,13 @@ __device__ __forceinline__ void dot_chunks(const uint4 (&w)[R][U], const uint4* 
 
 // This lane's partial dots of R weight rows with M vectors (first `m` valid), k8 chunks of 8, from
 // chunk c_begin on (a caller that loaded the first U chunks itself passes lane + 32 · U).
-template <int R, int M, int U = kUnroll, bool Norm = false>
+template <int R, int M, int U = kUnroll>
 __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const uint4* x, int64_t x_stride8, int m,
-                                          int k8, float (&acc)[R][M], uint64_t policy, int c_begin = -1,
-                                          const InputNorm<M>* norm = nullptr) {
+                                          int k8, float (&acc)[R][M], uint64_t policy, int c_begin = -1) {
   for (int c0 = c_begin >= 0 ? c_begin : threadIdx.x & 31; c0 < k8; c0 += 32 * U) {
     uint4 w[R][U];
     load_chunks<R, U>(rows, c0, k8, policy, w);
-    dot_chunks<R, M, U, Norm>(w, x, x_stride8, m, c0, k8, acc, norm);
+    dot_chunks<R, M, U>(w, x, x_stride8, m, c0, k8, acc);
   }
 }
 
@@ -136,21 +122,12 @@ int64_t gemv_blocks(int64_t n, int parts) {
   return (n + rows_per_block - 1) / rows_per_block;
 }
 
-// The output's epilogue and the input's norm of a GEMV launch.
-struct GemvIo {
-  const bf16* norm_w = nullptr;  // x := rms_norm(x, norm_w, eps) as it is read (row_norm.cuh); null: as is
-  float eps = 0.0f;
-  bool accumulate = false;       // y := y + x · wᵀ (the residual add: each sum rounded to bf16 first)
-};
-
 // y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
 // of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
-// depends on n and k only, never on m. Every thread of the block must call this. With Norm, x is
-// first normalized by io.norm_w (each warp finds the rows' 1 / RMS itself, into *norm).
-template <int M, bool Preload, bool Norm>
+// depends on n and k only, never on m. Every thread of the block must call this.
+template <int M, bool Preload>
 __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
-                                           unsigned block, bool trigger_first, const GemvIo& io,
-                                           InputNorm<M>& norm) {
+                                           unsigned block, bool trigger_first = false) {
   __shared__ float part_sum[kWarps][M];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
@@ -166,28 +143,17 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   uint4 first[1][kUnroll];
   if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
   wait_and_allow_dependents(trigger_first);
-  if constexpr (Norm) {  // the block's 256 threads find each row's 1 / RMS as rms_norm's block does
-    static_assert(kThreads == kNormThreads, "the folded norm reduces over rms_norm's block shape");
-    norm.w = reinterpret_cast<const uint4*>(io.norm_w) + begin;
-#pragma unroll
-    for (int i = 0; i < M; ++i)
-      if (i < m) norm.inv[i] = block_row_rms_inverse(reinterpret_cast<const uint4*>(x) + i * k8, k8, k, io.eps);
-  }
   if (live) {
     const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
-    if (Preload) dot_chunks<1, M, kUnroll, Norm>(first, xs, k8, m, lane, count, acc, &norm);
-    lane_dots<1, M, kUnroll, Norm>(rows, xs, k8, m, count, acc, weight_policy(), Preload ? lane + 32 * kUnroll : lane,
-                                   &norm);
+    if (Preload) dot_chunks<1, M, kUnroll>(first, xs, k8, m, lane, count, acc);
+    lane_dots<1, M>(rows, xs, k8, m, count, acc, weight_policy(), Preload ? lane + 32 * kUnroll : lane);
   }
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[0][i] = warp_sum(acc[0][i]);
-  const auto store = [&](int64_t at, float v) {  // rounded as a separate linear and add would round
-    y[at] = io.accumulate ? to_bf(to_f(y[at]) + to_f(to_bf(v))) : to_bf(v);
-  };
   if (parts == 1) {
 #pragma unroll
     for (int i = 0; i < M; ++i)
-      if (lane == 0 && i < m && row < n) store(i * n + row, acc[0][i]);
+      if (lane == 0 && i < m && row < n) y[i * n + row] = to_bf(acc[0][i]);
     return;
   }
   if (lane == 0)
@@ -197,13 +163,13 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   if (part == 0 && lane < m && row < n) {
     float v = 0;
     for (int j = 0; j < parts; ++j) v += part_sum[warp + j][lane];
-    store(lane * n + row, v);
+    y[lane * n + row] = to_bf(v);
   }
 }
 
-template <int M, bool Preload, bool Norm>
-__global__ void __launch_bounds__(kThreads, Norm && M == 1 ? 5 : 1) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k,
-                                                        bool trigger_first, GemvIo io) {
+template <int M, bool Preload>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k,
+                                                        bool trigger_first) {
   // The target is picked with constant indices only: indexing the parameter arrays with a runtime
   // j made every thread copy them to its stack first (120 bytes a thread of local-memory traffic,
   // which doubled the time of a 21 MB GEMV).
@@ -216,38 +182,18 @@ __global__ void __launch_bounds__(kThreads, Norm && M == 1 ? 5 : 1) gemv_kernel(
   for (int j = 1; j < kMaxGemvTargets; ++j)
     if (j < seg.count && blockIdx.x >= seg.block_end[j - 1])
       w = seg.w[j], y = seg.y[j], n = seg.n[j], parts = seg.parts[j], first = seg.block_end[j - 1];
-  InputNorm<M> norm;
-  gemv_block<M, Preload, Norm>(x, w, y, m, n, k, parts, blockIdx.x - first, trigger_first, io, norm);
+  gemv_block<M, Preload>(x, w, y, m, n, k, parts, blockIdx.x - first, trigger_first);
 }
 
 // The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last
-// block to finish routes the m <= kWarps tokens, a warp each (route_topk.cuh). With Norm, x is
-// normalized as it is read, and block 0 also writes the normalized rows to `normed` (the experts'
-// input).
-template <int M, bool Preload, bool Norm>
+// block to finish routes the m <= kWarps tokens, a warp each (route_topk.cuh).
+template <int M, bool Preload>
 __global__ void __launch_bounds__(kThreads) router_topk_kernel(const bf16* x, const bf16* w, bf16* logits, int m,
                                                                int e, int k, int parts, int top_k, bool renormalize,
-                                                               float* weights, int32_t* ids, unsigned* done,
-                                                               GemvIo io, bf16* normed) {
+                                                               float* weights, int32_t* ids, unsigned* done) {
   extern __shared__ float probs[];  // [kWarps][e]
   __shared__ bool last;
-  InputNorm<M> norm;
-  gemv_block<M, Preload, Norm>(x, w, logits, m, e, k, parts, blockIdx.x, false, io, norm);
-  if constexpr (Norm) {
-    if (blockIdx.x == 0) {  // every warp holds the rows' 1 / RMS
-      const int k8 = k / 8;
-      const auto* xs = reinterpret_cast<const uint4*>(x);
-      const auto* nw = reinterpret_cast<const uint4*>(io.norm_w);
-      for (int at = threadIdx.x; at < m * k8; at += kThreads) {
-        const int i = at / k8, c = at % k8;
-        float inv = norm.inv[0];
-#pragma unroll
-        for (int r = 1; r < M; ++r)
-          if (r == i) inv = norm.inv[r];
-        reinterpret_cast<uint4*>(normed)[at] = rms_normed8(xs[at], nw[c], inv);
-      }
-    }
-  }
+  gemv_block<M, Preload>(x, w, logits, m, e, k, parts, blockIdx.x);
   __threadfence();  // this block's logits are visible before it counts itself
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -295,7 +241,7 @@ template <int H>
 __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, const int32_t* ids,
                                                                const float* weights, int64_t expert_begin,
                                                                int64_t experts, int top_k, const bf16* w, int hidden,
-                                                               int inter, bf16* out, bool prefetch, bool accumulate) {
+                                                               int inter, bf16* out, bool prefetch) {
   __shared__ float part[32][H];  // [groups][top_k][H], groups · top_k <= 32
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int j = warp % top_k, groups = blockDim.x / 32 / top_k;
@@ -332,8 +278,7 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
   if (j == 0 && lane < H && h0 + lane < hidden) {
     float v = 0;
     for (int q = 0; q < top_k; ++q) v += part[warp + q][lane];
-    bf16& o = out[t * hidden + h0 + lane];
-    o = accumulate ? to_bf(to_f(o) + to_f(to_bf(v))) : to_bf(v);  // as a separate add would round
+    out[t * hidden + h0 + lane] = to_bf(v);
   }
 }
 
@@ -348,28 +293,20 @@ const DecodeSwitches& decode_switches() {
   return switches;
 }
 
-// The instantiation for m rows (M = 1, 2, 4 or 8); Preload: LOOM_GEMV_PRELOAD; Norm: a folded input norm.
-template <bool Preload, bool Norm>
+// The instantiation for m rows (M = 1, 2, 4 or 8); Preload: LOOM_GEMV_PRELOAD.
+template <bool Preload>
 auto gemv_kernel_for(int64_t m) {
-  return m == 1   ? gemv_kernel<1, Preload, Norm>
-         : m == 2 ? gemv_kernel<2, Preload, Norm>
-         : m <= 4 ? gemv_kernel<4, Preload, Norm>
-                  : gemv_kernel<8, Preload, Norm>;
+  return m == 1   ? gemv_kernel<1, Preload>
+         : m == 2 ? gemv_kernel<2, Preload>
+         : m <= 4 ? gemv_kernel<4, Preload>
+                  : gemv_kernel<8, Preload>;
 }
-template <bool Preload, bool Norm>
+template <bool Preload>
 auto router_kernel_for(int64_t m) {
-  return m == 1   ? router_topk_kernel<1, Preload, Norm>
-         : m == 2 ? router_topk_kernel<2, Preload, Norm>
-         : m <= 4 ? router_topk_kernel<4, Preload, Norm>
-                  : router_topk_kernel<8, Preload, Norm>;
-}
-template <bool Norm>
-auto gemv_kernel_for(int64_t m, bool preload) {
-  return preload ? gemv_kernel_for<true, Norm>(m) : gemv_kernel_for<false, Norm>(m);
-}
-template <bool Norm>
-auto router_kernel_for(int64_t m, bool preload) {
-  return preload ? router_kernel_for<true, Norm>(m) : router_kernel_for<false, Norm>(m);
+  return m == 1   ? router_topk_kernel<1, Preload>
+         : m == 2 ? router_topk_kernel<2, Preload>
+         : m <= 4 ? router_topk_kernel<4, Preload>
+                  : router_topk_kernel<8, Preload>;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -385,12 +322,7 @@ void gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k
   gemv_multi(x, &target, 1, m, k, s);
 }
 
-bool row_norm_applies(int64_t k, const void* weight) {
-  return k % 8 == 0 && k / 8 <= int64_t{kNormThreads} * kNormChunks && aligned16(weight);
-}
-
-void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s,
-                const RowNorm& norm, bool accumulate) {
+void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s) {
   LOOM_CHECK(count >= 1 && count <= kMaxGemvTargets, "gemv: ", count, " weights in one launch (1..",
              kMaxGemvTargets, ")");
   GemvSegments seg{};
@@ -410,14 +342,9 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
   const auto* xb = static_cast<const bf16*>(x);
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
-  LOOM_CHECK(!norm.weight || row_norm_applies(k, norm.weight), "gemv: a folded RMSNorm of rows of ", k,
-             " (needs K % 8 == 0, K <= ", 8 * kNormThreads * kNormChunks, ", a 16-byte aligned weight)");
-  LOOM_CHECK(!accumulate || count == 1, "gemv: accumulates into one output, not ", count);
-  const GemvIo io{static_cast<const bf16*>(norm.weight), norm.eps, accumulate};
-  const bool preload = decode_switches().gemv_preload;
-  auto* kernel = norm.weight ? gemv_kernel_for<true>(m, preload) : gemv_kernel_for<false>(m, preload);
+  auto* kernel = decode_switches().gemv_preload ? gemv_kernel_for<true>(m) : gemv_kernel_for<false>(m);
   for (int i = 0; i < (count > 1 ? launches_of("qkv") : 1); ++i)
-    launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first(), io);
+    launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first());
 }
 
 bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w) {
@@ -426,13 +353,9 @@ bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top
 }
 
 void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t hidden, int64_t experts,
-                 int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s, const RowNorm& norm,
-                 void* normed) {
+                 int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s) {
   LOOM_CHECK(router_topk_applies(m, hidden, experts, top_k, x, w), "router_topk: ", m, " tokens, hidden ", hidden,
              ", top-", top_k, " of ", experts, " experts");
-  LOOM_CHECK(!norm.weight || (row_norm_applies(hidden, norm.weight) && normed && aligned16(normed)),
-             "router_topk: a folded RMSNorm of rows of ", hidden, " needs K % 8 == 0, K <= ",
-             8 * kNormThreads * kNormChunks, ", a 16-byte aligned weight and output");
   const int parts = k_parts(experts, hidden);
   const unsigned blocks = static_cast<unsigned>(gemv_blocks(experts, parts));
   const size_t smem = kWarps * experts * sizeof(float);
@@ -442,12 +365,9 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
   const int mi = static_cast<int>(m), hi = static_cast<int>(hidden), e = static_cast<int>(experts);
   const int k = static_cast<int>(top_k);
   unsigned* done = completion_counters();
-  const GemvIo io{static_cast<const bf16*>(norm.weight), norm.eps, false};
-  const bool preload = decode_switches().gemv_preload;
-  auto* kernel = norm.weight ? router_kernel_for<true>(m, preload) : router_kernel_for<false>(m, preload);
+  auto* kernel = decode_switches().gemv_preload ? router_kernel_for<true>(m) : router_kernel_for<false>(m);
   for (int i = 0; i < launches_of("router"); ++i)
-    launch_pdl(kernel, blocks, kThreads, smem, s, xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done,
-               io, static_cast<bf16*>(normed));
+    launch_pdl(kernel, blocks, kThreads, smem, s, xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
 }
 
 bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t inter, const void* x,
@@ -458,7 +378,7 @@ bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t i
 
 void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
                 int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
-                int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s, bool accumulate) {
+                int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s) {
   LOOM_CHECK(moe_decode_applies(tokens, top_k, hidden, inter, x, w_gate_up, w_down), "moe_decode: ", tokens,
              " tokens, top-", top_k, ", hidden ", hidden, ", intermediate ", inter);
   const int hi = static_cast<int>(hidden), ii = static_cast<int>(inter), k = static_cast<int>(top_k);
@@ -470,7 +390,7 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
   const dim3 down_grid(static_cast<unsigned>((hidden + h_per_block - 1) / h_per_block), static_cast<unsigned>(tokens));
   launch_pdl(moe_decode_down_kernel<kDownRowsPerWarp>, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act),
              ids, weights, expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii,
-             static_cast<bf16*>(out), decode_switches().down_prefetch, accumulate);
+             static_cast<bf16*>(out), decode_switches().down_prefetch);
 }
 
 }  // namespace loom::kernels::cuda

@@ -144,36 +144,21 @@ struct GemvTarget {
   void* y;
   int64_t n;
 };
-// An RMSNorm the decode GEMVs apply to x's rows as they read them (row_norm.cuh): equal bit for bit
-// to rms_norm() of the rows, without its launch. Null weight: none.
-struct RowNorm {
-  const void* weight = nullptr;
-  float eps = 0.0f;
-};
-// Whether a GEMV over K-wide rows folds a RowNorm with this weight (rms_norm()'s 16-byte path).
-bool row_norm_applies(int64_t k, const void* weight);
-// accumulate: y += x · wᵀ (one target; each sum rounded to bf16, then added and rounded, as a
-// separate linear and add_inplace would: the residual add of a decoder's output projection).
-void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s,
-                const RowNorm& norm = {}, bool accumulate = false);
+void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s);
 // The router of a decode step in one launch: logits [m, experts] = x · wᵀ (bf16), then route_topk's
 // softmax top-k (no groups) of each row into weights f32 [m, top_k] and ids i32 [m, top_k].
 bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w);
-// With a norm, x is normalized as it is read and the normalized rows are written to `normed`
-// [m, hidden] (what the experts read).
 void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t hidden, int64_t experts,
-                 int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s,
-                 const RowNorm& norm = {}, void* normed = nullptr);
+                 int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s);
 // Whether moe_decode() takes this shape (tokens <= kDecodeMaxRows, top_k <= 32, dims % 8 == 0, aligned).
 bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t inter, const void* x,
                         const void* w_gate_up, const void* w_down);
 // The experts of a few tokens without the sort: out[t] = Σ_j weights[t, j] · down[e](silu(gate[e] x[t]) · up[e] x[t])
 // with e = ids[t, j] - expert_begin over local experts (others add 0). act: bf16 scratch [tokens * top_k, inter].
-// Each expert weight row is read once per routed slot (few tokens: few repeats). accumulate: out +=
-// the experts' sum instead (rounded to bf16 first, as a separate add would: the residual add).
+// Each expert weight row is read once per routed slot (few tokens: few repeats).
 void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
                 int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
-                int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s, bool accumulate = false);
+                int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s);
 
 // ---- attention.cu ----
 // Paged KV: K/V [slots, hk, d] bf16; sequence s's position p lives in slot
