@@ -316,23 +316,16 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttnArgs a) {
 constexpr int kMaxMergeSplits = 32;
 // S: a bound on the splits (registers grow with it: 120 a thread at 32, which at batch 128's
 // 4,096 blocks of 3 splits left 4 blocks an SM and took 21 µs a layer).
-// early (decode_early_loads()): a thread's first column's partials are requested together with the
-// log-sum-exps, one L2 round trip instead of two.
 template <int S>
 __global__ void __launch_bounds__(128) merge_splits_kernel(const float* part, bf16* out, int64_t tokens, int64_t hq,
                                                            int d, int splits, const float* sinks,
-                                                           bool trigger_first, bool early) {
+                                                           bool trigger_first) {
   __shared__ float weight[S];
   __shared__ float denom;
   wait_and_allow_dependents(trigger_first);
   const int64_t th = blockIdx.x;  // t * hq + head
   const int64_t stride = tokens * hq * (d + 1);
   const float* base = part + th * (d + 1);
-  float first[S];
-  const bool prefetched = early && static_cast<int>(threadIdx.x) < d;
-  if (prefetched)
-#pragma unroll
-    for (int s = 0; s < S; ++s) first[s] = s < splits ? base[s * stride + threadIdx.x] : 0.0f;
   if (threadIdx.x < 32) {
     const int s = threadIdx.x;
     const float lse = s < splits ? base[s * stride + d] : -INFINITY;
@@ -347,10 +340,8 @@ __global__ void __launch_bounds__(128) merge_splits_kernel(const float* part, bf
   const float inv = denom > 0 ? 1.0f / denom : 0.0f;
   for (int c = threadIdx.x; c < d; c += blockDim.x) {
     float v[S];
-    const bool have = prefetched && c == static_cast<int>(threadIdx.x);
 #pragma unroll
-    for (int s = 0; s < S; ++s)
-      v[s] = s < splits && weight[s] > 0 ? (have ? first[s] : base[s * stride + c]) : 0.0f;
+    for (int s = 0; s < S; ++s) v[s] = s < splits && weight[s] > 0 ? base[s * stride + c] : 0.0f;
     float acc = 0;
 #pragma unroll
     for (int s = 0; s < S; ++s) acc += weight[s] * v[s];
@@ -366,7 +357,7 @@ void merge_splits(const float* part, bf16* out, int64_t tokens, int64_t hq, int 
                                 : merge_splits_kernel<kMaxMergeSplits>;
   for (int i = 0; i < launches_of("merge"); ++i)
     launch_pdl(kernel, static_cast<unsigned>(tokens * hq), 128, 0, s, part, out, tokens, hq, d, splits, sinks,
-               pdl_trigger_first(), decode_early_loads());
+               pdl_trigger_first());
 }
 
 template <int DP, int DPV>

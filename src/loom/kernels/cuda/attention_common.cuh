@@ -119,9 +119,6 @@ __device__ __forceinline__ void online_max(float (&tile_max)[2], float (&m)[2], 
 // decode_attention.cu: whether its kernel takes a step (one new token a sequence, K and V of one
 // head dim of 64 or 128, at most 16 query heads a KV head), and the launch (its split merge too).
 bool decode_kernel_enabled();  // false under LOOM_DECODE_ATTENTION=general
-// Whether the decode attention and the split merge issue all their reads of the kernel before's
-// outputs at once after the wait (LOOM_DECODE_EARLY_LOADS=1; off until measured on a GPU).
-bool decode_early_loads();
 bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens);
 void decode_attention(const AttnArgs& a, cudaStream_t s);
 

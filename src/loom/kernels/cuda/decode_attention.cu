@@ -31,21 +31,17 @@ constexpr size_t smem_bytes() {
 // (the same operations in the same order, through norm_rope.cuh): lane holds elements lane + 32j,
 // whose rotation partner is element j ± D/64 of the same lane. Writes the bf16 result to dst
 // (shared memory).
-// The lane's elements of a head (lane + 32j), loaded apart from the arithmetic so that a warp can
-// request all its heads before it waits on any.
 template <int D>
-__device__ __forceinline__ void load_head(const bf16* src, float (&x)[D / 32], int lane) {
-#pragma unroll
-  for (int j = 0; j < D / 32; ++j) x[j] = to_f(src[lane + 32 * j]);
-}
-
-template <int D>
-__device__ __forceinline__ void norm_rope_head(float (&x)[D / 32], const bf16* w, float eps, const float* cos_t,
+__device__ __forceinline__ void norm_rope_head(const bf16* src, const bf16* w, float eps, const float* cos_t,
                                                const float* sin_t, bf16* dst, int lane) {
   constexpr int J = D / 32, H = J / 2;
+  float x[J];
   float ss = 0;
 #pragma unroll
-  for (int j = 0; j < J; ++j) ss = add_square(ss, x[j]);
+  for (int j = 0; j < J; ++j) {
+    x[j] = to_f(src[lane + 32 * j]);
+    ss = add_square(ss, x[j]);
+  }
   if (w) {
     const float inv = rms_inverse(warp_sum(ss), D, eps);
 #pragma unroll
@@ -58,10 +54,8 @@ __device__ __forceinline__ void norm_rope_head(float (&x)[D / 32], const bf16* w
   }
 }
 
-// early (decode_early_loads()): after the wait every read of the step's own q, k and v is issued
-// before any is used (one L2 round trip, not one per head and then one for V); else head by head.
 template <int D, bool FOLD>
-__global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs a, bool trigger_first, bool early) {
+__global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs a, bool trigger_first) {
   constexpr int LDS = D + 8;  // bf16 a shared row (the pad spreads ldmatrix rows over the banks)
   constexpr int KSTEPS = D / 16, DTILES = D / 8, kRowChunks = D / 8;
   constexpr int kRowStep = kThreads / kRowChunks, kRowsPerThread = kKeys / kRowStep;
@@ -147,64 +141,32 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
     issue(0);
   }
   cp_async_commit();
-  // Where the step's K/V of this head goes in the cache (split 0's first 2·kRowChunks threads store
-  // it): the page table is uploaded metadata, readable before the wait.
-  const bool stores_kv = a.new_k && split == 0 && tid < 2 * kRowChunks && has_query;
-  const int64_t new_slot = stores_kv ? kv_slot(kv, seq, start) : 0;
 
   wait_and_allow_dependents(trigger_first);  // q (and the step's K/V) come from the kernels before
   if (!has_query) return;
-  // The new key is in the first tile: its row comes from the step's own K/V (after the wait).
-  const bool new_row_here = ntiles > 0 && start - key_begin < kKeys &&
-                            row0 == static_cast<int>(start - key_begin) % kRowStep;  // this thread's rows include it
-  const int new_r = static_cast<int>(start - key_begin);
-  const auto new_v_row = [&] {
-    cp_async16(stages + (kKeys + new_r) * LDS + col,
-               key_row(a, kv.v_cache, a.new_v, seq, kvh, start, start, t0, D) + col, true);
-  };
-  // The step's V chunk this thread stores into the cache (split 0, threads kRowChunks..2·kRowChunks).
-  const bool stores_v = stores_kv && tid >= kRowChunks;
-  const int64_t new_src = (t0 * kv.hk + kvh) * D + (tid % kRowChunks) * 8;
-  uint4 v_chunk{};
-  if (early) {
-    if (new_row_here) new_v_row();
-    if (stores_v) v_chunk = *reinterpret_cast<const uint4*>(a.new_v + new_src);
-  }
   if constexpr (fold) {
+    __syncthreads();  // the angles (a block without keys has had no barrier since)
     // Q row r < group (query head kvh·group + r) by warp r % kWarps, the rest zeros; the new key by
     // the last warp (its rows past a group of 8 are padding).
-    constexpr int kRowsPerWarp = 16 / kWarps;
-    float xq[kRowsPerWarp][D / 32], xk[D / 32];
-    const auto q_row = [&](int r) { return a.q + (t0 * a.hq + kvh * group + r) * D; };
-    const bf16* k_src = a.new_k + (t0 * kv.hk + kvh) * D;
-    if (early) {
-#pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i)
-        if (warp + kWarps * i < group) load_head<D>(q_row(warp + kWarps * i), xq[i], lane);
-      if (warp == kWarps - 1) load_head<D>(k_src, xk, lane);
-    }
-    __syncthreads();  // the angles (a block without keys has had no barrier since)
-#pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {
-      const int r = warp + kWarps * i;
-      if (r < group) {
-        if (!early) load_head<D>(q_row(r), xq[i], lane);
-        norm_rope_head<D>(xq[i], a.q_norm, a.norm_eps, rope_cos, rope_sin, Qs + r * LDS, lane);
-      } else {
+    for (int r = warp; r < 16; r += kWarps) {
+      if (r < group)
+        norm_rope_head<D>(a.q + (t0 * a.hq + kvh * group + r) * D, a.q_norm, a.norm_eps, rope_cos, rope_sin,
+                          Qs + r * LDS, lane);
+      else
         for (int c = lane; c < D; c += 32) Qs[r * LDS + c] = to_bf(0.0f);
-      }
     }
-    if (warp == kWarps - 1) {
-      if (!early) load_head<D>(k_src, xk, lane);
-      norm_rope_head<D>(xk, a.k_norm, a.norm_eps, rope_cos, rope_sin, k_rot, lane);
-    }
+    if (warp == kWarps - 1)
+      norm_rope_head<D>(a.new_k + (t0 * kv.hk + kvh) * D, a.k_norm, a.norm_eps, rope_cos, rope_sin, k_rot, lane);
     __syncthreads();
   }
-  if (new_row_here) {
-    if constexpr (fold)
-      *reinterpret_cast<uint4*>(stages + new_r * LDS + col) = *reinterpret_cast<const uint4*>(k_rot + col);
-    else cp_async16(stages + new_r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, start, start, t0, D) + col, true);
-    if (!early) new_v_row();
+  if (ntiles > 0 && start - key_begin < kKeys) {  // the new key is in the first tile: its row now
+    const int r = static_cast<int>(start - key_begin);
+    if (row0 == r % kRowStep) {  // this thread's rows include r
+      if constexpr (fold) *reinterpret_cast<uint4*>(stages + r * LDS + col) = *reinterpret_cast<const uint4*>(k_rot + col);
+      else cp_async16(stages + r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, start, start, t0, D) + col, true);
+      cp_async16(stages + (kKeys + r) * LDS + col, key_row(a, kv.v_cache, a.new_v, seq, kvh, start, start, t0, D) + col,
+                 true);
+    }
   }
   cp_async_commit();
   if (ntiles > 1) {
@@ -213,16 +175,15 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
     issue(1);
   }
   cp_async_commit();
-  if (stores_kv) {  // the step's K/V of this head into the cache
+  if (a.new_k && split == 0 && tid < 2 * kRowChunks) {  // the step's K/V of this head into the cache
     const bool is_k = tid < kRowChunks;
     const int c = (tid % kRowChunks) * 8;
-    const int64_t dst = (new_slot * kv.hk + kvh) * D + c, src = (t0 * kv.hk + kvh) * D + c;
+    const int64_t dst = (kv_slot(kv, seq, start) * kv.hk + kvh) * D + c, src = (t0 * kv.hk + kvh) * D + c;
     bf16* cache = static_cast<bf16*>(is_k ? kv.k_cache : kv.v_cache);
-    const uint4 v = early ? v_chunk : *reinterpret_cast<const uint4*>(a.new_v + src);
     if constexpr (fold)
-      *reinterpret_cast<uint4*>(cache + dst) = is_k ? *reinterpret_cast<const uint4*>(k_rot + c) : v;
+      *reinterpret_cast<uint4*>(cache + dst) = *reinterpret_cast<const uint4*>(is_k ? k_rot + c : a.new_v + src);
     else
-      *reinterpret_cast<uint4*>(cache + dst) = is_k ? *reinterpret_cast<const uint4*>(a.new_k + src) : v;
+      *reinterpret_cast<uint4*>(cache + dst) = *reinterpret_cast<const uint4*>((is_k ? a.new_k : a.new_v) + src);
   }
   // Q: row r < group is query head kvh·group + r of the token; the rest zeros (folded: done above).
   for (int c = tid; c < (fold ? 0 : 16 * kRowChunks); c += kThreads) {
@@ -353,7 +314,7 @@ void launch(const AttnArgs& a, cudaStream_t s) {
   allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
   for (int i = 0; i < launches_of("attention"); ++i)
-    launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a, pdl_trigger_first(), decode_early_loads());
+    launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a, pdl_trigger_first());
 }
 
 }  // namespace
@@ -362,11 +323,6 @@ bool decode_kernel_enabled() {
   // LOOM_DECODE_ATTENTION=general keeps decode on attention.cu's kernel (A/B runs).
   static const bool general = env_is("LOOM_DECODE_ATTENTION", "general");
   return !general;
-}
-
-bool decode_early_loads() {
-  static const bool on = env_is("LOOM_DECODE_EARLY_LOADS", "1");
-  return on;
 }
 
 bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
