@@ -15,8 +15,11 @@ bool pdl_trigger_first() {
 }
 
 int launches_of(const char* kernel) {
-  static const char* extra = std::getenv("LOOM_DECODE_EXTRA");
-  return extra != nullptr && std::string(extra) == kernel ? 2 : 1;
+  static const std::string extra = [] {  // read once; compared without building a string a launch
+    const char* v = std::getenv("LOOM_DECODE_EXTRA");
+    return std::string(v ? v : "");
+  }();
+  return extra == kernel ? 2 : 1;
 }
 
 bool pdl_enabled() {

@@ -13,10 +13,10 @@
 // launches without it.
 //
 // On unless LOOM_PDL_TRIGGER_FIRST=0 (pdl_trigger_first(); with the GEMVs' preload, bs-1 decode
-// 3.087 -> 2.974 ms on an H200, bench/NOTES.md): the small kernels between two weight-streaming GEMVs (the RMSNorm, the decode attention,
-// its split merge) and the GEMVs themselves allow dependents *before* they wait, so the next
-// kernel's blocks are scheduled (and request their weights) while the one before this is still
-// running: a GEMV then sees the kernel two or three launches back, not only the one before. Still
+// 3.087 -> 2.974 ms on an H200, bench/NOTES.md): the small kernels between two weight-streaming
+// GEMVs (the RMSNorm, the decode attention, its split merge) and the GEMVs themselves allow
+// dependents *before* they wait, so the next kernel's blocks are scheduled (and request their
+// weights) while the one before this is still running: a GEMV then sees the kernel two or three launches back, not only the one before. Still
 // ordered: a kernel's wait returns once the kernel before it has completed, and that kernel
 // completed only after its own wait returned, so every earlier kernel has completed too; what is
 // read before a wait is still only what no kernel of the step writes. The trigger fires once
