@@ -238,6 +238,48 @@ TEST(CudaKernels, MoeDecodeMatchesTheCpuReference) {
   }
 }
 
+// The top-k taken inside the gate/up kernel (moe_decode_routed, LOOM_MOE_ROUTE=experts) against the
+// router's own (router_topk) feeding moe_decode: the same picks, weights and output bit for bit, the
+// logits left behind, a local range that misses experts, and twice in a row (no state between).
+TEST(CudaKernels, MoeDecodeRoutedEqualsTheRouterThenTheExperts) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(29);
+  struct Case { int t, h, inter, e, k, begin, local; bool renorm; };
+  for (const Case c : {Case{1, 2048, 768, 128, 8, 0, 128, true}, Case{3, 1000, 776, 60, 4, 0, 60, false},
+                       Case{8, 64, 32, 256, 8, 64, 96, true}, Case{5, 72, 40, 12, 3, 6, 6, true},
+                       Case{2, 40, 24, 5, 1, 2, 2, false}}) {
+    SCOPED_TRACE(::testing::Message() << "t " << c.t << " h " << c.h << " I " << c.inter << " E " << c.e << " k " << c.k
+                                      << " local [" << c.begin << ", +" << c.local << ")");
+    const Tensor x = to_gpu_bf16(rand_host({c.t, c.h}, 1.0f, rng));
+    const Tensor router = to_gpu_bf16(rand_host({c.e, c.h}, 0.1f, rng));
+    const Tensor wgu = to_gpu_bf16(rand_host({c.local, 2 * c.inter, c.h}, 0.1f, rng));
+    const Tensor wd = to_gpu_bf16(rand_host({c.local, c.h, c.inter}, 0.1f, rng));
+    ASSERT_TRUE(kc::moe_decode_applies(c.t, c.k, c.h, c.inter, x.data_ptr(), wgu.data_ptr(), wd.data_ptr()));
+
+    Tensor ref_logits = poisoned({c.t, c.e}, DType::bf16), ref_w = poisoned({c.t, c.k}, DType::f32);
+    Tensor ref_ids = poisoned({c.t, c.k}, DType::i32), act = poisoned({int64_t{c.t} * c.k, c.inter}, DType::bf16);
+    Tensor ref = poisoned({c.t, c.h}, DType::bf16);
+    kc::router_topk(x.data_ptr(), router.data_ptr(), ref_logits.data_ptr(), c.t, c.h, c.e, c.k, c.renorm,
+                    ref_w.data<float>(), ref_ids.data<int32_t>(), stream());
+    kc::moe_decode(x.data_ptr(), ref_ids.data<int32_t>(), ref_w.data<float>(), c.t, c.k, c.begin, c.local,
+                   wgu.data_ptr(), wd.data_ptr(), c.h, c.inter, act.data_ptr(), ref.data_ptr(), stream());
+
+    for (int round = 0; round < 2; ++round) {
+      Tensor logits = poisoned({c.t, c.e}, DType::bf16), w = poisoned({c.t, c.k}, DType::f32);
+      Tensor ids = poisoned({c.t, c.k}, DType::i32), out = poisoned({c.t, c.h}, DType::bf16);
+      act = poisoned({int64_t{c.t} * c.k, c.inter}, DType::bf16);
+      kc::gemv(x.data_ptr(), router.data_ptr(), logits.data_ptr(), c.t, c.e, c.h, stream());
+      kc::moe_decode_routed(x.data_ptr(), logits.data_ptr(), c.e, c.renorm, w.data<float>(), ids.data<int32_t>(), c.t,
+                            c.k, c.begin, c.local, wgu.data_ptr(), wd.data_ptr(), c.h, c.inter, act.data_ptr(),
+                            out.data_ptr(), stream());
+      EXPECT_EQ(host_values(logits), host_values(ref_logits)) << "round " << round;
+      EXPECT_EQ(host_values(ids), host_values(ref_ids)) << "round " << round;
+      EXPECT_EQ(host_values(w), host_values(ref_w)) << "round " << round;
+      EXPECT_EQ(host_values(out), host_values(ref)) << "round " << round;
+    }
+  }
+}
+
 TEST(CudaKernels, RouterTopkPicksTheSameExperts) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(6);

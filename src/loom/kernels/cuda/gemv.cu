@@ -207,16 +207,46 @@ __global__ void __launch_bounds__(kThreads) router_topk_kernel(const bf16* x, co
   if (warp < m) route_token(logits, warp, e, top_k, renormalize, weights, ids, 1, 1, 1.0f, probs + warp * e);
 }
 
+// Routing taken inside the gate/up kernel (moe_decode_routed): the router's logits [tokens, experts]
+// bf16, and where the picks go for the down kernel.
+struct GateUpRoute {
+  const bf16* logits;  // null: the routing is an input (ids)
+  int experts;
+  bool renormalize;
+  float* weights;  // [tokens, top_k]
+  int32_t* ids;    // [tokens, top_k]
+};
+
 // MoE decode, gate/up: for routed slot blockIdx.y (token slot / top_k) and intermediate index i
 // (one per warp), act[slot, i] = silu(gate_i · x) * (up_i · x). Gate and up are rounded to bf16
 // first, as the grouped path stores them. Slots of other ranks' experts are skipped (never read).
+// With route.logits, every block first takes its token's top-k itself (one warp, route_topk.cuh's
+// registers path, so the same picks and weights as router_topk_kernel's last block), and the
+// blocks x = 0 of the token's first slot write the picks for the down kernel: the router is then a
+// plain GEMV, without the completion counter, fence and second L2 round trip of its last block.
 __global__ void __launch_bounds__(kThreads) moe_decode_gate_up_kernel(const bf16* x, const int32_t* ids,
                                                                       int64_t expert_begin, int64_t experts,
                                                                       int top_k, const bf16* w, int inter,
-                                                                      int hidden, bf16* act) {
-  wait_then_allow_dependents();  // the experts come from the router just before
+                                                                      int hidden, bf16* act, GateUpRoute route) {
+  wait_then_allow_dependents();  // the experts (or the logits) come from the router just before
   const int64_t slot = blockIdx.y;
-  const int64_t e = ids[slot] - expert_begin;
+  int64_t e;
+  if (route.logits) {
+    __shared__ float picked_w[kMaxTopK];
+    __shared__ int32_t picked[kMaxTopK];
+    const int64_t tok = slot / top_k;
+    if (threadIdx.x < 32)
+      route_token_in_registers(route.logits + tok * route.experts, 0, route.experts, top_k, route.renormalize,
+                               picked_w, picked, 1.0f);
+    __syncthreads();
+    if (blockIdx.x == 0 && slot % top_k == 0 && threadIdx.x < top_k) {
+      route.weights[tok * top_k + threadIdx.x] = picked_w[threadIdx.x];
+      route.ids[tok * top_k + threadIdx.x] = picked[threadIdx.x];
+    }
+    e = picked[slot % top_k] - expert_begin;
+  } else {
+    e = ids[slot] - expert_begin;
+  }
   const int i = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (e < 0 || e >= experts || i >= inter) return;
   const int k8 = hidden / 8;
@@ -376,21 +406,61 @@ bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t i
          inter % 8 == 0 && aligned16(x) && aligned16(w_gate_up) && aligned16(w_down);
 }
 
-void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
-                int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
-                int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s) {
+namespace {
+
+// moe_decode and moe_decode_routed: the gate/up kernel, then down + combine.
+void launch_moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
+                       int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
+                       int64_t hidden, int64_t inter, void* act, void* out, const GateUpRoute& route,
+                       cudaStream_t s) {
   LOOM_CHECK(moe_decode_applies(tokens, top_k, hidden, inter, x, w_gate_up, w_down), "moe_decode: ", tokens,
              " tokens, top-", top_k, ", hidden ", hidden, ", intermediate ", inter);
   const int hi = static_cast<int>(hidden), ii = static_cast<int>(inter), k = static_cast<int>(top_k);
   const dim3 up_grid(static_cast<unsigned>((inter + kWarps - 1) / kWarps), static_cast<unsigned>(tokens * top_k));
   launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
-             local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
+             local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act), route);
   const int groups = std::max(1, kWarps / k);  // warps of k slots a block
   const int64_t h_per_block = int64_t{groups} * kDownRowsPerWarp;
   const dim3 down_grid(static_cast<unsigned>((hidden + h_per_block - 1) / h_per_block), static_cast<unsigned>(tokens));
+  // The down kernel's routing prefetch reads the ids before its wait: only when they come from a
+  // kernel before the gate/up one (moe_decode_down_kernel), not from the gate/up kernel itself.
+  const bool prefetch = decode_switches().down_prefetch && !route.logits;
   launch_pdl(moe_decode_down_kernel<kDownRowsPerWarp>, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act),
              ids, weights, expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii,
-             static_cast<bf16*>(out), decode_switches().down_prefetch);
+             static_cast<bf16*>(out), prefetch);
+}
+
+}  // namespace
+
+void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
+                int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
+                int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s) {
+  launch_moe_decode(x, ids, weights, tokens, top_k, expert_begin, local_experts, w_gate_up, w_down, hidden, inter,
+                    act, out, GateUpRoute{nullptr, 0, false, nullptr, nullptr}, s);
+}
+
+bool moe_route_in_experts() {
+  // LOOM_MOE_ROUTE=experts: the top-k in the gate/up kernel (moe_decode_routed) instead of the
+  // router's last block (router_topk). Off until measured on an H200 (bench/NOTES.md).
+  static const bool on = env_is("LOOM_MOE_ROUTE", "experts");
+  return on;
+}
+
+bool moe_decode_routed_applies(int64_t tokens, int64_t experts, int64_t top_k, int64_t hidden, int64_t inter,
+                               const void* x, const void* w_gate_up, const void* w_down) {
+  return moe_route_in_experts() && experts >= top_k && experts <= 32 * kRouteRegs &&
+         moe_decode_applies(tokens, top_k, hidden, inter, x, w_gate_up, w_down);
+}
+
+void moe_decode_routed(const void* x, const void* logits, int64_t experts, bool renormalize, float* weights,
+                       int32_t* ids, int64_t tokens, int64_t top_k, int64_t expert_begin, int64_t local_experts,
+                       const void* w_gate_up, const void* w_down, int64_t hidden, int64_t inter, void* act, void* out,
+                       cudaStream_t s) {
+  LOOM_CHECK(experts >= top_k && experts <= 32 * kRouteRegs, "moe_decode_routed: top-", top_k, " of ", experts,
+             " experts (at most ", 32 * kRouteRegs, ")");
+  const GateUpRoute route{static_cast<const bf16*>(logits), static_cast<int>(experts), renormalize, weights, ids};
+  launch_moe_decode(x, ids, weights, tokens, top_k, expert_begin, local_experts, w_gate_up, w_down, hidden, inter,
+                    act, out, route, s);
 }
 
 }  // namespace loom::kernels::cuda
