@@ -211,6 +211,57 @@ void BM_MoeDecode(benchmark::State& state) {
 }
 BENCHMARK(BM_MoeDecode)->ArgName("m")->Arg(1)->Arg(4)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
 
+// A decode step's router and experts together (Qwen3-30B-A3B: 128 experts, top-8, hidden 2048,
+// intermediate 768) for m tokens: `routed` 0 is router_topk (its last block picks the top-k) then
+// moe_decode, 1 the router as a plain GEMV then moe_decode_routed (the gate/up blocks pick it,
+// LOOM_MOE_ROUTE=experts). Each layer has its own router and expert weights (16 stacks rotated).
+void BM_RouterThenExperts(benchmark::State& state) {
+  if (!have_gpu()) return state.SkipWithError("no GPU");
+  const int64_t m = state.range(0), experts = 128, top_k = 8, hidden = 2048, inter = 768, stacks = 16;
+  const bool routed = state.range(1) != 0;
+  const int64_t gate_up = experts * 2 * inter * hidden, down = experts * hidden * inter, router = experts * hidden;
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  {
+    const Tensor wgu = random_bf16(gate_up * stacks, 3, s), wd = random_bf16(down * stacks, 4, s);
+    const Tensor wr = random_bf16(router * kLayers, 6, s), x = random_bf16(m * hidden, 5, s);
+    const Tensor logits = Tensor::empty({m, experts}, DType::bf16, Device::cuda(0));
+    const Tensor weights = Tensor::empty({m, top_k}, DType::f32, Device::cuda(0));
+    const Tensor ids = Tensor::empty({m, top_k}, DType::i32, Device::cuda(0));
+    const Tensor act = Tensor::empty({m * top_k, inter}, DType::bf16, Device::cuda(0));
+    const Tensor out = Tensor::empty({m, hidden}, DType::bf16, Device::cuda(0));
+    auto layer = [&](int l) {
+      const uint16_t* r = wr.data<uint16_t>() + l * router;
+      const uint16_t* gu = wgu.data<uint16_t>() + l % stacks * gate_up;
+      const uint16_t* dn = wd.data<uint16_t>() + l % stacks * down;
+      if (routed) {
+        kc::gemv(x.data_ptr(), r, logits.data_ptr(), m, experts, hidden, s);
+        kc::moe_decode_routed(x.data_ptr(), logits.data_ptr(), experts, true, weights.data<float>(),
+                              ids.data<int32_t>(), m, top_k, 0, experts, gu, dn, hidden, inter, act.data_ptr(),
+                              out.data_ptr(), s);
+      } else {
+        kc::router_topk(x.data_ptr(), r, logits.data_ptr(), m, hidden, experts, top_k, true, weights.data<float>(),
+                        ids.data<int32_t>(), s);
+        kc::moe_decode(x.data_ptr(), ids.data<int32_t>(), weights.data<float>(), m, top_k, 0, experts, gu, dn, hidden,
+                       inter, act.data_ptr(), out.data_ptr(), s);
+      }
+    };
+    layer(0);  // once before capture: router_topk's first call allocates its counters
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    time_graph(state, s, layer, 2.0 * (router + 3 * hidden * inter * top_k));  // at m = 1
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+BENCHMARK(BM_RouterThenExperts)
+    ->ArgNames({"m", "routed"})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->Args({8, 0})
+    ->Args({8, 1})
+    ->UseManualTime()
+    ->MinTime(kMinTime)
+    ->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();

@@ -7,7 +7,9 @@
 #     again with each NAME=VALUE of LOOM_AB_ENV set (A/B switches, space-separated, one run each:
 #     e.g. LOOM_AB_ENV="LOOM_PDL=0 LOOM_DECODE_ATTENTION=general"; a run with several set joins them
 #     with commas: "A=1,B=2"; LOOM_LATENCY_BS=1:128 among them sets that run's batch sizes);
-#   - bench_decode_kernels: each decode kernel in a graph of 48 launches on cold weights;
+#   - bench_decode_kernels: each decode kernel in a graph of 48 launches on cold weights
+#     (LOOM_KERNELS_FILTER: a --benchmark_filter regex; LOOM_KERNELS_AB_ENV="NAME=VALUE,...": once
+#     more with those set, e.g. LOOM_DECODE_MERGE=cluster for BM_DecodeAttention);
 #   - a CUPTI trace (bench/kernel_trace.cc) of `bench latency` at each batch size of LOOM_TRACE_BS
 #     (default "1 128"), one graph replay summed by kernel (bench/trace_summary.py), with
 #     programmatic dependent launch off (LOOM_TRACE_PDL=1 keeps it: kernels then overlap, each one's
@@ -48,7 +50,14 @@ latency "$LOGS/latency.log"
 ab_runs=(${LOOM_AB_ENV:-})
 for i in "${!ab_runs[@]}"; do latency "$LOGS/latency_ab$i.log" "${ab_runs[$i]}"; done
 echo "latency: $((SECONDS - t0)) s"
-[ -x build-gpu/bench/bench_decode_kernels ] && { ./build-gpu/bench/bench_decode_kernels >"$LOGS/decode_kernels.txt" 2>&1 || tail -5 "$LOGS/decode_kernels.txt"; }
+kernels() {  # kernels LOG [ENV=VALUE,...]
+  env ${2:+${2//,/ }} ./build-gpu/bench/bench_decode_kernels --benchmark_filter="${LOOM_KERNELS_FILTER:-.}" >"$1" 2>&1 ||
+    tail -5 "$1"
+}
+if [ -x build-gpu/bench/bench_decode_kernels ]; then
+  kernels "$LOGS/decode_kernels.txt"
+  [ -n "${LOOM_KERNELS_AB_ENV:-}" ] && kernels "$LOGS/decode_kernels_ab.txt" "$LOOM_KERNELS_AB_ENV"
+fi
 if [ "${LOOM_SKIP_TRACE:-0}" != 1 ]; then
   for bs in ${LOOM_TRACE_BS:-1 128}; do
     LOOM_PDL=${LOOM_TRACE_PDL:-0} CUDA_INJECTION64_PATH=$PWD/build-gpu/bench/libloom_kernel_trace.so LOOM_TRACE_OUT=/tmp/trace_$bs.csv \
@@ -67,6 +76,7 @@ for i in "${!ab_runs[@]}"; do
 done
 echo
 [ -s "$LOGS/decode_kernels.txt" ] && grep -E "^BM_|^Benchmark" "$LOGS/decode_kernels.txt"
+[ -s "$LOGS/decode_kernels_ab.txt" ] && echo "with $LOOM_KERNELS_AB_ENV:" && grep -E "^BM_" "$LOGS/decode_kernels_ab.txt"
 for bs in ${LOOM_TRACE_BS:-1 128}; do
   [ -s "$LOGS/trace_$bs.txt" ] && echo && echo "bs $bs, inside one graph replay:" && head -24 "$LOGS/trace_$bs.txt"
 done

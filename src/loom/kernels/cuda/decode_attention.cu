@@ -436,6 +436,17 @@ int cluster_max_splits_on_device() {
   return 0;
 }
 
+// Whether the launch's blocks fit the GPU at once (3 an SM): the cluster merge only for the small
+// batches whose step it shortens. An earlier cluster merge (at most 8 splits, at every batch size)
+// was slower everywhere, by 1 ms at bs 128 (bench/NOTES.md), where clusters of a few blocks must
+// each find room in one GPC across several waves.
+bool one_wave(const AttnArgs& a) {
+  int device = 0, sms = 132;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return a.kv.num_seqs * a.kv.hk * a.splits <= 3 * int64_t{sms};
+}
+
 }  // namespace
 
 int decode_cluster_max_splits() {
@@ -466,7 +477,9 @@ bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
 bool decode_attention(AttnArgs a, cudaStream_t s) {
   LOOM_CHECK(decode_attention_applies(a, 1), "decode_attention: head dim ", a.kv.d, ", ", a.hq, " query heads over ",
              a.kv.hk, " KV heads");
-  a.merge_in_cluster = a.splits > 1 && a.splits <= decode_cluster_max_splits();
+  // Power-of-two cluster sizes only: the shapes cluster_max_splits_on_device() checked.
+  a.merge_in_cluster = a.splits > 1 && (a.splits & (a.splits - 1)) == 0 && a.splits <= decode_cluster_max_splits() &&
+                       one_wave(a);
   const bool fold = a.inv_freq != nullptr;
   if (a.kv.d == 64) fold ? launch<64, true>(a, s) : launch<64, false>(a, s);
   else fold ? launch<128, true>(a, s) : launch<128, false>(a, s);
