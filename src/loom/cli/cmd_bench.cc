@@ -4,7 +4,9 @@
 // (greedy, tokens fed back), the way SGLang's bench_one_batch measures. Prints per batch size the
 // prefill time, the median decode step, output tok/s and the decode step's fraction of the HBM
 // roofline: bytes the step must read (weights it touches + KV it attends over) / bandwidth
-// measured by a copy kernel in the same run. --prefill-len adds single-sequence prefill timings;
+// measured by a copy kernel in the same run, and the GPU step: the last step enqueued 10 times back
+// to back (events on the stream), so the decode step less it is the host's share of a step (one
+// GPU only). --prefill-len adds single-sequence prefill timings;
 // --profile-ops prints where the device time of one prefill and one decode step goes, per op.
 #include <algorithm>
 #include <chrono>
@@ -114,6 +116,40 @@ struct Bench {
     return std::vector<int32_t>(host.data<int32_t>(), host.data<int32_t>() + rows);
   }
 
+  // The batch's step (forward + greedy selection) enqueued `reps` times back to back, its tokens never
+  // read: the GPU's time a step with the host's share hidden (the same tokens and positions each
+  // time, so the KV written is the same too). Seconds a step, from events on the device's stream.
+  double gpu_step_seconds(const model::ForwardBatch& batch, int reps) {
+    const Device dev = opt.device;
+    CUDA_CHECK(cudaSetDevice(dev.index));
+    const cudaStream_t s = cuda::current_stream(dev.index);
+    cudaEvent_t begin = nullptr, end = nullptr;
+    CUDA_CHECK(cudaEventCreate(&begin));
+    CUDA_CHECK(cudaEventCreate(&end));
+    float ms = 0;
+    try {
+      Tensor next = Tensor::empty({static_cast<int64_t>(batch.seqs.size())}, DType::i32, dev);
+      (void)runner->forward_device_logits(batch);  // the first enqueue's host work outside the timing
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      CUDA_CHECK(cudaEventRecord(begin, s));
+      for (int i = 0; i < reps; ++i) {
+        const Tensor logits = runner->forward_device_logits(batch);
+        kernels::cuda::select_tokens(logits.data_ptr(), logits.size(0), logits.size(1), 0.0f, 0, 0,
+                                     next.data<int32_t>(), s);
+      }
+      CUDA_CHECK(cudaEventRecord(end, s));
+      CUDA_CHECK(cudaEventSynchronize(end));
+      CUDA_CHECK(cudaEventElapsedTime(&ms, begin, end));
+    } catch (...) {
+      cudaEventDestroy(begin);
+      cudaEventDestroy(end);
+      throw;
+    }
+    cudaEventDestroy(begin);
+    cudaEventDestroy(end);
+    return ms / 1e3 / reps;
+  }
+
   std::vector<int32_t> random_tokens(int64_t n) {
     std::uniform_int_distribution<int32_t> u(0, static_cast<int32_t>(std::min<int64_t>(config.vocab_size, 150000) - 1));
     std::vector<int32_t> v(n);
@@ -178,6 +214,7 @@ void profile_ops(Bench& B, int64_t prefill_len, int64_t context) try {
 struct Row {
   int64_t bs;
   double prefill_s, median_step_s, total_s, step_bytes;
+  double gpu_step_s;  // 0: not measured (parallel runs)
 };
 
 }  // namespace
@@ -251,6 +288,7 @@ int cmd_bench(Args& args) {
     std::vector<int32_t> next;
     const double prefill_s = B.prefill(seqs, prefill_chunk, next);
     std::vector<double> steps;
+    model::ForwardBatch last;
     for (int64_t o = 1; o < output_len; ++o) {
       model::ForwardBatch d;
       for (int64_t i = 0; i < bs; ++i)
@@ -258,7 +296,9 @@ int cmd_bench(Args& args) {
       const auto t = Clock::now();
       next = B.step(d);
       steps.push_back(seconds_since(t));
+      last = std::move(d);
     }
+    const double gpu_step_s = world == 1 && !last.seqs.empty() ? B.gpu_step_seconds(last, 10) : 0.0;
     for (auto& p : pages_of) B.pool->free(p);
     double decode_total = 0;
     for (double s : steps) decode_total += s;
@@ -266,7 +306,7 @@ int cmd_bench(Args& args) {
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted.empty() ? 0 : sorted[sorted.size() / 2];
     rows.push_back({bs, prefill_s, median, prefill_s + decode_total,
-                    decode_step_bytes(B.config, bs, input_len + output_len / 2.0, layout)});
+                    decode_step_bytes(B.config, bs, input_len + output_len / 2.0, layout), gpu_step_s});
     std::printf("  bs %lld done\n", static_cast<long long>(bs));
     std::fflush(stdout);
   } catch (const Error& e) {  // report and go on with the other sizes
@@ -277,17 +317,17 @@ int cmd_bench(Args& args) {
   std::printf("\nloom bench latency: input %lld, output %lld, %s%s\n", static_cast<long long>(input_len),
               static_cast<long long>(output_len), B.opt.disable_cuda_graph ? "no CUDA graphs" : "CUDA graphs",
               world > 1 ? " (step bytes and roofline are one GPU's figures: not shown for parallel runs)" : "");
-  std::printf("%6s %12s %16s %14s %14s %16s %12s\n", "bs", "prefill ms", "decode step ms", "out tok/s",
-              "decode tok/s", "step bytes (GB)", "HBM roofline");
+  std::printf("%6s %12s %16s %14s %14s %16s %12s %14s\n", "bs", "prefill ms", "decode step ms", "out tok/s",
+              "decode tok/s", "step bytes (GB)", "HBM roofline", "GPU step ms");
   for (const Row& r : rows) {
     const double out_tps = r.bs * output_len / r.total_s;
     const double roofline = r.median_step_s > 0 ? (r.step_bytes / bandwidth) / r.median_step_s : 0;
     std::printf("%6lld %12.1f %16.3f %14.0f %14.0f", static_cast<long long>(r.bs), r.prefill_s * 1e3,
                 r.median_step_s * 1e3, out_tps, r.median_step_s > 0 ? r.bs / r.median_step_s : 0);
-    if (world == 1)
-      std::printf(" %16.2f %11.1f%%\n", r.step_bytes / 1e9, roofline * 100);  // 69.7 must not read as 70
+    if (world == 1)  // 69.7 must not read as 70
+      std::printf(" %16.2f %11.1f%% %14.3f\n", r.step_bytes / 1e9, roofline * 100, r.gpu_step_s * 1e3);
     else
-      std::printf(" %16s %12s\n", "-", "-");
+      std::printf(" %16s %12s %14s\n", "-", "-", "-");
   }
   for (int64_t len : prefill_lens) try {
     auto p = B.pool->allocate(B.pool->pages_for_tokens(len));
