@@ -392,13 +392,7 @@ void launch(const AttnArgs& a, cudaStream_t s) {
   constexpr size_t smem = smem_bytes<D, FOLD>();
   const void* kernel = reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>);
   allow_dynamic_smem(kernel, smem);
-  if (a.merge_in_cluster) {
-    static const bool non_portable = [&] {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-      return true;
-    }();
-    (void)non_portable;
-  }
+  if (a.merge_in_cluster) allow_non_portable_clusters(kernel);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
   const dim3 cluster(1, a.merge_in_cluster ? static_cast<unsigned>(a.splits) : 1u, 1);
   for (int i = 0; i < launches_of("attention"); ++i)
@@ -414,7 +408,7 @@ int cluster_max_splits_on_device() {
   constexpr size_t smem = smem_bytes<128, true>();
   const void* kernel = reinterpret_cast<const void*>(decode_attention_kernel<128, true>);
   allow_dynamic_smem(kernel, smem);
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  allow_non_portable_clusters(kernel);
   for (int splits = kMaxClusterSplits; splits >= 2; splits /= 2) {
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeClusterDimension;
