@@ -679,6 +679,33 @@ TEST(CudaKernels, GreedySelectionIsArgmaxWithLowestIdOnTies) {
   }
 }
 
+// select_tokens reads rows of vocab % 8 == 0 at 16-byte alignment 8 logits a load, others one at
+// a time: the same rows through both paths (the second copy one element off alignment) must pick
+// the same tokens, greedy (with planted ties) and with Gumbel noise.
+TEST(CudaKernels, SelectionIsTheSameOnTheVectorAndScalarPaths) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  for (auto [rows, vocab] : {std::pair{64, 2048}, {3, 151936}}) {
+    Tensor l = rand_host({rows, vocab}, 4.0f, rng);
+    for (int r = 0; r < rows; ++r) {
+      const int a = static_cast<int>(rng() % vocab), b = static_cast<int>(rng() % vocab);
+      l.data<float>()[r * vocab + a] = l.data<float>()[r * vocab + b] = 9.0f;
+    }
+    const Tensor aligned = to_gpu_bf16(l);
+    Tensor shifted = Tensor::empty({int64_t{rows} * vocab + 1}, DType::bf16, Device::cuda(0));
+    ASSERT_EQ(cudaMemcpy(static_cast<uint16_t*>(shifted.data_ptr()) + 1, aligned.data_ptr(),
+                         size_t{2} * rows * vocab, cudaMemcpyDeviceToDevice),
+              cudaSuccess);
+    for (float temperature : {0.0f, 0.8f}) {
+      Tensor a = poisoned({rows}, DType::i32), b = poisoned({rows}, DType::i32);
+      kc::select_tokens(aligned.data_ptr(), rows, vocab, temperature, 7, 3, a.data<int32_t>(), stream());
+      kc::select_tokens(static_cast<uint16_t*>(shifted.data_ptr()) + 1, rows, vocab, temperature, 7, 3,
+                        b.data<int32_t>(), stream());
+      EXPECT_EQ(host_values(a), host_values(b)) << "vocab " << vocab << " temperature " << temperature;
+    }
+  }
+}
+
 TEST(CudaKernels, SampledSelectionFollowsTheSoftmax) {
   SKIP_WITHOUT_GPU();
   const int rows = 40000, vocab = 4;

@@ -4,6 +4,7 @@
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/norm_rope.cuh"
 #include "loom/kernels/cuda/pdl.cuh"
+#include "loom/kernels/cuda/row_visit.cuh"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -198,21 +199,36 @@ __device__ __forceinline__ uint64_t mix64(uint64_t x) {
 // (value, index) arg-max with ties to the lower index.
 __device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
+// One row's arg-max (ties to the lower id), with Gumbel noise per (seed, offset, row, id) when
+// temperature > 0. The row is read in 16-byte chunks where it can be (row_visit.cuh: bs-1 decode
+// reads one 151,936-token row a step); any reading order gives the same token, (value, -id) being
+// a total order.
+constexpr int kSelectUnroll = 4;
+
+struct Best {
+  float v = -INFINITY;
+  int i = 0x7fffffff;
+  __device__ __forceinline__ void consider(float x, int c, float temperature, uint64_t seed, uint64_t offset,
+                                           int64_t row) {
+    if (temperature > 0) {
+      const uint64_t h = mix64(seed ^ mix64(offset * 0x100000001b3ull + row) ^ static_cast<uint64_t>(c) * 0x9e37ull);
+      const float u = (static_cast<float>(h >> 40) + 0.5f) * 0x1p-24f;  // (0, 1)
+      x = x / temperature - __logf(-__logf(u));                          // + Gumbel noise
+    }
+    if (better(x, c, v, i)) v = x, i = c;
+  }
+};
+
 __global__ void select_tokens_kernel(const bf16* logits, int64_t vocab, float temperature, uint64_t seed,
                                      uint64_t offset, int32_t* out) {
   const int64_t row = blockIdx.x;
   const bf16* l = logits + row * vocab;
-  float best = -INFINITY;
-  int best_i = 0x7fffffff;
-  for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) {
-    float v = to_f(l[c]);
-    if (temperature > 0) {
-      const uint64_t h = mix64(seed ^ mix64(offset * 0x100000001b3ull + row) ^ static_cast<uint64_t>(c) * 0x9e37ull);
-      const float u = (static_cast<float>(h >> 40) + 0.5f) * 0x1p-24f;  // (0, 1)
-      v = v / temperature - __logf(-__logf(u));                          // + Gumbel noise
-    }
-    if (better(v, static_cast<int>(c), best, best_i)) best = v, best_i = static_cast<int>(c);
-  }
+  Best b;
+  visit_row<kSelectUnroll>(l, vocab, row_vectorizes(l, vocab), [&](int64_t c, float x) {
+    b.consider(x, static_cast<int>(c), temperature, seed, offset, row);
+  });
+  float best = b.v;
+  int best_i = b.i;
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, best, o);
     const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);

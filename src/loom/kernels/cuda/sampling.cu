@@ -7,16 +7,20 @@
 //   the running mass passes u * kept mass, walking best-first (top-k or top-p set) or by id.
 // "Best-first" order is a 64-bit key (orderable logit bits, then ~id), so ties are exact, and
 // each threshold is found by building the key bit by bit (64 passes over the row in L2), which
-// needs no sort and no scratch beyond the row's logits and probabilities.
+// needs no sort and no scratch beyond the row's logits and probabilities. Every pass reads the row
+// 16 bytes a load with several loads in flight (visit_row); a radix select (8 passes of 8 bits)
+// would cut the searches' passes eightfold and is not done.
 #include <cfloat>
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
+#include "loom/kernels/cuda/row_visit.cuh"
 
 namespace loom::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 1024;
+constexpr int kThreads = 512;  // 123 registers a thread: 1,024 threads (64 at most) spilled
+constexpr int kUnroll = 8;  // 16-byte loads in flight a thread in the row passes that take them
 
 __device__ __forceinline__ uint64_t sort_key(float v, int64_t i) {
   uint32_t b = __float_as_uint(v);
@@ -58,7 +62,42 @@ __device__ uint64_t largest_key(Pred pred) {
   return t;
 }
 
-__global__ void sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows,
+// The sum of v over the lanes below this one (lane order), by shuffles.
+__device__ __forceinline__ double warp_exclusive_sum(double v, int lane) {
+  double incl = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    const double y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  const double before = __shfl_up_sync(0xffffffffu, incl, 1);
+  return lane == 0 ? 0.0 : before;
+}
+
+// f(i, x[i]) for i in [lo, hi) in order until f returns false; 4 a load, kUnroll in flight when
+// vec (lo and hi multiples of 4 then).
+template <typename F>
+__device__ __forceinline__ void walk_span(const float* x, int64_t lo, int64_t hi, bool vec, F f) {
+  if (!vec) {
+    for (int64_t i = lo; i < hi; ++i)
+      if (!f(i, x[i])) return;
+    return;
+  }
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  for (int64_t c0 = lo / 4; c0 < hi / 4; c0 += kUnroll) {
+    float4 v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = c0 + u < hi / 4 ? x4[c0 + u] : float4{};
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t c = c0 + u;
+      if (c >= hi / 4 || !f(4 * c, v[u].x) || !f(4 * c + 1, v[u].y) || !f(4 * c + 2, v[u].z) ||
+          !f(4 * c + 3, v[u].w))
+        return;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows,
                                    const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p,
                                    int32_t* out_ids, float* out_logprobs) {
   const int64_t r = blockIdx.x;
@@ -69,7 +108,9 @@ __global__ void sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab
   float* p = scratch_p + r * vocab;
   const int64_t tid = threadIdx.x;
 
-  for (int64_t i = tid; i < vocab; i += blockDim.x) l[i] = to_f(raw[i]);
+  // The row passes' fast path (visit_row): 16-byte loads of the bf16 row and of the f32 scratch.
+  const bool vec_raw = row_vectorizes(raw, vocab), vec = row_vectorizes(l, vocab) && row_vectorizes(p, vocab);
+  visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t i, float v) { l[i] = v; });
   __syncthreads();
   for (int32_t e = P.edit_begin + static_cast<int32_t>(tid); e < P.edit_end; e += blockDim.x) {
     const SampleEdit E = edits[e];  // one edit per token: l + bias, repetition penalty, - sub
@@ -88,77 +129,83 @@ __global__ void sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab
   int32_t chosen;
   if (P.greedy) {
     uint64_t best = 0;
-    for (int64_t i = tid; i < vocab; i += blockDim.x) best = max(best, sort_key(l[i], i));
+    visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { best = max(best, sort_key(v, i)); });
     best = block_reduce(best, Max{});
     chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(best));
   } else {
     float m = -FLT_MAX;
-    for (int64_t i = tid; i < vocab; i += blockDim.x) m = fmaxf(m, l[i]);
+    visit_row<kUnroll>(l, vocab, vec, [&](int64_t, float v) { m = fmaxf(m, v); });
     m = block_reduce(m, Max{});
     const double inv_t = 1.0 / P.temperature;
-    for (int64_t i = tid; i < vocab; i += blockDim.x)
-      p[i] = static_cast<float>(exp((static_cast<double>(l[i]) - m) * inv_t));
+    visit_row<kUnroll>(l, vocab, vec,
+              [&](int64_t i, float v) { p[i] = static_cast<float>(exp((static_cast<double>(v) - m) * inv_t)); });
     __syncthreads();
 
-    // Mass (double) of the tokens with key >= t that pass `keep`.
+    // Mass (double) of the tokens with key >= t whose probability passes `keep`.
     auto mass_from = [&](uint64_t t, auto keep) {
       double s = 0;
-      for (int64_t i = tid; i < vocab; i += blockDim.x)
-        if (sort_key(l[i], i) >= t && keep(i)) s += p[i];
+      visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
+        if (sort_key(lv, i) >= t && keep(pv)) s += pv;
+      });
       return block_reduce(s, Sum{});
     };
     uint64_t k_floor = 0;  // top-k: the k-th best key
     if (P.top_k > 0 && P.top_k < vocab) {
       k_floor = largest_key([&](uint64_t t) {
         unsigned n = 0;
-        for (int64_t i = tid; i < vocab; i += blockDim.x) n += sort_key(l[i], i) >= t;
+        visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { n += sort_key(v, i) >= t; });
         return block_reduce(n, Sum{}) >= static_cast<unsigned>(P.top_k);
       });
     }
-    auto any = [](int64_t) { return true; };
+    auto any = [](float) { return true; };
     uint64_t floor_key = k_floor;  // top-p: the smallest best-first prefix reaching top_p
     if (P.top_p < 1.0) {
       const double target = P.top_p * mass_from(k_floor, any);
       floor_key = largest_key([&](uint64_t t) { return mass_from(max(t, k_floor), any) >= target; });
     }
     const double min_p = P.min_p;
-    auto kept = [&](int64_t i) { return static_cast<double>(p[i]) >= min_p; };
+    auto kept = [&](float pv) { return static_cast<double>(pv) >= min_p; };
     const double total = mass_from(floor_key, kept);
     const double target = P.u * total;
     if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk
       const uint64_t t = largest_key([&](uint64_t t) { return mass_from(max(t, floor_key), kept) > target; });
       chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
     } else {  // walk by id: each thread owns a contiguous span; a block scan finds the one that crosses
-      __shared__ double span_sum[kThreads];
+      __shared__ double warp_base[32];
       __shared__ int32_t found;
-      const int64_t span = (vocab + blockDim.x - 1) / blockDim.x;
+      const int64_t per = (vocab + blockDim.x - 1) / blockDim.x, span = vec ? (per + 3) / 4 * 4 : per;
       const int64_t lo = min(vocab, tid * span), hi = min(vocab, lo + span);
       double s = 0;
-      for (int64_t i = lo; i < hi; ++i)
-        if (kept(i)) s += p[i];
-      span_sum[tid] = s;
+      walk_span(p, lo, hi, vec, [&](int64_t, float pv) {
+        if (kept(pv)) s += pv;
+        return true;
+      });
+      // Exclusive prefix of the spans' masses in id order (thread order): within each warp, then
+      // over the warps.
+      const int lane = static_cast<int>(tid & 31), warp = static_cast<int>(tid >> 5);
+      const double before = warp_exclusive_sum(s, lane);
       if (tid == 0) found = INT32_MAX;
+      if (lane == 31) warp_base[warp] = before + s;
       __syncthreads();
-      if (tid == 0) {  // exclusive prefix, in id order like the host's running sum
-        double acc = 0;
-        for (int64_t j = 0; j < blockDim.x; ++j) {
-          const double v = span_sum[j];
-          span_sum[j] = acc;
-          acc += v;
-        }
+      if (warp == 0) {
+        const int warps = static_cast<int>(blockDim.x >> 5);
+        const double w_before = warp_exclusive_sum(lane < warps ? warp_base[lane] : 0.0, lane);
+        __syncwarp();
+        if (lane < warps) warp_base[lane] = w_before;
       }
       __syncthreads();
-      double acc = span_sum[tid];
+      double acc = warp_base[warp] + before;
       int32_t last = -1;
-      for (int64_t i = lo; i < hi; ++i) {
-        if (!kept(i) || p[i] <= 0) continue;
-        if (acc + p[i] > target) {  // rounding may let two spans cross: the lower id wins
+      walk_span(p, lo, hi, vec, [&](int64_t i, float pv) {
+        if (!kept(pv) || pv <= 0) return true;
+        if (acc + pv > target) {  // rounding may let two spans cross: the lower id wins
           atomicMin(&found, static_cast<int32_t>(i));
-          break;
+          return false;
         }
-        acc += p[i];
+        acc += pv;
         last = static_cast<int32_t>(i);
-      }
+        return true;
+      });
       __syncthreads();
       // Rounding left the target past the end: the last kept token, as on the host.
       const int32_t last_kept = block_reduce(last, Max{});
@@ -168,10 +215,10 @@ __global__ void sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab
 
   if (P.want_logprob) {  // of the raw row, like the host's token_logprob
     float m = -FLT_MAX;
-    for (int64_t i = tid; i < vocab; i += blockDim.x) m = fmaxf(m, to_f(raw[i]));
+    visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t, float v) { m = fmaxf(m, v); });
     m = block_reduce(m, Max{});
     double s = 0;
-    for (int64_t i = tid; i < vocab; i += blockDim.x) s += exp(static_cast<double>(to_f(raw[i])) - m);
+    visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t, float v) { s += exp(static_cast<double>(v) - m); });
     s = block_reduce(s, Sum{});
     if (tid == 0) out_logprobs[r] = static_cast<float>(to_f(raw[chosen]) - (m + log(s)));
   }

@@ -1,0 +1,75 @@
+// A block's pass over one long row (a vocabulary's logits: sampling.cu, select_tokens): each
+// thread visits its share, ids tid, tid + blockDim, ... one load at a time, or, where the row's
+// length and alignment allow (`vec`), in 16-byte chunks of that stride with U loads in flight. A
+// row of 151,936 values lives in L2; one 2- or 4-byte load a step walked it in ~150 dependent round
+// trips (tens of µs a pass), the chunks in a handful.
+#pragma once
+#include "loom/kernels/cuda/common.cuh"
+
+namespace loom::kernels::cuda {
+
+__device__ __forceinline__ float as_f32(float v) { return v; }
+__device__ __forceinline__ float as_f32(bf16 v) { return to_f(v); }
+
+// Whether visit_row may take 16-byte chunks of a row of n T at x.
+template <typename T>
+__device__ __forceinline__ bool row_vectorizes(const T* x, int64_t n) {
+  return n % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
+// f(i, x[i] as f32) over this thread's share of the row x[0, n) of float or bf16.
+template <int U, typename T, typename F>
+__device__ __forceinline__ void visit_row(const T* x, int64_t n, bool vec, F f) {
+  constexpr int kPer = 16 / sizeof(T);
+  const int64_t stride = blockDim.x;
+  if (!vec) {
+    for (int64_t i = threadIdx.x; i < n; i += stride) f(i, as_f32(x[i]));
+    return;
+  }
+  const uint4* x16 = reinterpret_cast<const uint4*>(x);
+  const int64_t chunks = n / kPer;
+  for (int64_t c0 = threadIdx.x; c0 < chunks; c0 += U * stride) {
+    uint4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) v[u] = c0 + u * stride < chunks ? x16[c0 + u * stride] : uint4{};
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * stride;
+      if (c >= chunks) break;
+      const T* e = reinterpret_cast<const T*>(&v[u]);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) f(kPer * c + j, as_f32(e[j]));
+    }
+  }
+}
+
+// f(i, a[i], b[i]) over two f32 rows at once (vec: both vectorize).
+template <int U, typename F>
+__device__ __forceinline__ void visit_rows(const float* a, const float* b, int64_t n, bool vec, F f) {
+  const int64_t stride = blockDim.x;
+  if (!vec) {
+    for (int64_t i = threadIdx.x; i < n; i += stride) f(i, a[i], b[i]);
+    return;
+  }
+  const float4* a4 = reinterpret_cast<const float4*>(a);
+  const float4* b4 = reinterpret_cast<const float4*>(b);
+  const int64_t chunks = n / 4;
+  for (int64_t c0 = threadIdx.x; c0 < chunks; c0 += U * stride) {
+    float4 va[U], vb[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const bool in = c0 + u * stride < chunks;
+      va[u] = in ? a4[c0 + u * stride] : float4{};
+      vb[u] = in ? b4[c0 + u * stride] : float4{};
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * stride;
+      if (c >= chunks) break;
+      f(4 * c, va[u].x, vb[u].x), f(4 * c + 1, va[u].y, vb[u].y), f(4 * c + 2, va[u].z, vb[u].z),
+          f(4 * c + 3, va[u].w, vb[u].w);
+    }
+  }
+}
+
+}  // namespace loom::kernels::cuda
