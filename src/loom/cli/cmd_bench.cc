@@ -103,17 +103,35 @@ struct Bench {
   cache::KvPool* pool = nullptr;
   std::mt19937 rng{1234};
 
+  // Pinned host memory for a step's tokens: read back as the engine's sampler reads its ids (an async
+  // copy to page-locked memory, then a wait on the stream), not through a pageable copy.
+  int32_t* pinned_ids = nullptr;
+  int64_t pinned_rows = 0;
+  Bench() = default;
+  Bench(const Bench&) = delete;
+  Bench& operator=(const Bench&) = delete;
+  ~Bench() {
+    if (pinned_ids) cudaFreeHost(pinned_ids);
+  }
+
   // Runs the batch and returns the greedy token of each logits row (host).
   std::vector<int32_t> step(const model::ForwardBatch& batch, bool allow_graph = true) {
     const Tensor logits = runner->forward_device_logits(batch, allow_graph);
     const int64_t rows = logits.size(0);
     const Device dev = logits.device();
     CUDA_CHECK(cudaSetDevice(dev.index));
+    const cudaStream_t s = cuda::current_stream(dev.index);
     Tensor next = Tensor::empty({rows}, DType::i32, dev);
-    kernels::cuda::select_tokens(logits.data_ptr(), rows, logits.size(1), 0.0f, 0, 0, next.data<int32_t>(),
-                                 cuda::current_stream(dev.index));
-    const Tensor host = next.to(Device::cpu());  // synchronous: the step is complete
-    return std::vector<int32_t>(host.data<int32_t>(), host.data<int32_t>() + rows);
+    kernels::cuda::select_tokens(logits.data_ptr(), rows, logits.size(1), 0.0f, 0, 0, next.data<int32_t>(), s);
+    if (rows > pinned_rows) {
+      if (pinned_ids) CUDA_CHECK(cudaFreeHost(pinned_ids));
+      pinned_ids = nullptr;
+      CUDA_CHECK(cudaMallocHost(&pinned_ids, rows * sizeof(int32_t)));
+      pinned_rows = rows;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(pinned_ids, next.data_ptr(), rows * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));  // the step is complete
+    return std::vector<int32_t>(pinned_ids, pinned_ids + rows);
   }
 
   // The batch's step (forward + greedy selection) enqueued `reps` times back to back, its tokens never
