@@ -4,6 +4,7 @@
 // Every output element is computed in the same order whatever the number of rows, so a row's
 // result does not depend on the batch it was computed in (graphs and eager agree).
 #include <algorithm>
+#include <map>
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
@@ -168,8 +169,8 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
 }
 
 template <int M, bool Preload>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k,
-                                                        bool trigger_first) {
+__device__ __forceinline__ void gemv_segments(const bf16* x, const GemvSegments& seg, int m, int k,
+                                              bool trigger_first) {
   // The target is picked with constant indices only: indexing the parameter arrays with a runtime
   // j made every thread copy them to its stack first (120 bytes a thread of local-memory traffic,
   // which doubled the time of a 21 MB GEMV).
@@ -183,6 +184,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegme
     if (j < seg.count && blockIdx.x >= seg.block_end[j - 1])
       w = seg.w[j], y = seg.y[j], n = seg.n[j], parts = seg.parts[j], first = seg.block_end[j - 1];
   gemv_block<M, Preload>(x, w, y, m, n, k, parts, blockIdx.x - first, trigger_first);
+}
+
+template <int M, bool Preload>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k,
+                                                        bool trigger_first) {
+  gemv_segments<M, Preload>(x, seg, m, k, trigger_first);
+}
+
+// The same held to 32 registers, 8 blocks an SM (gemv_one_wave).
+__global__ void __launch_bounds__(kThreads, 8) gemv_one_wave_kernel(const bf16* x, GemvSegments seg, int m, int k,
+                                                                    bool trigger_first) {
+  gemv_segments<1, true>(x, seg, m, k, trigger_first);
 }
 
 // The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last
@@ -341,6 +354,29 @@ auto router_kernel_for(int64_t m) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// LOOM_GEMV_ONE_WAVE=1 (not yet measured): a one-row launch with more blocks than the GPU holds at
+// once (Qwen3-30B-A3B's o projection: 1,024 blocks at 6 an SM, 40 registers) takes the
+// instantiation held to 32 registers (8 blocks an SM; a few spill), so every block is resident
+// and has its weights in registers when its wait returns; a second wave's blocks otherwise start
+// loading only once the first's leave.
+bool gemv_one_wave() {
+  static const bool on = env_is("LOOM_GEMV_ONE_WAVE", "1");
+  return on;
+}
+
+// How many blocks of `kernel` the current device holds at once.
+int64_t resident_blocks(const void* kernel) {
+  thread_local std::map<std::pair<int, const void*>, int64_t> cache;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  auto it = cache.find({device, kernel});
+  if (it != cache.end()) return it->second;
+  int per_sm = 0, sms = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return cache[{device, kernel}] = int64_t{per_sm} * sms;
+}
+
 }  // namespace
 
 bool gemv_applies(int64_t m, int64_t k, const void* x, const void* w) {
@@ -373,6 +409,12 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
   auto* kernel = decode_switches().gemv_preload ? gemv_kernel_for<true>(m) : gemv_kernel_for<false>(m);
+  if (m == 1 && decode_switches().gemv_preload && gemv_one_wave()) {
+    auto* bounded = gemv_one_wave_kernel;
+    if (blocks > resident_blocks(reinterpret_cast<const void*>(kernel)) &&
+        blocks <= resident_blocks(reinterpret_cast<const void*>(bounded)))
+      kernel = bounded;
+  }
   for (int i = 0; i < (count > 1 ? launches_of("qkv") : 1); ++i)
     launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first());
 }
