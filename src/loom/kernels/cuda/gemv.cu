@@ -278,9 +278,10 @@ __global__ void __launch_bounds__(kThreads) moe_decode_gate_up_kernel(const bf16
 // chunks in flight at once, `groups` · H h a block of groups · top_k warps; the slots' products are
 // added in slot order, so H changes no result. (A warp per h walking all the slots took 12.5 µs for
 // Qwen3's 8 x 2048 x 768, a warp per (h, slot) 8.6.) Two h a warp: bs-1 / bs-8 decode 3.17 / 10.80
-// ms with one, 3.12 / 10.48 with two, 3.36 / 12.47 with four (bench/NOTES.md).
+// ms with one, 3.12 / 10.48 with two, 3.36 / 12.47 with four (bench/NOTES.md). U: chunks of a row in
+// flight a lane (lane_dots).
 constexpr int kDownRowsPerWarp = 2;
-template <int H>
+template <int H, int U = kUnroll>
 __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, const int32_t* ids,
                                                                const float* weights, int64_t expert_begin,
                                                                int64_t experts, int top_k, const bf16* w, int hidden,
@@ -309,7 +310,7 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
 #pragma unroll
     for (int r = 0; r < H; ++r)  // rows past `hidden` re-read the last one; their sums are dropped
       rows[r] = reinterpret_cast<const uint4*>(w) + (e * hidden + min(h0 + r, hidden - 1)) * int64_t(k8);
-    lane_dots<H, 1>(rows, reinterpret_cast<const uint4*>(act) + (t * top_k + j) * k8, 0, 1, k8, acc,
+    lane_dots<H, 1, U>(rows, reinterpret_cast<const uint4*>(act) + (t * top_k + j) * k8, 0, 1, k8, acc,
                     weight_policy());
 #pragma unroll
     for (int r = 0; r < H; ++r) acc[r][0] = warp_sum(acc[r][0]) * weights[t * top_k + j];
@@ -328,11 +329,17 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
 // Decode switches, measured on an H200 (bench/NOTES.md): LOOM_GEMV_PRELOAD (gemv_block) is on
 // unless set to 0 (with PDL's trigger first, bs 1 3.087 -> 2.974 ms); LOOM_MOE_DOWN_PREFETCH
 // (moe_decode_down_kernel) stays off unless set to 1 (bs 1 3.087 -> 3.201 ms: slower).
+// LOOM_MOE_DOWN_ROWS=4 (not yet measured): the down kernel at four rows a warp with two chunks of
+// each in flight a lane (62 registers, no spill): Qwen3-30B-A3B's bs-1 down launch is then 512
+// blocks at 4 an SM, one wave, where two rows a warp make 1,024 blocks at 60 registers, two waves.
+// The four-row kernel measured slower before kept four chunks of each row in flight (U = 4), past
+// the 64 registers its 1,024-thread bound allows.
 struct DecodeSwitches {
-  bool gemv_preload = true, down_prefetch = false;
+  bool gemv_preload = true, down_prefetch = false, down_four_rows = false;
 };
 const DecodeSwitches& decode_switches() {
-  static const DecodeSwitches switches{!env_is("LOOM_GEMV_PRELOAD", "0"), env_is("LOOM_MOE_DOWN_PREFETCH", "1")};
+  static const DecodeSwitches switches{!env_is("LOOM_GEMV_PRELOAD", "0"), env_is("LOOM_MOE_DOWN_PREFETCH", "1"),
+                                       env_is("LOOM_MOE_DOWN_ROWS", "4")};
   return switches;
 }
 
@@ -462,14 +469,15 @@ void launch_moe_decode(const void* x, const int32_t* ids, const float* weights, 
   launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
              local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act), route);
   const int groups = std::max(1, kWarps / k);  // warps of k slots a block
-  const int64_t h_per_block = int64_t{groups} * kDownRowsPerWarp;
+  const bool four = decode_switches().down_four_rows;
+  const int64_t h_per_block = int64_t{groups} * (four ? 4 : kDownRowsPerWarp);
   const dim3 down_grid(static_cast<unsigned>((hidden + h_per_block - 1) / h_per_block), static_cast<unsigned>(tokens));
   // The down kernel's routing prefetch reads the ids before its wait: only when they come from a
   // kernel before the gate/up one (moe_decode_down_kernel), not from the gate/up kernel itself.
   const bool prefetch = decode_switches().down_prefetch && !route.logits;
-  launch_pdl(moe_decode_down_kernel<kDownRowsPerWarp>, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act),
-             ids, weights, expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii,
-             static_cast<bf16*>(out), prefetch);
+  launch_pdl(four ? moe_decode_down_kernel<4, 2> : moe_decode_down_kernel<kDownRowsPerWarp>, down_grid,
+             32 * groups * k, 0, s, static_cast<const bf16*>(act), ids, weights, expert_begin, local_experts, k,
+             static_cast<const bf16*>(w_down), hi, ii, static_cast<bf16*>(out), prefetch);
 }
 
 }  // namespace
