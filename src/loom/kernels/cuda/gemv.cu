@@ -332,8 +332,8 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
 // LOOM_MOE_DOWN_ROWS=4 (not yet measured): the down kernel at four rows a warp with two chunks of
 // each in flight a lane (62 registers, no spill): Qwen3-30B-A3B's bs-1 down launch is then 512
 // blocks at 4 an SM, one wave, where two rows a warp make 1,024 blocks at 60 registers, two waves.
-// The four-row kernel measured slower before kept four chunks of each row in flight (U = 4), past
-// the 64 registers its 1,024-thread bound allows.
+// The four-row kernel measured slower before kept four chunks of each row in flight (U = 4): at the
+// 64 registers its 1,024-thread bound allows it spills 200 bytes a thread.
 struct DecodeSwitches {
   bool gemv_preload = true, down_prefetch = false, down_four_rows = false;
 };
