@@ -123,32 +123,14 @@ int64_t gemv_blocks(int64_t n, int parts) {
   return (n + rows_per_block - 1) / rows_per_block;
 }
 
-// y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
-// of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
-// depends on n and k only, never on m. Every thread of the block must call this.
-template <int M, bool Preload>
-__device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
-                                           unsigned block, bool trigger_first = false) {
+// A warp's sums of its (row, part of K) into y: summed over the lanes, then a one-part row written
+// by lane 0, or the parts added in part order through shared memory. Every thread of the block
+// must call this.
+template <int M>
+__device__ __forceinline__ void finish_rows(float (&acc)[1][M], bf16* y, int m, int64_t n, int64_t row, int part,
+                                            int parts) {
   __shared__ float part_sum[kWarps][M];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
-  const int part = warp % parts;
-  const int k8 = k / 8, per = (k8 + parts - 1) / parts;
-  const int begin = part * per, count = max(0, min(per, k8 - begin));
-  float acc[1][M] = {};
-  const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
-  const bool live = row < n && count > 0;
-  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends,
-  // and with Preload the first kUnroll chunks a lane are already in registers when the wait returns.
-  if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
-  uint4 first[1][kUnroll];
-  if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
-  wait_and_allow_dependents(trigger_first);
-  if (live) {
-    const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
-    if (Preload) dot_chunks<1, M, kUnroll>(first, xs, k8, m, lane, count, acc);
-    lane_dots<1, M>(rows, xs, k8, m, count, acc, weight_policy(), Preload ? lane + 32 * kUnroll : lane);
-  }
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[0][i] = warp_sum(acc[0][i]);
   if (parts == 1) {
@@ -168,12 +150,89 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   }
 }
 
+// y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
+// of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
+// depends on n and k only, never on m. Every thread of the block must call this.
 template <int M, bool Preload>
-__device__ __forceinline__ void gemv_segments(const bf16* x, const GemvSegments& seg, int m, int k,
-                                              bool trigger_first) {
-  // The target is picked with constant indices only: indexing the parameter arrays with a runtime
-  // j made every thread copy them to its stack first (120 bytes a thread of local-memory traffic,
-  // which doubled the time of a 21 MB GEMV).
+__device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
+                                           unsigned block, bool trigger_first = false) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
+  const int part = warp % parts;
+  const int k8 = k / 8, per = (k8 + parts - 1) / parts;
+  const int begin = part * per, count = max(0, min(per, k8 - begin));
+  float acc[1][M] = {};
+  const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
+  const bool live = row < n && count > 0;
+  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends,
+  // and with Preload the first kUnroll chunks a lane are already in registers when the wait returns.
+  if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
+  uint4 first[1][kUnroll];
+  if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
+  wait_and_allow_dependents(trigger_first);
+  if (live) {
+    const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
+    if (Preload) dot_chunks<1, M, kUnroll>(first, xs, k8, m, lane, count, acc);
+    lane_dots<1, M>(rows, xs, k8, m, count, acc, weight_policy(), Preload ? lane + 32 * kUnroll : lane);
+  }
+  finish_rows<M>(acc, y, m, n, row, part, parts);
+}
+
+// cp.async of one 16-byte chunk into shared memory, kept out of L2's way like load_stream.
+__device__ __forceinline__ void cp_async16_stream(void* smem, const void* gmem, uint64_t policy) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "l"(policy));
+}
+
+// gemv_block with all of the warp's weight chunks copied into shared memory before the wait
+// (LOOM_GEMV_PRELOAD=smem, one row): after it only x is read from memory, where the register
+// preload holds the first kUnroll chunks a lane and loads the rest after. Each lane copies and
+// reads only its own chunks (lane + 32u), summed in gemv_block's order, so the results are the
+// same bit for bit. `stage`: kWarps x stage_chunks chunks of dynamic shared memory.
+template <int M>
+__device__ __forceinline__ void gemv_block_staged(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k,
+                                                  int parts, unsigned block, bool trigger_first, uint4* stage,
+                                                  int stage_chunks) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
+  const int part = warp % parts;
+  const int k8 = k / 8, per = (k8 + parts - 1) / parts;
+  const int begin = part * per, count = max(0, min(per, k8 - begin));
+  float acc[1][M] = {};
+  const uint4* src = reinterpret_cast<const uint4*>(w) + row * k8 + begin;
+  uint4* mine = stage + warp * stage_chunks;
+  const bool live = row < n && count > 0;
+  if (live) {
+    const uint64_t policy = weight_policy();
+    for (int c = lane; c < count; c += 32) cp_async16_stream(mine + c, src + c, policy);
+  }
+  cp_async_commit();
+  wait_and_allow_dependents(trigger_first);
+  cp_async_wait<0>();
+  if (live) {
+    const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
+    constexpr int U = 2;  // shared memory answers fast: few chunks in registers at a time
+    for (int c0 = lane; c0 < count; c0 += 32 * U) {
+      uint4 chunks[1][U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) chunks[0][u] = c0 + 32 * u < count ? mine[c0 + 32 * u] : uint4{};
+      dot_chunks<1, M, U>(chunks, xs, k8, m, c0, count, acc);
+    }
+  }
+  finish_rows<M>(acc, y, m, n, row, part, parts);
+}
+
+// This block's target of a launch over several weights. The target is picked with constant
+// indices only: indexing the parameter arrays with a runtime j made every thread copy them to its
+// stack first (120 bytes a thread of local-memory traffic, which doubled the time of a 21 MB GEMV).
+struct GemvPick {
+  const bf16* w;
+  bf16* y;
+  int64_t n;
+  int parts;
+  unsigned block;  // within the target
+};
+__device__ __forceinline__ GemvPick pick_target(const GemvSegments& seg) {
   const bf16* w = seg.w[0];
   bf16* y = seg.y[0];
   int64_t n = seg.n[0];
@@ -183,13 +242,30 @@ __device__ __forceinline__ void gemv_segments(const bf16* x, const GemvSegments&
   for (int j = 1; j < kMaxGemvTargets; ++j)
     if (j < seg.count && blockIdx.x >= seg.block_end[j - 1])
       w = seg.w[j], y = seg.y[j], n = seg.n[j], parts = seg.parts[j], first = seg.block_end[j - 1];
-  gemv_block<M, Preload>(x, w, y, m, n, k, parts, blockIdx.x - first, trigger_first);
+  return {w, y, n, parts, blockIdx.x - first};
+}
+
+template <int M, bool Preload>
+__device__ __forceinline__ void gemv_segments(const bf16* x, const GemvSegments& seg, int m, int k,
+                                              bool trigger_first) {
+  const GemvPick p = pick_target(seg);
+  gemv_block<M, Preload>(x, p.w, p.y, m, p.n, k, p.parts, p.block, trigger_first);
 }
 
 template <int M, bool Preload>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k,
                                                         bool trigger_first) {
   gemv_segments<M, Preload>(x, seg, m, k, trigger_first);
+}
+
+// One row, the weights staged in shared memory before the wait (gemv_block_staged); 32 registers,
+// so 8 blocks an SM where the stage's shared memory allows (the o projection's 1,024 blocks of
+// 16 KB in one wave; the q/k/v's 640 of 32 KB at 7).
+__global__ void __launch_bounds__(kThreads, 8) gemv_staged_kernel(const bf16* x, GemvSegments seg, int m, int k,
+                                                               bool trigger_first, int stage_chunks) {
+  extern __shared__ uint4 stage[];
+  const GemvPick p = pick_target(seg);
+  gemv_block_staged<1>(x, p.w, p.y, m, p.n, k, p.parts, p.block, trigger_first, stage, stage_chunks);
 }
 
 // The same held to 32 registers, 8 blocks an SM (gemv_one_wave).
@@ -336,10 +412,11 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
 // 64 registers its 1,024-thread bound allows it spills 200 bytes a thread.
 struct DecodeSwitches {
   bool gemv_preload = true, down_prefetch = false, down_four_rows = false;
+  bool gemv_staged = false;  // LOOM_GEMV_PRELOAD=smem: gemv_block_staged for one row (not yet measured)
 };
 const DecodeSwitches& decode_switches() {
   static const DecodeSwitches switches{!env_is("LOOM_GEMV_PRELOAD", "0"), env_is("LOOM_MOE_DOWN_PREFETCH", "1"),
-                                       env_is("LOOM_MOE_DOWN_ROWS", "4")};
+                                       env_is("LOOM_MOE_DOWN_ROWS", "4"), env_is("LOOM_GEMV_PRELOAD", "smem")};
   return switches;
 }
 
@@ -395,12 +472,17 @@ void gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k
   gemv_multi(x, &target, 1, m, k, s);
 }
 
-void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s) {
+namespace {
+
+// gemv_multi's launch with `choice` of kernel (automatic: the switches' choice).
+void launch_gemv(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, GemvKernel choice,
+                 cudaStream_t s) {
   LOOM_CHECK(count >= 1 && count <= kMaxGemvTargets, "gemv: ", count, " weights in one launch (1..",
              kMaxGemvTargets, ")");
   GemvSegments seg{};
   seg.count = count;
   int64_t blocks = 0;
+  int stage_chunks = 0;  // the largest part of a row over the targets, in 16-byte chunks
   for (int j = 0; j < count; ++j) {
     LOOM_CHECK(gemv_applies(m, k, x, targets[j].w), "gemv: ", m, " rows of K ", k, " (needs 1..", kDecodeMaxRows,
                " rows, K % 8 == 0, 16-byte aligned)");
@@ -410,20 +492,49 @@ void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, 
     seg.parts[j] = k_parts(targets[j].n, k);
     blocks += gemv_blocks(targets[j].n, seg.parts[j]);
     seg.block_end[j] = static_cast<unsigned>(blocks);
+    stage_chunks = std::max(stage_chunks, static_cast<int>((k / 8 + seg.parts[j] - 1) / seg.parts[j]));
   }
   if (blocks == 0) return;
   const auto* xb = static_cast<const bf16*>(x);
   const int mi = static_cast<int>(m), ki = static_cast<int>(k);
   const unsigned grid = static_cast<unsigned>(blocks);
-  auto* kernel = decode_switches().gemv_preload ? gemv_kernel_for<true>(m) : gemv_kernel_for<false>(m);
-  if (m == 1 && decode_switches().gemv_preload && gemv_one_wave()) {
-    auto* bounded = gemv_one_wave_kernel;
-    if (blocks > resident_blocks(reinterpret_cast<const void*>(kernel)) &&
-        blocks <= resident_blocks(reinterpret_cast<const void*>(bounded)))
-      kernel = bounded;
+  const size_t stage_bytes = size_t{kWarps} * stage_chunks * 16;
+  const bool one_row = m == 1, preload = decode_switches().gemv_preload;
+  if (choice == GemvKernel::automatic) {
+    choice = preload ? GemvKernel::registers : GemvKernel::plain;
+    if (one_row && decode_switches().gemv_staged && stage_bytes <= 48 * 1024) {
+      choice = GemvKernel::staged;
+    } else if (one_row && preload && gemv_one_wave()) {
+      const auto* normal = reinterpret_cast<const void*>(gemv_kernel<1, true>);
+      if (blocks > resident_blocks(normal) && blocks <= resident_blocks(reinterpret_cast<const void*>(gemv_one_wave_kernel)))
+        choice = GemvKernel::one_wave;
+    }
   }
-  for (int i = 0; i < (count > 1 ? launches_of("qkv") : 1); ++i)
-    launch_pdl(kernel, grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first());
+  LOOM_CHECK(one_row || choice == GemvKernel::registers || choice == GemvKernel::plain, "gemv: the one-wave and "
+             "staged kernels take one row, not ", m);
+  LOOM_CHECK(choice != GemvKernel::staged || stage_bytes <= 48 * 1024, "gemv: a staged row part of ", stage_bytes / kWarps,
+             " bytes (at most 6 KB)");
+  for (int i = 0; i < (count > 1 ? launches_of("qkv") : 1); ++i) {
+    if (choice == GemvKernel::staged)
+      launch_pdl(gemv_staged_kernel, grid, kThreads, stage_bytes, s, xb, seg, mi, ki, pdl_trigger_first(), stage_chunks);
+    else
+      launch_pdl(choice == GemvKernel::one_wave ? gemv_one_wave_kernel
+                 : choice == GemvKernel::registers ? gemv_kernel_for<true>(m)
+                                                   : gemv_kernel_for<false>(m),
+                 grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first());
+  }
+}
+
+}  // namespace
+
+void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s) {
+  launch_gemv(x, targets, count, m, k, GemvKernel::automatic, s);
+}
+
+void gemv_with(GemvKernel kernel, const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
+               cudaStream_t s) {
+  const GemvTarget target{w, y, n};
+  launch_gemv(x, &target, 1, m, k, kernel, s);
 }
 
 bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w) {

@@ -145,6 +145,14 @@ struct GemvTarget {
   int64_t n;
 };
 void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s);
+// gemv() on a named kernel, for tests and A/B runs: `automatic` is gemv()'s choice; `plain` and
+// `registers` the kernel without and with the weight preload into registers (LOOM_GEMV_PRELOAD);
+// one row only: `one_wave` the registers kernel held to 32 registers (LOOM_GEMV_ONE_WAVE=1),
+// `staged` the weights copied into shared memory before the wait (LOOM_GEMV_PRELOAD=smem; a row's
+// part at most 6 KB). Every kernel gives the same result bit for bit.
+enum class GemvKernel { automatic, plain, registers, one_wave, staged };
+void gemv_with(GemvKernel kernel, const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
+               cudaStream_t s);
 // The router of a decode step in one launch: logits [m, experts] = x · wᵀ (bf16), then route_topk's
 // softmax top-k (no groups) of each row into weights f32 [m, top_k] and ids i32 [m, top_k].
 bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w);
