@@ -150,17 +150,31 @@ __device__ __forceinline__ void finish_rows(float (&acc)[1][M], bf16* y, int m, 
   }
 }
 
+// This warp's (row, part of K) in a block of kWarps / parts rows: chunks [begin, begin + count) of
+// the row's k8 16-byte chunks.
+struct WarpSlice {
+  int64_t row;
+  int part, k8, begin, count;
+  __device__ __forceinline__ WarpSlice(unsigned block, int k, int parts) {
+    const int warp = threadIdx.x >> 5, per = (k / 8 + parts - 1) / parts;
+    row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
+    part = warp % parts;
+    k8 = k / 8;
+    begin = part * per;
+    count = max(0, min(per, k8 - begin));
+  }
+};
+
 // y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
 // of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
 // depends on n and k only, never on m. Every thread of the block must call this.
 template <int M, bool Preload>
 __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
                                            unsigned block, bool trigger_first = false) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
-  const int part = warp % parts;
-  const int k8 = k / 8, per = (k8 + parts - 1) / parts;
-  const int begin = part * per, count = max(0, min(per, k8 - begin));
+  const int lane = threadIdx.x & 31;
+  const WarpSlice ws(block, k, parts);
+  const int64_t row = ws.row;
+  const int part = ws.part, k8 = ws.k8, begin = ws.begin, count = ws.count;
   float acc[1][M] = {};
   const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
   const bool live = row < n && count > 0;
@@ -194,10 +208,9 @@ __device__ __forceinline__ void gemv_block_staged(const bf16* x, const bf16* w, 
                                                   int parts, unsigned block, bool trigger_first, uint4* stage,
                                                   int stage_chunks) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
-  const int part = warp % parts;
-  const int k8 = k / 8, per = (k8 + parts - 1) / parts;
-  const int begin = part * per, count = max(0, min(per, k8 - begin));
+  const WarpSlice ws(block, k, parts);
+  const int64_t row = ws.row;
+  const int part = ws.part, k8 = ws.k8, begin = ws.begin, count = ws.count;
   float acc[1][M] = {};
   const uint4* src = reinterpret_cast<const uint4*>(w) + row * k8 + begin;
   uint4* mine = stage + warp * stage_chunks;
