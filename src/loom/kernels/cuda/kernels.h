@@ -158,6 +158,7 @@ void gemv_with(GemvKernel kernel, const void* x, const void* w, void* y, int64_t
 bool router_topk_applies(int64_t m, int64_t hidden, int64_t experts, int64_t top_k, const void* x, const void* w);
 void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t hidden, int64_t experts,
                  int64_t top_k, bool renormalize, float* weights, int32_t* ids, cudaStream_t s);
+// ---- moe_decode.cu ----
 // Whether moe_decode() takes this shape (tokens <= kDecodeMaxRows, top_k <= 32, dims % 8 == 0, aligned).
 bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t inter, const void* x,
                         const void* w_gate_up, const void* w_down);
