@@ -97,9 +97,10 @@ __device__ __forceinline__ void walk_span(const float* x, int64_t lo, int64_t hi
   }
 }
 
-__global__ void __launch_bounds__(kThreads) sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows,
-                                   const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p,
-                                   int32_t* out_ids, float* out_logprobs) {
+__global__ void __launch_bounds__(kThreads)
+    sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows, const SampleEdit* edits,
+                       const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
+                       float* out_logprobs) {
   const int64_t r = blockIdx.x;
   const SampleRow P = rows[r];
   if (P.skip) return;
@@ -137,8 +138,9 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const bf16* logit
     visit_row<kUnroll>(l, vocab, vec, [&](int64_t, float v) { m = fmaxf(m, v); });
     m = block_reduce(m, Max{});
     const double inv_t = 1.0 / P.temperature;
-    visit_row<kUnroll>(l, vocab, vec,
-              [&](int64_t i, float v) { p[i] = static_cast<float>(exp((static_cast<double>(v) - m) * inv_t)); });
+    visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) {
+      p[i] = static_cast<float>(exp((static_cast<double>(v) - m) * inv_t));
+    });
     __syncthreads();
 
     // Mass (double) of the tokens with key >= t whose probability passes `keep`.
