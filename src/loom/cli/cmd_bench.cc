@@ -114,6 +114,12 @@ struct Bench {
     if (pinned_ids) cudaFreeHost(pinned_ids);
   }
 
+  // The greedy token of each logits row into next (device), on stream s.
+  static void pick_greedy(const Tensor& logits, Tensor& next, cudaStream_t s) {
+    kernels::cuda::select_tokens(logits.data_ptr(), logits.size(0), logits.size(1), 0.0f, 0, 0, next.data<int32_t>(),
+                                 s);
+  }
+
   // Runs the batch and returns the greedy token of each logits row (host).
   std::vector<int32_t> step(const model::ForwardBatch& batch, bool allow_graph = true) {
     const Tensor logits = runner->forward_device_logits(batch, allow_graph);
@@ -122,7 +128,7 @@ struct Bench {
     CUDA_CHECK(cudaSetDevice(dev.index));
     const cudaStream_t s = cuda::current_stream(dev.index);
     Tensor next = Tensor::empty({rows}, DType::i32, dev);
-    kernels::cuda::select_tokens(logits.data_ptr(), rows, logits.size(1), 0.0f, 0, 0, next.data<int32_t>(), s);
+    pick_greedy(logits, next, s);
     if (rows > pinned_rows) {
       if (pinned_ids) CUDA_CHECK(cudaFreeHost(pinned_ids));
       pinned_ids = nullptr;
@@ -150,11 +156,7 @@ struct Bench {
       (void)runner->forward_device_logits(batch);  // the first enqueue's host work outside the timing
       CUDA_CHECK(cudaStreamSynchronize(s));
       CUDA_CHECK(cudaEventRecord(begin, s));
-      for (int i = 0; i < reps; ++i) {
-        const Tensor logits = runner->forward_device_logits(batch);
-        kernels::cuda::select_tokens(logits.data_ptr(), logits.size(0), logits.size(1), 0.0f, 0, 0,
-                                     next.data<int32_t>(), s);
-      }
+      for (int i = 0; i < reps; ++i) pick_greedy(runner->forward_device_logits(batch), next, s);
       CUDA_CHECK(cudaEventRecord(end, s));
       CUDA_CHECK(cudaEventSynchronize(end));
       CUDA_CHECK(cudaEventElapsedTime(&ms, begin, end));
