@@ -212,13 +212,11 @@ void BM_MoeDecode(benchmark::State& state) {
 BENCHMARK(BM_MoeDecode)->ArgName("m")->Arg(1)->Arg(4)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
 
 // A decode step's router and experts together (Qwen3-30B-A3B: 128 experts, top-8, hidden 2048,
-// intermediate 768) for m tokens: `routed` 0 is router_topk (its last block picks the top-k) then
-// moe_decode, 1 the router as a plain GEMV then moe_decode_routed (the gate/up blocks pick it,
-// LOOM_MOE_ROUTE=experts). Each layer has its own router and expert weights (16 stacks rotated).
+// intermediate 768) for m tokens: router_topk (its last block picks the top-k), then moe_decode.
+// Each layer has its own router and expert weights (16 stacks rotated).
 void BM_RouterThenExperts(benchmark::State& state) {
   if (!have_gpu()) return state.SkipWithError("no GPU");
   const int64_t m = state.range(0), experts = 128, top_k = 8, hidden = 2048, inter = 768, stacks = 16;
-  const bool routed = state.range(1) != 0;
   const int64_t gate_up = experts * 2 * inter * hidden, down = experts * hidden * inter, router = experts * hidden;
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreate(&s));
@@ -234,17 +232,10 @@ void BM_RouterThenExperts(benchmark::State& state) {
       const uint16_t* r = wr.data<uint16_t>() + l * router;
       const uint16_t* gu = wgu.data<uint16_t>() + l % stacks * gate_up;
       const uint16_t* dn = wd.data<uint16_t>() + l % stacks * down;
-      if (routed) {
-        kc::gemv(x.data_ptr(), r, logits.data_ptr(), m, experts, hidden, s);
-        kc::moe_decode_routed(x.data_ptr(), logits.data_ptr(), experts, true, weights.data<float>(),
-                              ids.data<int32_t>(), m, top_k, 0, experts, gu, dn, hidden, inter, act.data_ptr(),
-                              out.data_ptr(), s);
-      } else {
-        kc::router_topk(x.data_ptr(), r, logits.data_ptr(), m, hidden, experts, top_k, true, weights.data<float>(),
-                        ids.data<int32_t>(), s);
-        kc::moe_decode(x.data_ptr(), ids.data<int32_t>(), weights.data<float>(), m, top_k, 0, experts, gu, dn, hidden,
-                       inter, act.data_ptr(), out.data_ptr(), s);
-      }
+      kc::router_topk(x.data_ptr(), r, logits.data_ptr(), m, hidden, experts, top_k, true, weights.data<float>(),
+                      ids.data<int32_t>(), s);
+      kc::moe_decode(x.data_ptr(), ids.data<int32_t>(), weights.data<float>(), m, top_k, 0, experts, gu, dn, hidden,
+                     inter, act.data_ptr(), out.data_ptr(), s);
     };
     layer(0);  // once before capture: router_topk's first call allocates its counters
     CUDA_CHECK(cudaStreamSynchronize(s));
@@ -252,15 +243,7 @@ void BM_RouterThenExperts(benchmark::State& state) {
   }
   CUDA_CHECK(cudaStreamDestroy(s));
 }
-BENCHMARK(BM_RouterThenExperts)
-    ->ArgNames({"m", "routed"})
-    ->Args({1, 0})
-    ->Args({1, 1})
-    ->Args({8, 0})
-    ->Args({8, 1})
-    ->UseManualTime()
-    ->MinTime(kMinTime)
-    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RouterThenExperts)->ArgName("m")->Arg(1)->Arg(8)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -139,13 +139,6 @@ ops::ExpertOptions ParallelMoe::expert_options() const {
 }
 
 Tensor ParallelMoe::experts(const Tensor& x, const Tensor* valid_tokens) const {
-  if (!valid_tokens && shape_.groups == 0 && !router_bias_.defined()) {  // the router and its experts together
-    Tensor logits;
-    Tensor y = ops::routed_experts(x, router_, shape_.top_k, shape_.norm_topk_prob, gate_up_, down_, experts_.begin,
-                                   expert_options(), g_router_observer ? &logits : nullptr);
-    if (g_router_observer) g_router_observer(logits);
-    return y;
-  }
   ops::Routing r = select(x);
   if (valid_tokens) ops::drop_routes_past(r, *valid_tokens);
   return ops::moe_experts(x, r, gate_up_, down_, experts_.begin, expert_options());

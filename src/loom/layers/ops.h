@@ -112,12 +112,6 @@ struct ExpertOptions {
 // w_gate_up [E_local, 2I, H], w_down [E_local, H, I]. Tokens routed elsewhere contribute 0.
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
                    const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options = {});
-// moe_experts(x, linear_route_topk_softmax(x, router_w, k, renormalize, logits), ...): the router
-// and its experts together. On CUDA with LOOM_MOE_ROUTE=experts at decode sizes the top-k is taken
-// inside the expert kernels (kernels/cuda moe_decode_routed), so the router is a plain GEMV.
-Tensor routed_experts(const Tensor& x, const Tensor& router_w, int64_t k, bool renormalize,
-                      const Tensor& w_gate_up, const Tensor& w_down, int64_t expert_begin,
-                      const ExpertOptions& options = {}, Tensor* logits = nullptr);
 
 // out[t, h] = x[t, h] · w[h]ᵀ for every head: x [T, heads, K] (rows and heads at any stride, K
 // contiguous), w [heads, N, K] -> [T, heads, N] (latent attention's per-head absorbed weights).

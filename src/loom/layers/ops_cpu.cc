@@ -179,15 +179,6 @@ Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTop
   return r;
 }
 
-Tensor routed_experts(const Tensor& x, const Tensor& router_w, int64_t k, bool renormalize,
-                      const Tensor& w_gate_up, const Tensor& w_down, int64_t expert_begin,
-                      const ExpertOptions& opt, Tensor* logits) {
-  if (x.device().is_cuda())
-    return cuda::routed_experts(x, router_w, k, renormalize, w_gate_up, w_down, expert_begin, opt, logits);
-  return moe_experts(x, linear_route_topk_softmax(x, router_w, k, renormalize, logits), w_gate_up, w_down,
-                     expert_begin, opt);
-}
-
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
                    const Tensor& w_down, int64_t expert_begin, const ExpertOptions& opt) {
   if (x.device().is_cuda()) return cuda::moe_experts(x, routing, w_gate_up, w_down, expert_begin, opt);

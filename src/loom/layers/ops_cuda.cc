@@ -590,41 +590,6 @@ bool moe_use_cutlass(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_d
 
 }  // namespace
 
-Tensor routed_experts(const Tensor& x, const Tensor& router_w, int64_t k, bool renormalize, const Tensor& w_gate_up,
-                      const Tensor& w_down, int64_t expert_begin, const ExpertOptions& opt, Tensor* logits) {
-  check_bf16(x, "routed_experts", "input");
-  check_bf16(router_w, "routed_experts", "router weight");
-  check_bf16(w_gate_up, "routed_experts", "w_gate_up");
-  check_bf16(w_down, "routed_experts", "w_down");
-  const int64_t t = x.size(0), hidden = x.size(-1), e = router_w.size(0);
-  const int64_t local = w_gate_up.size(0), inter = w_down.size(2);
-  bool forced = false;
-  const bool fused = opt.plain() && x.dim() == 2 && router_w.size(1) == hidden && w_gate_up.size(1) == 2 * inter &&
-                     w_gate_up.size(2) == hidden && w_down.size(1) == hidden && t >= 1 &&
-                     kc::gemv_applies(t, hidden, x.data_ptr(), router_w.data_ptr()) &&
-                     kc::moe_decode_routed_applies(t, e, k, hidden, inter, x.data_ptr(), w_gate_up.data_ptr(),
-                                                   w_down.data_ptr()) &&
-                     !(moe_use_cutlass(x, w_gate_up, w_down, t * k, hidden, inter, &forced) && forced);
-  if (!fused)
-    return cuda::moe_experts(x, linear_route_topk_softmax(x, router_w, k, renormalize, logits), w_gate_up, w_down,
-                       expert_begin, opt);
-  const Device dev = x.device();
-  cudaStream_t s = stream_for(x);
-  Tensor l = Tensor::empty({t, e}, DType::bf16, dev);
-  {
-    OpScope scope("router GEMV", x);
-    kc::gemv(x.data_ptr(), router_w.data_ptr(), l.data_ptr(), t, e, hidden, s);
-  }
-  OpScope scope("moe decode (top-k + gate_up+silu, down+combine)", x);
-  Tensor weights = Tensor::empty({t, k}, DType::f32, dev), ids = Tensor::empty({t, k}, DType::i32, dev);
-  Tensor act = Tensor::empty({t * k, inter}, DType::bf16, dev), out = Tensor::empty({t, hidden}, DType::bf16, dev);
-  kc::moe_decode_routed(x.data_ptr(), l.data_ptr(), e, renormalize, weights.data<float>(), ids.data<int32_t>(), t, k,
-                        expert_begin, local, w_gate_up.data_ptr(), w_down.data_ptr(), hidden, inter, act.data_ptr(),
-                        out.data_ptr(), s);
-  if (logits) *logits = l;
-  return out;
-}
-
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up, const Tensor& w_down,
                    int64_t expert_begin, const ExpertOptions& opt) {
   check_bf16(x, "moe_experts", "input");

@@ -25,9 +25,6 @@ Routing route_topk_softmax(const Tensor& router_logits, int64_t k, bool renormal
 Routing linear_route_topk_softmax(const Tensor& x, const Tensor& w, int64_t k, bool renormalize, Tensor* logits);
 Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate_up,
                    const Tensor& w_down, int64_t expert_begin, const ExpertOptions& options);
-Tensor routed_experts(const Tensor& x, const Tensor& router_w, int64_t k, bool renormalize,
-                      const Tensor& w_gate_up, const Tensor& w_down, int64_t expert_begin,
-                      const ExpertOptions& options, Tensor* logits);
 Routing route_grouped_topk_softmax(const Tensor& router_logits, const GroupedTopk& g);
 Tensor per_head_linear(const Tensor& x, const Tensor& w);
 void copy_(Tensor& dst, const Tensor& src);

@@ -32,10 +32,6 @@ Routing route_topk_softmax(const Tensor&, int64_t, bool) { unavailable("route_to
 Tensor moe_experts(const Tensor&, const Routing&, const Tensor&, const Tensor&, int64_t, const ExpertOptions&) {
   unavailable("moe_experts");
 }
-Tensor routed_experts(const Tensor&, const Tensor&, int64_t, bool, const Tensor&, const Tensor&, int64_t,
-                      const ExpertOptions&, Tensor*) {
-  unavailable("routed_experts");
-}
 Routing route_grouped_topk_softmax(const Tensor&, const GroupedTopk&) { unavailable("route_grouped_topk_softmax"); }
 Tensor per_head_linear(const Tensor&, const Tensor&) { unavailable("per_head_linear"); }
 void copy_(Tensor&, const Tensor&) { unavailable("copy_"); }

@@ -389,14 +389,12 @@ void write_kv(const PagedKvArgs& kv, const void* k, const void* v, const int32_t
   CUDA_CHECK_LAUNCH("write_kv");
 }
 
-namespace {
-
-// Independent of the sequences' lengths (blocks share out the actual keys on the device), so a
-// captured graph and an eager step of the same batch size compute identically.
-int attention_splits_for_waves(int64_t num_seqs, int64_t hk) {
-  // At least two blocks an SM, and whole waves: the decode kernel holds 3 blocks an SM, and 512
-  // blocks (batch 128 x 4 KV heads) in 396 places left the second wave 30% full; 3 splits make 3.9
-  // waves.
+int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
+  if (!decode_only) return 1;
+  // Independent of the sequences' lengths (blocks share out the actual keys on the device), so a
+  // captured graph and an eager step of the same batch size compute identically. At least two
+  // blocks an SM, and whole waves: the decode kernel holds 3 blocks an SM, and 512 blocks (batch
+  // 128 x 4 KV heads) in 396 places left the second wave 30% full; 3 splits make 3.9 waves.
   int device = 0, sms = 132;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -407,15 +405,6 @@ int attention_splits_for_waves(int64_t num_seqs, int64_t hk) {
     if (waves < 1.0 || waves / std::ceil(waves) >= 0.9) return splits;
   }
   return first;
-}
-
-}  // namespace
-
-int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
-  if (!decode_only) return 1;
-  // The cluster merge (LOOM_DECODE_MERGE=cluster) takes at most a cluster's worth of splits.
-  if (const int cap = decode_cluster_max_splits(); cap > 0) return std::min(cap, attention_splits_for_waves(num_seqs, hk));
-  return attention_splits_for_waves(num_seqs, hk);
 }
 
 bool attention_fuses_qk_norm_rope(int64_t hq, int64_t hk, int64_t d, int64_t dv, int64_t rotary_dim) {
@@ -452,13 +441,12 @@ void attention(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, 
     a.rope_scaling = qk->scaling;
     a.norm_eps = qk->eps;
   }
-  bool merged = false;
-  if (decode_attention_applies(a, max_new_tokens)) merged = decode_attention(a, s);
+  if (decode_attention_applies(a, max_new_tokens)) decode_attention(a, s);
   else if (dp <= 16) launch_attention_dv<16>(a, row_tiles, s);
   else if (dp <= 32) launch_attention_dv<32>(a, row_tiles, s);
   else if (dp <= 64) launch_attention_dv<64>(a, row_tiles, s);
   else launch_attention_dv<128>(a, row_tiles, s);
-  if (num_splits > 1 && !merged) {
+  if (num_splits > 1) {
     merge_splits(workspace, static_cast<bf16*>(out), tokens, hq, static_cast<int>(v_dim(kv)), num_splits, sinks, s);
   }
 }

@@ -76,10 +76,6 @@ struct AttnArgs {
   const float* inv_freq = nullptr;
   float rope_scaling = 1.0f;
   float norm_eps = 0.0f;
-  // Decode kernel, splits > 1: the blocks of a (sequence, KV head) form one thread-block cluster of
-  // `splits` blocks and merge their partials through distributed shared memory (no merge kernel,
-  // `part` unused), and each block requests its first two key tiles before its wait.
-  bool merge_in_cluster = false;
 };
 
 // Where key `pos` of sequence `seq`, KV head `kvh` starts in K (or V, with `dim` = dv and the V
@@ -124,11 +120,6 @@ __device__ __forceinline__ void online_max(float (&tile_max)[2], float (&m)[2], 
 // head dim of 64 or 128, at most 16 query heads a KV head), and the launch (its split merge too).
 bool decode_kernel_enabled();  // false under LOOM_DECODE_ATTENTION=general
 bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens);
-// Returns whether the kernel merged its splits itself (merge_in_cluster): then no merge_splits.
-bool decode_attention(AttnArgs a, cudaStream_t s);
-// LOOM_DECODE_MERGE=cluster: the most splits a cluster merge takes on this device (16 where a
-// non-portable cluster of 16 of these blocks fits, else 8); 0 when the switch is off or clusters
-// are unavailable (before Hopper).
-int decode_cluster_max_splits();
+void decode_attention(const AttnArgs& a, cudaStream_t s);
 
 }  // namespace loom::kernels::cuda::attn

@@ -70,9 +70,6 @@ __device__ __forceinline__ void cp_async_wait() {
 // Lets `kernel` launch with up to `bytes` of dynamic shared memory (over 48 KB) on the current
 // device; once per device and kernel (kernel_attributes.cu).
 void allow_dynamic_smem(const void* kernel, size_t bytes);
-// Lets `kernel` launch in clusters of more than 8 blocks (Hopper's non-portable sizes), on the
-// current device.
-void allow_non_portable_clusters(const void* kernel);
 
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;

@@ -4,15 +4,11 @@
 // 16w..16w+15), their softmax states merged at the end. Keys stream through a two-stage cp.async
 // pipeline (tile i + 1 in flight while tile i is multiplied), and the first tile's cached keys are
 // requested before the kernel waits on the one before it (pdl.cuh): at batch 1 the cache read
-// hides behind the q/k norm and RoPE. With LOOM_DECODE_MERGE=cluster (not yet measured) the
-// splits of a KV head are one thread-block cluster that merges its partials itself
-// (merge_in_cluster), and the separate merge kernel is not launched.
+// hides behind the q/k norm and RoPE.
 //
 // The general kernel (attention.cu) loaded each tile only once the last was consumed, with the
 // page-table reads and the K/V reads one after the other, at 248 registers a thread: at batch 128
 // it read the cache at about 1 TB/s (bench/NOTES.md).
-#include <map>
-
 #include "loom/kernels/cuda/attention_common.cuh"
 #include "loom/kernels/cuda/norm_rope.cuh"
 #include "loom/kernels/cuda/pdl.cuh"
@@ -23,7 +19,6 @@ namespace loom::kernels::cuda::attn {
 namespace {
 
 constexpr int kKeys = 64, kWarps = 4, kThreads = 32 * kWarps, kStages = 2;
-constexpr int kMaxClusterSplits = 16;  // a non-portable cluster's limit on Hopper
 
 // Q, then [stage][K|V]; folding the q/k norm + RoPE adds the angles (2 x D/2 f32) and the rotated key.
 template <int D, bool FOLD>
@@ -57,65 +52,6 @@ __device__ __forceinline__ void norm_rope_head(const bf16* src, const bf16* w, f
     const int c = lane + 32 * j, i = j < H ? c : c - D / 2;
     dst[c] = to_bf(rope_rotate(x[j], x[j < H ? j + H : j - H], cos_t[i], sin_t[i], j < H));
   }
-}
-
-// Every thread of the cluster's blocks arrives, then waits for all (release/acquire: shared memory
-// written before is visible to the cluster's other blocks after). A no-op before Hopper.
-__device__ __forceinline__ void cluster_barrier() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
-
-// The address of *p (this block's shared memory) in the cluster's block `rank`.
-__device__ __forceinline__ const float* in_cluster_block(const float* p, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint64_t q;
-  asm("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(rank));
-  return reinterpret_cast<const float*>(q);
-#else
-  return p;
-#endif
-}
-
-// The splits of one (sequence, KV head) are one cluster (rank = split): once every split has left
-// its rows in `mine` (its shared memory), split r merges the r-th share of the group's rows x D
-// outputs, reading all splits' values through distributed shared memory, as merge_splits_kernel
-// does from global memory (weights 2^(lse_s - max), a sink in the denominator). The second barrier
-// keeps each block's shared memory alive until the others have read it.
-template <int D>
-__device__ __forceinline__ void merge_in_cluster(const AttnArgs& a, float* mine, int group, int64_t t0, int kvh,
-                                                 int split) {
-  cluster_barrier();
-  const int splits = a.splits, total = group * D, per = (total + splits - 1) / splits;
-  const int end = min(total, (split + 1) * per);
-  for (int idx = split * per + static_cast<int>(threadIdx.x); idx < end; idx += kThreads) {
-    const int row = idx / D, c = idx % D;
-    float lse[kMaxClusterSplits], v[kMaxClusterSplits];
-    float mx = -INFINITY;
-#pragma unroll
-    for (int s = 0; s < kMaxClusterSplits; ++s) {
-      lse[s] = -INFINITY, v[s] = 0.0f;
-      if (s < splits) {
-        const float* theirs = in_cluster_block(mine, s);
-        lse[s] = theirs[16 * D + row];
-        v[s] = theirs[idx];
-        mx = fmaxf(mx, lse[s]);
-      }
-    }
-    float sum = 0.0f, acc = 0.0f;
-#pragma unroll
-    for (int s = 0; s < kMaxClusterSplits; ++s) {
-      const float w = lse[s] == -INFINITY ? 0.0f : exp2f(lse[s] - mx);
-      sum += w;
-      acc += w * v[s];
-    }
-    const int64_t head = kvh * group + row;
-    const float sink = a.sinks && mx != -INFINITY ? exp2f(a.sinks[head] * 1.4426950408889634f - mx) : 0.0f;
-    const float denom = sum > 0 ? sum + sink : 0.0f;
-    a.out[(t0 * a.hq + head) * D + c] = to_bf(acc * (denom > 0 ? 1.0f / denom : 0.0f));
-  }
-  cluster_barrier();
 }
 
 template <int D, bool FOLD>
@@ -199,15 +135,10 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
       }
     }
   };
-  // With the cluster merge a split is wider (fewer blocks), so its second tile is requested before
-  // the wait too; the new key's row, in either, after it.
-  const bool early_second = a.merge_in_cluster && ntiles > 1;
   if (ntiles > 0) {
     find_rows(0, true);
-    if (early_second) find_rows(1, true);
     __syncthreads();
     issue(0);
-    if (early_second) issue(1);
   }
   cp_async_commit();
 
@@ -228,19 +159,17 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
       norm_rope_head<D>(a.new_k + (t0 * kv.hk + kvh) * D, a.k_norm, a.norm_eps, rope_cos, rope_sin, k_rot, lane);
     __syncthreads();
   }
-  // The new key in a tile requested before the wait (the first, or the second too): its row now.
-  if (ntiles > 0 && start >= key_begin && start - key_begin < (early_second ? 2 : 1) * kKeys) {
-    const int tile = static_cast<int>((start - key_begin) / kKeys), r = static_cast<int>((start - key_begin) % kKeys);
-    bf16* ks = stages + tile * 2 * kKeys * LDS;
+  if (ntiles > 0 && start - key_begin < kKeys) {  // the new key is in the first tile: its row now
+    const int r = static_cast<int>(start - key_begin);
     if (row0 == r % kRowStep) {  // this thread's rows include r
-      if constexpr (fold) *reinterpret_cast<uint4*>(ks + r * LDS + col) = *reinterpret_cast<const uint4*>(k_rot + col);
-      else cp_async16(ks + r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, start, start, t0, D) + col, true);
-      cp_async16(ks + (kKeys + r) * LDS + col, key_row(a, kv.v_cache, a.new_v, seq, kvh, start, start, t0, D) + col,
+      if constexpr (fold) *reinterpret_cast<uint4*>(stages + r * LDS + col) = *reinterpret_cast<const uint4*>(k_rot + col);
+      else cp_async16(stages + r * LDS + col, key_row(a, kv.k_cache, a.new_k, seq, kvh, start, start, t0, D) + col, true);
+      cp_async16(stages + (kKeys + r) * LDS + col, key_row(a, kv.v_cache, a.new_v, seq, kvh, start, start, t0, D) + col,
                  true);
     }
   }
   cp_async_commit();
-  if (ntiles > 1 && !early_second) {
+  if (ntiles > 1) {
     find_rows(1, false);
     __syncthreads();
     issue(1);
@@ -344,10 +273,6 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
   cp_async_wait<0>();
   __syncthreads();
   float* buf = reinterpret_cast<float*>(stages);  // [kWarps][16][D]
-  // The cluster merge's view of this split: its rows [16][D] normalized, then their log2-sum-exps [16].
-  float* mine = buf + kWarps * 16 * D;
-  static_assert((kWarps * 16 * D + 16 * D + 16) * sizeof(float) <= kStages * 2 * kKeys * LDS * sizeof(bf16),
-                "the split's merged rows fit the stage bytes beside the warps' states");
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = g + 8 * h;
@@ -375,84 +300,24 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(AttnArgs 
       const float sink = a.sinks && mx != -INFINITY ? exp2f(a.sinks[head] * 1.4426950408889634f - mx) : 0.0f;
       const float inv = sum + sink > 0 ? 1.0f / (sum + sink) : 0.0f;
       a.out[(t0 * a.hq + head) * D + c] = to_bf(acc * inv);
-    } else if (a.merge_in_cluster) {
-      mine[row * D + c] = sum > 0 ? acc / sum : 0.0f;
-      if (c == 0) mine[16 * D + row] = sum > 0 ? mx + log2f(sum) : -INFINITY;
     } else {
       float* dst = a.part + ((static_cast<int64_t>(split) * a.tokens + t0) * a.hq + head) * (D + 1);
       dst[c] = sum > 0 ? acc / sum : 0.0f;
       if (c == 0) dst[D] = sum > 0 ? mx + log2f(sum) : -INFINITY;  // log2-sum-exp of the split
     }
   }
-  if (a.splits > 1 && a.merge_in_cluster) merge_in_cluster<D>(a, mine, group, t0, kvh, split);
 }
 
 template <int D, bool FOLD>
 void launch(const AttnArgs& a, cudaStream_t s) {
   constexpr size_t smem = smem_bytes<D, FOLD>();
-  const void* kernel = reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>);
-  allow_dynamic_smem(kernel, smem);
-  if (a.merge_in_cluster) allow_non_portable_clusters(kernel);
+  allow_dynamic_smem(reinterpret_cast<const void*>(decode_attention_kernel<D, FOLD>), smem);
   const dim3 grid(static_cast<unsigned>(a.kv.num_seqs * a.kv.hk), static_cast<unsigned>(a.splits));
-  const dim3 cluster(1, a.merge_in_cluster ? static_cast<unsigned>(a.splits) : 1u, 1);
   for (int i = 0; i < launches_of("attention"); ++i)
-    launch_pdl_cluster(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, cluster, a, pdl_trigger_first());
-}
-
-// The largest cluster of `splits` blocks of the biggest instantiation that the device schedules.
-int cluster_max_splits_on_device() {
-  int device = 0, major = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major < 9) return 0;
-  constexpr size_t smem = smem_bytes<128, true>();
-  const void* kernel = reinterpret_cast<const void*>(decode_attention_kernel<128, true>);
-  allow_dynamic_smem(kernel, smem);
-  allow_non_portable_clusters(kernel);
-  for (int splits = kMaxClusterSplits; splits >= 2; splits /= 2) {
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 1;
-    attr.val.clusterDim.y = static_cast<unsigned>(splits);
-    attr.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(1, static_cast<unsigned>(splits));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, decode_attention_kernel<128, true>, &cfg) == cudaSuccess &&
-        clusters > 0)
-      return splits;
-    (void)cudaGetLastError();  // a size the device refuses: try the next smaller
-  }
-  return 0;
-}
-
-// Whether the launch's blocks fit the GPU at once (3 an SM): the cluster merge only for the small
-// batches whose step it shortens. An earlier cluster merge (at most 8 splits, at every batch size)
-// was slower everywhere, by 1 ms at bs 128 (bench/NOTES.md), where clusters of a few blocks must
-// each find room in one GPC across several waves.
-bool one_wave(const AttnArgs& a) {
-  int device = 0, sms = 132;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return a.kv.num_seqs * a.kv.hk * a.splits <= 3 * int64_t{sms};
+    launch_pdl(decode_attention_kernel<D, FOLD>, grid, kThreads, smem, s, a, pdl_trigger_first());
 }
 
 }  // namespace
-
-int decode_cluster_max_splits() {
-  static const bool on = env_is("LOOM_DECODE_MERGE", "cluster");
-  if (!on || !decode_kernel_enabled()) return 0;
-  static thread_local std::map<int, int> by_device;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  auto it = by_device.find(device);
-  if (it == by_device.end()) it = by_device.emplace(device, cluster_max_splits_on_device()).first;
-  return it->second;
-}
 
 bool decode_kernel_enabled() {
   // LOOM_DECODE_ATTENTION=general keeps decode on attention.cu's kernel (A/B runs).
@@ -468,16 +333,12 @@ bool decode_attention_applies(const AttnArgs& a, int64_t max_new_tokens) {
          (!a.new_k || (aligned(a.new_k) && aligned(a.new_v)));
 }
 
-bool decode_attention(AttnArgs a, cudaStream_t s) {
+void decode_attention(const AttnArgs& a, cudaStream_t s) {
   LOOM_CHECK(decode_attention_applies(a, 1), "decode_attention: head dim ", a.kv.d, ", ", a.hq, " query heads over ",
              a.kv.hk, " KV heads");
-  // Power-of-two cluster sizes only: the shapes cluster_max_splits_on_device() checked.
-  a.merge_in_cluster = a.splits > 1 && (a.splits & (a.splits - 1)) == 0 && a.splits <= decode_cluster_max_splits() &&
-                       one_wave(a);
   const bool fold = a.inv_freq != nullptr;
   if (a.kv.d == 64) fold ? launch<64, true>(a, s) : launch<64, false>(a, s);
   else fold ? launch<128, true>(a, s) : launch<128, false>(a, s);
-  return a.merge_in_cluster;
 }
 
 }  // namespace loom::kernels::cuda::attn

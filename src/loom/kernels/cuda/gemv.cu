@@ -5,7 +5,6 @@
 // result does not depend on the batch it was computed in (graphs and eager agree). The experts'
 // decode kernels are in moe_decode.cu.
 #include <algorithm>
-#include <map>
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
@@ -30,18 +29,6 @@ struct GemvSegments {
   unsigned block_end[kMaxGemvTargets];
   int count;
 };
-
-// How many warps share one weight row, each summing a contiguous part of K (a power of two
-// dividing kWarps). Few rows leave the GPU's memory pipes idle unless K is split: a 2048 x 4096
-// weight streams in 6.1 µs with 4 parts a row against 7.5 µs with 2 rows a warp, a router's
-// 128 x 2048 in 1.8 against 2.7 µs; 4,096 rows or more keep one warp a row (H200, cold weights,
-// launches back to back in a graph: bench/NOTES.md). At least 2 chunks of 8 per lane a part.
-int k_parts(int64_t n, int64_t k) {
-  int parts = 1;
-  if (n >= 4096) return parts;
-  while (parts < kWarps && n * parts < 8192 && k / 8 / (parts * 2) >= 64) parts *= 2;
-  return parts;
-}
 
 // Blocks for n rows of `parts` warps each (gemv_block's layout).
 int64_t gemv_blocks(int64_t n, int parts) {
@@ -118,43 +105,6 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   finish_rows<M>(acc, y, m, n, row, part, parts);
 }
 
-// gemv_block with all of the warp's weight chunks copied into shared memory before the wait
-// (LOOM_GEMV_PRELOAD=smem, one row): after it only x is read from memory, where the register
-// preload holds the first kUnroll chunks a lane and loads the rest after. Each lane copies and
-// reads only its own chunks (lane + 32u), summed in gemv_block's order, so the results are the
-// same bit for bit. `stage`: kWarps x stage_chunks chunks of dynamic shared memory.
-template <int M>
-__device__ __forceinline__ void gemv_block_staged(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k,
-                                                  int parts, unsigned block, bool trigger_first, uint4* stage,
-                                                  int stage_chunks) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const WarpSlice ws(block, k, parts);
-  const int64_t row = ws.row;
-  const int part = ws.part, k8 = ws.k8, begin = ws.begin, count = ws.count;
-  float acc[1][M] = {};
-  const uint4* src = reinterpret_cast<const uint4*>(w) + row * k8 + begin;
-  uint4* mine = stage + warp * stage_chunks;
-  const bool live = row < n && count > 0;
-  if (live) {
-    const uint64_t policy = weight_policy();
-    for (int c = lane; c < count; c += 32) cp_async16_stream(mine + c, src + c, policy);
-  }
-  cp_async_commit();
-  wait_and_allow_dependents(trigger_first);
-  cp_async_wait<0>();
-  if (live) {
-    const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
-    constexpr int U = 2;  // shared memory answers fast: few chunks in registers at a time
-    for (int c0 = lane; c0 < count; c0 += 32 * U) {
-      uint4 chunks[1][U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) chunks[0][u] = c0 + 32 * u < count ? mine[c0 + 32 * u] : uint4{};
-      dot_chunks<1, M, U>(chunks, xs, k8, m, c0, count, acc);
-    }
-  }
-  finish_rows<M>(acc, y, m, n, row, part, parts);
-}
-
 // This block's target of a launch over several weights. The target is picked with constant
 // indices only: indexing the parameter arrays with a runtime j made every thread copy them to its
 // stack first (120 bytes a thread of local-memory traffic, which doubled the time of a 21 MB GEMV).
@@ -191,22 +141,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegme
   gemv_segments<M, Preload>(x, seg, m, k, trigger_first);
 }
 
-// One row, the weights staged in shared memory before the wait (gemv_block_staged); 32 registers,
-// so 8 blocks an SM where the stage's shared memory allows (the o projection's 1,024 blocks of
-// 16 KB in one wave; the q/k/v's 640 of 32 KB at 7).
-__global__ void __launch_bounds__(kThreads, 8) gemv_staged_kernel(const bf16* x, GemvSegments seg, int m, int k,
-                                                               bool trigger_first, int stage_chunks) {
-  extern __shared__ uint4 stage[];
-  const GemvPick p = pick_target(seg);
-  gemv_block_staged<1>(x, p.w, p.y, m, p.n, k, p.parts, p.block, trigger_first, stage, stage_chunks);
-}
-
-// The same held to 32 registers, 8 blocks an SM (gemv_one_wave).
-__global__ void __launch_bounds__(kThreads, 8) gemv_one_wave_kernel(const bf16* x, GemvSegments seg, int m, int k,
-                                                                    bool trigger_first) {
-  gemv_segments<1, true>(x, seg, m, k, trigger_first);
-}
-
 // The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last
 // block to finish routes the m <= kWarps tokens, a warp each (route_topk.cuh).
 template <int M, bool Preload>
@@ -229,15 +163,13 @@ __global__ void __launch_bounds__(kThreads) router_topk_kernel(const bf16* x, co
   if (warp < m) route_token(logits, warp, e, top_k, renormalize, weights, ids, 1, 1, 1.0f, probs + warp * e);
 }
 
-// GEMV switches, measured on an H200 (bench/NOTES.md): LOOM_GEMV_PRELOAD (gemv_block) is on unless
-// set to 0 (with PDL's trigger first, bs 1 3.087 -> 2.974 ms); LOOM_GEMV_PRELOAD=smem takes
-// gemv_block_staged for one row (not yet measured).
-struct GemvSwitches {
-  bool preload = true, staged = false;
-};
-const GemvSwitches& gemv_switches() {
-  static const GemvSwitches switches{!env_is("LOOM_GEMV_PRELOAD", "0"), env_is("LOOM_GEMV_PRELOAD", "smem")};
-  return switches;
+// LOOM_GEMV_PRELOAD (gemv_block) is on unless set to 0: with PDL's trigger first, bs-1 decode 3.087
+// -> 2.974 ms on an H200. Neither a 32-register copy for one wave of the o projection's blocks
+// (LOOM_GEMV_ONE_WAVE) nor the whole row part staged in shared memory before the wait
+// (LOOM_GEMV_PRELOAD=smem) helped (bench/NOTES.md); both were removed.
+bool gemv_preload() {
+  static const bool on = !env_is("LOOM_GEMV_PRELOAD", "0");
+  return on;
 }
 
 // The instantiation for m rows (M = 1, 2, 4 or 8); Preload: LOOM_GEMV_PRELOAD.
@@ -257,29 +189,6 @@ auto router_kernel_for(int64_t m) {
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// LOOM_GEMV_ONE_WAVE=1 (not yet measured): a one-row launch with more blocks than the GPU holds at
-// once (Qwen3-30B-A3B's o projection: 1,024 blocks at 6 an SM, 40 registers) takes the
-// instantiation held to 32 registers (8 blocks an SM; a few spill), so every block is resident
-// and has its weights in registers when its wait returns; a second wave's blocks otherwise start
-// loading only once the first's leave.
-bool gemv_one_wave() {
-  static const bool on = env_is("LOOM_GEMV_ONE_WAVE", "1");
-  return on;
-}
-
-// How many blocks of `kernel` the current device holds at once.
-int64_t resident_blocks(const void* kernel) {
-  thread_local std::map<std::pair<int, const void*>, int64_t> cache;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  auto it = cache.find({device, kernel});
-  if (it != cache.end()) return it->second;
-  int per_sm = 0, sms = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return cache[{device, kernel}] = int64_t{per_sm} * sms;
-}
 
 }  // namespace
 
@@ -302,7 +211,6 @@ void launch_gemv(const void* x, const GemvTarget* targets, int count, int64_t m,
   GemvSegments seg{};
   seg.count = count;
   int64_t blocks = 0;
-  int stage_chunks = 0;  // the largest part of a row over the targets, in 16-byte chunks
   for (int j = 0; j < count; ++j) {
     LOOM_CHECK(gemv_applies(m, k, x, targets[j].w), "gemv: ", m, " rows of K ", k, " (needs 1..", kDecodeMaxRows,
                " rows, K % 8 == 0, 16-byte aligned)");
@@ -312,37 +220,13 @@ void launch_gemv(const void* x, const GemvTarget* targets, int count, int64_t m,
     seg.parts[j] = k_parts(targets[j].n, k);
     blocks += gemv_blocks(targets[j].n, seg.parts[j]);
     seg.block_end[j] = static_cast<unsigned>(blocks);
-    stage_chunks = std::max(stage_chunks, static_cast<int>((k / 8 + seg.parts[j] - 1) / seg.parts[j]));
   }
   if (blocks == 0) return;
-  const auto* xb = static_cast<const bf16*>(x);
-  const int mi = static_cast<int>(m), ki = static_cast<int>(k);
-  const unsigned grid = static_cast<unsigned>(blocks);
-  const size_t stage_bytes = size_t{kWarps} * stage_chunks * 16;
-  const bool one_row = m == 1, preload = gemv_switches().preload;
-  if (choice == GemvKernel::automatic) {
-    choice = preload ? GemvKernel::registers : GemvKernel::plain;
-    if (one_row && gemv_switches().staged && stage_bytes <= 48 * 1024) {
-      choice = GemvKernel::staged;
-    } else if (one_row && preload && gemv_one_wave()) {
-      const auto* normal = reinterpret_cast<const void*>(gemv_kernel<1, true>);
-      if (blocks > resident_blocks(normal) && blocks <= resident_blocks(reinterpret_cast<const void*>(gemv_one_wave_kernel)))
-        choice = GemvKernel::one_wave;
-    }
-  }
-  LOOM_CHECK(one_row || choice == GemvKernel::registers || choice == GemvKernel::plain, "gemv: the one-wave and "
-             "staged kernels take one row, not ", m);
-  LOOM_CHECK(choice != GemvKernel::staged || stage_bytes <= 48 * 1024, "gemv: a staged row part of ", stage_bytes / kWarps,
-             " bytes (at most 6 KB)");
-  for (int i = 0; i < (count > 1 ? launches_of("qkv") : 1); ++i) {
-    if (choice == GemvKernel::staged)
-      launch_pdl(gemv_staged_kernel, grid, kThreads, stage_bytes, s, xb, seg, mi, ki, pdl_trigger_first(), stage_chunks);
-    else
-      launch_pdl(choice == GemvKernel::one_wave ? gemv_one_wave_kernel
-                 : choice == GemvKernel::registers ? gemv_kernel_for<true>(m)
-                                                   : gemv_kernel_for<false>(m),
-                 grid, kThreads, 0, s, xb, seg, mi, ki, pdl_trigger_first());
-  }
+  if (choice == GemvKernel::automatic) choice = gemv_preload() ? GemvKernel::registers : GemvKernel::plain;
+  auto* kernel = choice == GemvKernel::registers ? gemv_kernel_for<true>(m) : gemv_kernel_for<false>(m);
+  for (int i = 0; i < (count > 1 ? launches_of("qkv") : 1); ++i)
+    launch_pdl(kernel, static_cast<unsigned>(blocks), kThreads, 0, s, static_cast<const bf16*>(x), seg,
+               static_cast<int>(m), static_cast<int>(k), pdl_trigger_first());
 }
 
 }  // namespace
@@ -375,7 +259,7 @@ void router_topk(const void* x, const void* w, void* logits, int64_t m, int64_t 
   const int mi = static_cast<int>(m), hi = static_cast<int>(hidden), e = static_cast<int>(experts);
   const int k = static_cast<int>(top_k);
   unsigned* done = completion_counters();
-  auto* kernel = gemv_switches().preload ? router_kernel_for<true>(m) : router_kernel_for<false>(m);
+  auto* kernel = gemv_preload() ? router_kernel_for<true>(m) : router_kernel_for<false>(m);
   for (int i = 0; i < launches_of("router"); ++i)
     launch_pdl(kernel, blocks, kThreads, smem, s, xb, wb, lb, mi, e, hi, parts, k, renormalize, weights, ids, done);
 }

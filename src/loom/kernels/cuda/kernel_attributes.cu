@@ -16,13 +16,4 @@ void allow_dynamic_smem(const void* kernel, size_t bytes) {
   done.insert({device, kernel});
 }
 
-void allow_non_portable_clusters(const void* kernel) {
-  thread_local std::set<std::pair<int, const void*>> done;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  if (done.count({device, kernel})) return;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  done.insert({device, kernel});
-}
-
 }  // namespace loom::kernels::cuda

@@ -145,12 +145,10 @@ struct GemvTarget {
   int64_t n;
 };
 void gemv_multi(const void* x, const GemvTarget* targets, int count, int64_t m, int64_t k, cudaStream_t s);
-// gemv() on a named kernel, for tests and A/B runs: `automatic` is gemv()'s choice; `plain` and
-// `registers` the kernel without and with the weight preload into registers (LOOM_GEMV_PRELOAD);
-// one row only: `one_wave` the registers kernel held to 32 registers (LOOM_GEMV_ONE_WAVE=1),
-// `staged` the weights copied into shared memory before the wait (LOOM_GEMV_PRELOAD=smem; a row's
-// part at most 6 KB). Every kernel gives the same result bit for bit.
-enum class GemvKernel { automatic, plain, registers, one_wave, staged };
+// gemv() on a named kernel, for tests: `automatic` is gemv()'s choice; `plain` and `registers` the
+// kernel without and with the weight preload into registers (LOOM_GEMV_PRELOAD). Both give the
+// same result bit for bit.
+enum class GemvKernel { automatic, plain, registers };
 void gemv_with(GemvKernel kernel, const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
                cudaStream_t s);
 // The router of a decode step in one launch: logits [m, experts] = x · wᵀ (bf16), then route_topk's
@@ -168,17 +166,6 @@ bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t i
 void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
                 int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
                 int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s);
-// moe_decode from the router's logits bf16 [tokens, experts] (a plain gemv()): every gate/up block
-// takes its token's softmax top-k itself (router_topk's picks and weights, no groups), and the
-// picks are left in weights/ids. The router then needs no completion counter (LOOM_MOE_ROUTE=experts;
-// moe_decode_routed_applies is false without it).
-bool moe_route_in_experts();
-bool moe_decode_routed_applies(int64_t tokens, int64_t experts, int64_t top_k, int64_t hidden, int64_t inter,
-                               const void* x, const void* w_gate_up, const void* w_down);
-void moe_decode_routed(const void* x, const void* logits, int64_t experts, bool renormalize, float* weights,
-                       int32_t* ids, int64_t tokens, int64_t top_k, int64_t expert_begin, int64_t local_experts,
-                       const void* w_gate_up, const void* w_down, int64_t hidden, int64_t inter, void* act, void* out,
-                       cudaStream_t s);
 
 // ---- attention.cu ----
 // Paged KV: K/V [slots, hk, d] bf16; sequence s's position p lives in slot

@@ -21,9 +21,9 @@
 // completed only after its own wait returned, so every earlier kernel has completed too; what is
 // read before a wait is still only what no kernel of the step writes. The trigger fires once
 // every block of the grid has issued it, so every block of a running kernel is resident before a
-// later kernel's blocks take SM slots: no kernel waits on one that cannot be scheduled. Kernels
-// whose pre-wait reads lean on the kernel before them having waited (moe_decode_down_kernel's
-// routing prefetch, behind the gate/up kernel) keep the default order in that predecessor.
+// later kernel's blocks take SM slots: no kernel waits on one that cannot be scheduled. The router
+// and the experts' decode kernels trigger after their wait (triggered first too, bs-1 decode did
+// not change: bench/NOTES.md).
 
 #pragma once
 #include <cuda_runtime.h>
