@@ -9,7 +9,7 @@
 #     with commas: "A=1,B=2"; LOOM_LATENCY_BS=1:128 among them sets that run's batch sizes);
 #   - bench_decode_kernels: each decode kernel in a graph of 48 launches on cold weights
 #     (LOOM_KERNELS_FILTER: a --benchmark_filter regex; LOOM_KERNELS_AB_ENV="NAME=VALUE,...": once
-#     more with those set, e.g. LOOM_DECODE_MERGE=cluster for BM_DecodeAttention);
+#     more with those set, e.g. LOOM_MOE_DOWN_ROWS=2 for BM_MoeDecode);
 #   - a CUPTI trace (bench/kernel_trace.cc) of `bench latency` at each batch size of LOOM_TRACE_BS
 #     (default "1 128"), one graph replay summed by kernel (bench/trace_summary.py), with
 #     programmatic dependent launch off (LOOM_TRACE_PDL=1 keeps it: kernels then overlap, each one's

@@ -10,7 +10,9 @@
 #   LOOM_SERVING_LOADS="1:8 64:256 256:512 1:3:8192:1"
 # LOOM_SERVE_FLAGS adds flags to `loom serve`; LOOM_SERVE_AB="FLAGS;FLAGS..." serves again with each
 # (an A/B run, e.g. LOOM_SERVE_AB="--disable-overlap-schedule"), the same loads each time, one table
-# row per load and variant. LOOM_LATENCY_BS (default 1,64) are the baseline's batch sizes;
+# row per load and variant; a variant's NAME=VALUE words are set in the server's environment instead
+# (e.g. LOOM_SERVE_AB="LOOM_SAMPLER_SELECT=bits"). LOOM_SERVING_BODY (JSON) is merged into every
+# request (e.g. '{"temperature": 1.0, "top_p": 0.9}' for sampled requests). LOOM_LATENCY_BS (default 1,64) are the baseline's batch sizes;
 # LOOM_SKIP_LATENCY=1 skips the baseline.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,9 +41,15 @@ startups=()
 IFS=';' read -r -a variants <<<";${LOOM_SERVE_AB:-}"
 [ -z "${LOOM_SERVE_AB:-}" ] && variants=("")
 for v in "${!variants[@]}"; do
-  flags="${LOOM_SERVE_FLAGS:-} ${variants[$v]}"
+  flags=(${LOOM_SERVE_FLAGS:-})
+  envs=()
+  for word in ${variants[$v]}; do
+    if [[ $word != --* && $word == *=* ]]; then envs+=("$word"); else flags+=("$word"); fi
+  done
+  for kv in "${envs[@]}"; do export "$kv"; done
   t0=$(date +%s.%N)
-  loom_device_serve "$LOGS" $PORT $flags || exit 1
+  loom_device_serve "$LOGS" $PORT "${flags[@]}" || exit 1
+  for kv in "${envs[@]}"; do unset "${kv%%=*}"; done
   startups+=("$(python3 -c "print('%.1f' % ($(date +%s.%N) - $t0))") s (${variants[$v]:-default})")
   for load in ${LOOM_SERVING_LOADS:-1:8 64:256 256:512 1:3:8192:1}; do
     IFS=: read -r c n in out <<<"$load"
@@ -50,7 +58,7 @@ for v in "${!variants[@]}"; do
     s0=$(steps); o0=$(overlapped); w0=$SECONDS
     ./build-gpu/loom bench serving --base-url http://127.0.0.1:$PORT --num-prompts "$n" --max-concurrency "$c" \
       --random-input-len "$in" --random-output-len "$out" --random-range-ratio 1 --random-vocab-size 150000 \
-      --output-file "$LOGS/serving_$tag.json" >"$LOGS/serving_$tag.log" 2>&1 || tail -5 "$LOGS/serving_$tag.log"
+      ${LOOM_SERVING_BODY:+--extra-request-body "$LOOM_SERVING_BODY"} --output-file "$LOGS/serving_$tag.json" >"$LOGS/serving_$tag.log" 2>&1 || tail -5 "$LOGS/serving_$tag.log"
     s1=$(steps); o1=$(overlapped)
     grep -m3 "request failed" "$LOGS/serving_$tag.log"
     rows+=("$(python3 -c "
@@ -66,6 +74,7 @@ done
 echo
 echo "GPU tests: $gpu_tests"
 echo "startup to the first answered request: ${startups[*]}"
+[ -n "${LOOM_SERVING_BODY:-}" ] && echo "every request carried: $LOOM_SERVING_BODY"
 [ -f "$LOGS/latency.log" ] && grep -E "^model|^ +(bs|[0-9]+) |^prefill 1x" "$LOGS/latency.log"
 printf '%5s %5s %6s %5s %9s %9s %9s %9s %9s %6s %6s %7s  %s\n' conc reqs in done "out tok/s" "TTFT p50" "TTFT p99" \
   "ITL p50" "TPOT p50" steps overlap "ms/step" flags
