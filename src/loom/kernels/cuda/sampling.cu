@@ -8,9 +8,12 @@
 // "Best-first" order is a 64-bit key (orderable logit bits, then ~id), so ties are exact, and
 // each threshold is found by building the key bit by bit (64 passes over the row in L2), which
 // needs no sort and no scratch beyond the row's logits and probabilities. Every pass reads the row
-// 16 bytes a load with several loads in flight (visit_row); a radix select (8 passes of 8 bits)
-// would cut the searches' passes eightfold and is not done.
+// 16 bytes a load with several loads in flight (visit_row). LOOM_SAMPLER_SELECT=radix (off, not yet
+// run on a GPU) finds the best-first thresholds by radix select instead: 8 passes of 8 bits
+// (radix_largest_key), masses in fixed point.
 #include <cfloat>
+
+#include "loom/tensor/env.h"
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
@@ -62,6 +65,80 @@ __device__ uint64_t largest_key(Pred pred) {
   return t;
 }
 
+constexpr int kDigits = 256;  // a radix select pass resolves 8 bits of a key
+
+// A probability in fixed point (2^-32 units; p <= 1, so a row's sum stays below 2^53 and converts
+// to double exactly): sums that do not depend on their order, and integer atomics.
+__device__ __forceinline__ uint64_t fixed_mass(float p) { return __double2ull_rn(static_cast<double>(p) * 4294967296.0); }
+
+// bins[digit] += w (w <= 2^32) for every calling lane with digit >= 0, one atomic for each group
+// of the warp's calling lanes that share a digit. (A first version added doubles into per-warp
+// histograms with atomicAdd: thousands of times slower, bench/NOTES.md: a whole row's keys fall in
+// the few bins their top byte allows, and every lane of a warp retried on the same word.)
+__device__ __forceinline__ void add_to_bin(unsigned long long* bins, int digit, uint64_t w) {
+  const unsigned active = __activemask();
+  if (!__any_sync(active, digit >= 0)) return;
+  const unsigned peers = __match_any_sync(active, digit);
+  // Split so that the group's sums fit 32 bits (32 lanes x 2^17).
+  const unsigned hi = __reduce_add_sync(peers, static_cast<unsigned>(w >> 16));
+  const unsigned lo = __reduce_add_sync(peers, static_cast<unsigned>(w & 0xffffu));
+  if (digit >= 0 && static_cast<int>(threadIdx.x & 31) == __ffs(peers) - 1)
+    atomicAdd(&bins[digit], (static_cast<unsigned long long>(hi) << 16) + lo);
+}
+
+struct RadixScratch {
+  unsigned long long bins[kDigits];
+  uint64_t prefix, above;
+};
+
+// The largest key t with pred(measure(t)), where measure(t) = Σ w over the tokens whose key >= t,
+// pred holds at measure(0) and fails only above some key: largest_key's answer, 8 bits a pass.
+// visit(f) calls f(key, w) for every token that counts (w <= 2^32: 1 to count, fixed_mass to weigh).
+// Each pass histograms digit `shift` of the keys that share the prefix found so far and takes the
+// largest digit d with pred(above + Σ bins[d..255]), `above` being the measure of the keys past
+// the prefix's range. Every thread of the block must call this.
+template <typename Visit, typename Pred>
+__device__ uint64_t radix_largest_key(RadixScratch& sc, Visit visit, Pred pred) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  uint64_t prefix = 0, above = 0;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int d = threadIdx.x; d < kDigits; d += blockDim.x) sc.bins[d] = 0;
+    __syncthreads();
+    const uint64_t high = shift == 56 ? 0 : ~uint64_t{0} << (shift + 8);  // the bits chosen so far
+    visit([&](uint64_t key, uint64_t w) {
+      add_to_bin(sc.bins, w != 0 && (key & high) == prefix ? static_cast<int>((key >> shift) & (kDigits - 1)) : -1, w);
+    });
+    __syncthreads();
+    if (warp == 0) {  // lane l holds digits [8l, 8l + 8)
+      constexpr int kPer = kDigits / 32;
+      uint64_t own = 0;
+      for (int j = 0; j < kPer; ++j) own += sc.bins[kPer * lane + j];
+      uint64_t incl = own;  // Σ over the lanes from this one up
+      for (int o = 1; o < 32; o <<= 1) {
+        const uint64_t y = __shfl_down_sync(0xffffffffu, incl, o);
+        if (lane + o < 32) incl += y;
+      }
+      const uint64_t after = __shfl_down_sync(0xffffffffu, incl, 1);
+      uint64_t run = lane == 31 ? 0 : after;  // Σ bins past the digit looked at
+      int best = -1;
+      uint64_t best_above = 0;
+      for (int j = kPer - 1; j >= 0; --j) {
+        const int d = kPer * lane + j;
+        if (best < 0 && pred(above + run + sc.bins[d])) best = d, best_above = above + run;
+        run += sc.bins[d];
+      }
+      const int d = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(best + 1))) - 1;
+      if (d < 0 && lane == 0) sc.prefix = prefix, sc.above = above;  // pred fails from here: 0 bits, as largest_key
+      if (d >= 0 && best == d) sc.prefix = prefix | (static_cast<uint64_t>(d) << shift), sc.above = best_above;
+    }
+    __syncthreads();
+    prefix = sc.prefix;
+    above = sc.above;
+    __syncthreads();  // sc is rewritten by the next pass
+  }
+  return prefix;
+}
+
 // The sum of v over the lanes below this one (lane order), by shuffles.
 __device__ __forceinline__ double warp_exclusive_sum(double v, int lane) {
   double incl = v;
@@ -100,7 +177,8 @@ __device__ __forceinline__ void walk_span(const float* x, int64_t lo, int64_t hi
 __global__ void __launch_bounds__(kThreads)
     sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows, const SampleEdit* edits,
                        const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
-                       float* out_logprobs) {
+                       float* out_logprobs, bool radix_select) {
+  __shared__ RadixScratch radix;
   const int64_t r = blockIdx.x;
   const SampleRow P = rows[r];
   if (P.skip) return;
@@ -151,8 +229,30 @@ __global__ void __launch_bounds__(kThreads)
       });
       return block_reduce(s, Sum{});
     };
+    // LOOM_SAMPLER_SELECT=radix: the fixed-point mass of the tokens with key >= t whose probability
+    // passes `keep`, and the radix select's visit of those tokens.
+    auto mass_fx_from = [&](uint64_t t, auto keep) {
+      unsigned long long s = 0;
+      visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
+        if (sort_key(lv, i) >= t && keep(pv)) s += fixed_mass(pv);
+      });
+      return static_cast<double>(block_reduce(s, Sum{}));
+    };
+    auto weighed_from = [&](uint64_t t, auto keep) {
+      return [&, t, keep](auto f) {
+        visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
+          const uint64_t key = sort_key(lv, i);
+          if (key >= t && keep(pv)) f(key, fixed_mass(pv));
+        });
+      };
+    };
     uint64_t k_floor = 0;  // top-k: the k-th best key
-    if (P.top_k > 0 && P.top_k < vocab) {
+    if (P.top_k > 0 && P.top_k < vocab && radix_select) {
+      k_floor = radix_largest_key(
+          radix,
+          [&](auto f) { visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { f(sort_key(v, i), 1u); }); },
+          [&](uint64_t n) { return n >= static_cast<uint64_t>(P.top_k); });
+    } else if (P.top_k > 0 && P.top_k < vocab) {
       k_floor = largest_key([&](uint64_t t) {
         unsigned n = 0;
         visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { n += sort_key(v, i) >= t; });
@@ -161,7 +261,11 @@ __global__ void __launch_bounds__(kThreads)
     }
     auto any = [](float) { return true; };
     uint64_t floor_key = k_floor;  // top-p: the smallest best-first prefix reaching top_p
-    if (P.top_p < 1.0) {
+    if (P.top_p < 1.0 && radix_select) {
+      const double target = P.top_p * mass_fx_from(k_floor, any);
+      floor_key = radix_largest_key(radix, weighed_from(k_floor, any),
+                                    [&](uint64_t m) { return static_cast<double>(m) >= target; });
+    } else if (P.top_p < 1.0) {
       const double target = P.top_p * mass_from(k_floor, any);
       floor_key = largest_key([&](uint64_t t) { return mass_from(max(t, k_floor), any) >= target; });
     }
@@ -169,7 +273,12 @@ __global__ void __launch_bounds__(kThreads)
     auto kept = [&](float pv) { return static_cast<double>(pv) >= min_p; };
     const double total = mass_from(floor_key, kept);
     const double target = P.u * total;
-    if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk
+    if ((P.top_k > 0 || P.top_p < 1.0) && radix_select) {  // best-first walk
+      const double target_fx = P.u * mass_fx_from(floor_key, kept);
+      const uint64_t t = radix_largest_key(radix, weighed_from(floor_key, kept),
+                                           [&](uint64_t m) { return static_cast<double>(m) > target_fx; });
+      chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
+    } else if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk
       const uint64_t t = largest_key([&](uint64_t t) { return mass_from(max(t, floor_key), kept) > target; });
       chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
     } else {  // walk by id: each thread owns a contiguous span; a block scan finds the one that crosses
@@ -227,6 +336,12 @@ __global__ void __launch_bounds__(kThreads)
   if (tid == 0) out_ids[r] = chosen;
 }
 
+// LOOM_SAMPLER_SELECT=radix (off until run on a GPU): the best-first thresholds by radix select.
+bool radix_select() {
+  static const bool on = env_is("LOOM_SAMPLER_SELECT", "radix");
+  return on;
+}
+
 }  // namespace
 
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
@@ -235,7 +350,7 @@ void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, co
   if (rows == 0) return;
   sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(static_cast<const bf16*>(logits), ld, vocab,
                                                                       params, edits, masks, scratch_l, scratch_p,
-                                                                      out_ids, out_logprobs);
+                                                                      out_ids, out_logprobs, radix_select());
   CUDA_CHECK_LAUNCH("sample_rows");
 }
 
