@@ -224,7 +224,10 @@ void launch_gemv(const void* x, const GemvTarget* targets, int count, int64_t m,
   if (blocks == 0) return;
   if (choice == GemvKernel::automatic) choice = gemv_preload() ? GemvKernel::registers : GemvKernel::plain;
   auto* kernel = choice == GemvKernel::registers ? gemv_kernel_for<true>(m) : gemv_kernel_for<false>(m);
-  for (int i = 0; i < (count > 1 ? launches_of("qkv") : 1); ++i)
+  // LOOM_DECODE_EXTRA: "qkv" repeats a launch over several weights, "o" one over a single weight of
+  // at most 16,384 rows (the o projection, not the lm_head).
+  const int launches = count > 1 ? launches_of("qkv") : targets[0].n <= 16384 ? launches_of("o") : 1;
+  for (int i = 0; i < launches; ++i)
     launch_pdl(kernel, static_cast<unsigned>(blocks), kThreads, 0, s, static_cast<const bf16*>(x), seg,
                static_cast<int>(m), static_cast<int>(k), pdl_trigger_first());
 }

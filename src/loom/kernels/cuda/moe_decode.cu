@@ -115,14 +115,16 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
              " tokens, top-", top_k, ", hidden ", hidden, ", intermediate ", inter);
   const int hi = static_cast<int>(hidden), ii = static_cast<int>(inter), k = static_cast<int>(top_k);
   const dim3 up_grid(static_cast<unsigned>((inter + kWarps - 1) / kWarps), static_cast<unsigned>(tokens * top_k));
-  launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
-             local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
+  for (int i = 0; i < launches_of("gate_up"); ++i)
+    launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
+               local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
   const int groups = std::max(1, kWarps / k);  // warps of k slots a block
   const DownShape down = down_shape(tokens);
   const int64_t h_per_block = int64_t{groups} * down.rows_per_warp;
   const dim3 down_grid(static_cast<unsigned>((hidden + h_per_block - 1) / h_per_block), static_cast<unsigned>(tokens));
-  launch_pdl(down.kernel, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act), ids, weights, expert_begin,
-             local_experts, k, static_cast<const bf16*>(w_down), hi, ii, static_cast<bf16*>(out));
+  for (int i = 0; i < launches_of("down"); ++i)
+    launch_pdl(down.kernel, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act), ids, weights,
+               expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii, static_cast<bf16*>(out));
 }
 
 }  // namespace loom::kernels::cuda

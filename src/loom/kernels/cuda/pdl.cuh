@@ -75,7 +75,7 @@ bool pdl_enabled();
 bool pdl_trigger_first();
 
 // A measurement aid: 2 when LOOM_DECODE_EXTRA names `kernel` ("norm", "attention", "merge",
-// "router", "qkv"), else 1. Those launch sites launch their kernel that many times; each repeat
+// "router", "qkv", "o", "gate_up", "down"), else 1. Those launch sites launch their kernel that many times; each repeat
 // writes what the first wrote, so results do not change, and the step's growth is what one such
 // kernel costs inside a graph under PDL (what folding it away could win at most).
 int launches_of(const char* kernel);
