@@ -30,6 +30,22 @@ struct GemvSegments {
   int count;
 };
 
+// How many warps share one weight row, each summing a contiguous part of K (a power of two
+// dividing kWarps). Few rows leave the GPU's memory pipes idle unless K is split: a 2048 x 4096
+// weight streams in 6.1 µs with 4 parts a row against 7.5 µs with 2 rows a warp, a router's
+// 128 x 2048 in 1.8 against 2.7 µs; 4,096 rows or more keep one warp a row (H200, cold weights,
+// launches back to back in a graph: bench/NOTES.md). At least 2 chunks of 8 per lane a part.
+// LOOM_GEMV_PARTS=1|2|4 (not yet measured) caps the parts: the o projection's 1,024 blocks of two
+// rows at 4 parts are more than one wave of 6 blocks an SM; at 2 parts they are 512.
+int k_parts(int64_t n, int64_t k) {
+  static const int cap = env_is("LOOM_GEMV_PARTS", "1") ? 1 : env_is("LOOM_GEMV_PARTS", "2") ? 2
+                         : env_is("LOOM_GEMV_PARTS", "4") ? 4 : kWarps;
+  int parts = 1;
+  if (n >= 4096) return parts;
+  while (parts < cap && n * parts < 8192 && k / 8 / (parts * 2) >= 64) parts *= 2;
+  return parts;
+}
+
 // Blocks for n rows of `parts` warps each (gemv_block's layout).
 int64_t gemv_blocks(int64_t n, int parts) {
   const int64_t rows_per_block = kWarps / parts;

@@ -84,16 +84,4 @@ __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const u
   }
 }
 
-// How many warps share one weight row, each summing a contiguous part of K (a power of two
-// dividing kWarps). Few rows leave the GPU's memory pipes idle unless K is split: a 2048 x 4096
-// weight streams in 6.1 µs with 4 parts a row against 7.5 µs with 2 rows a warp, a router's
-// 128 x 2048 in 1.8 against 2.7 µs; 4,096 rows or more keep one warp a row (H200, cold weights,
-// launches back to back in a graph: bench/NOTES.md). At least 2 chunks of 8 per lane a part.
-inline int k_parts(int64_t n, int64_t k) {
-  int parts = 1;
-  if (n >= 4096) return parts;
-  while (parts < kWarps && n * parts < 8192 && k / 8 / (parts * 2) >= 64) parts *= 2;
-  return parts;
-}
-
 }  // namespace loom::kernels::cuda::weight_stream
