@@ -31,10 +31,13 @@ loom_device_build "$LOGS" loom test_cuda loom_kernel_trace || exit 1
   { mkdir -p "$LOGS/bench_build" && loom_device_build "$LOGS/bench_build" bench_decode_kernels || echo "bench_decode_kernels not built"; }
 echo "build: $((SECONDS - t0)) s"
 if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
-  env ${LOOM_TEST_ENV:-} ./build-gpu/tests/test_cuda \
+  # A test that runs away must not take the call's whole time (LOOM_TEST_TIMEOUT seconds, default 300).
+  timeout "${LOOM_TEST_TIMEOUT:-300}" env ${LOOM_TEST_ENV:-} ./build-gpu/tests/test_cuda \
     --gtest_filter="${LOOM_GPU_TESTS:-*Gemv*:*Decode*:*Moe*:*Route*:*Norm*:*Rope*:*Attention*:*Parity*:*Graph*}" \
     >"$LOGS/test_cuda.log" 2>&1
   grep -E "^\[  FAILED  \]|Failure$" "$LOGS/test_cuda.log" | head -20
+  grep -q "^\[==========\] .* ran\." "$LOGS/test_cuda.log" ||
+    echo "test_cuda did not finish (time limit ${LOOM_TEST_TIMEOUT:-300} s?); last started: $(grep '^\[ RUN' "$LOGS/test_cuda.log" | tail -1)"
   tests="$(grep -E '^\[  (PASSED|FAILED) |tests ran' "$LOGS/test_cuda.log" | tr '\n' ' ')"
   echo "tests: $((SECONDS - t0)) s"
 fi

@@ -22,8 +22,10 @@ mkdir -p "$LOGS"
 MODEL=bench/models/qwen3-30b-a3b
 loom_device_build "$LOGS" || exit 1
 
-./build-gpu/tests/test_cuda --gtest_filter="${LOOM_GPU_TESTS:-DeviceSampling.*:DummyWeightsOnGpu.*}" \
-  >"$LOGS/gpu_tests.log" 2>&1
+timeout "${LOOM_TEST_TIMEOUT:-300}" ./build-gpu/tests/test_cuda \
+  --gtest_filter="${LOOM_GPU_TESTS:-DeviceSampling.*:DummyWeightsOnGpu.*}" >"$LOGS/gpu_tests.log" 2>&1
+grep -q "^\[==========\] .* ran\." "$LOGS/gpu_tests.log" ||
+  echo "test_cuda did not finish (time limit ${LOOM_TEST_TIMEOUT:-300} s?); last started: $(grep '^\[ RUN' "$LOGS/gpu_tests.log" | tail -1)"
 gpu_tests="$(grep -E '^\[  (PASSED|FAILED) ' "$LOGS/gpu_tests.log" | tr '\n' ' ')"
 grep -E "FAILED|Failure|Expected|Which is|of [0-9]+$" "$LOGS/gpu_tests.log" | head -20
 
