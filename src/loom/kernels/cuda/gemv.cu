@@ -52,14 +52,32 @@ int64_t gemv_blocks(int64_t n, int parts) {
   return (n + rows_per_block - 1) / rows_per_block;
 }
 
-// A warp's sums of its (row, part of K) into y: summed over the lanes, then a one-part row written
-// by lane 0, or the parts added in part order through shared memory. Every thread of the block
-// must call this.
-template <int M>
-__device__ __forceinline__ void finish_rows(float (&acc)[1][M], bf16* y, int m, int64_t n, int64_t row, int part,
-                                            int parts) {
+// y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
+// of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
+// depends on n and k only, never on m. Every thread of the block must call this.
+template <int M, bool Preload>
+__device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
+                                           unsigned block, bool trigger_first = false) {
   __shared__ float part_sum[kWarps][M];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
+  const int part = warp % parts;
+  const int k8 = k / 8, per = (k8 + parts - 1) / parts;
+  const int begin = part * per, count = max(0, min(per, k8 - begin));
+  float acc[1][M] = {};
+  const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
+  const bool live = row < n && count > 0;
+  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends,
+  // and with Preload the first kUnroll chunks a lane are already in registers when the wait returns.
+  if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
+  uint4 first[1][kUnroll];
+  if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
+  wait_and_allow_dependents(trigger_first);
+  if (live) {
+    const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
+    if (Preload) dot_chunks<1, M, kUnroll>(first, xs, k8, m, lane, count, acc);
+    lane_dots<1, M>(rows, xs, k8, m, count, acc, weight_policy(), Preload ? lane + 32 * kUnroll : lane);
+  }
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[0][i] = warp_sum(acc[0][i]);
   if (parts == 1) {
@@ -77,48 +95,6 @@ __device__ __forceinline__ void finish_rows(float (&acc)[1][M], bf16* y, int m, 
     for (int j = 0; j < parts; ++j) v += part_sum[warp + j][lane];
     y[lane * n + row] = to_bf(v);
   }
-}
-
-// This warp's (row, part of K) in a block of kWarps / parts rows: chunks [begin, begin + count) of
-// the row's k8 16-byte chunks.
-struct WarpSlice {
-  int64_t row;
-  int part, k8, begin, count;
-  __device__ __forceinline__ WarpSlice(unsigned block, int k, int parts) {
-    const int warp = threadIdx.x >> 5, per = (k / 8 + parts - 1) / parts;
-    row = static_cast<int64_t>(block) * (kWarps / parts) + warp / parts;
-    part = warp % parts;
-    k8 = k / 8;
-    begin = part * per;
-    count = max(0, min(per, k8 - begin));
-  }
-};
-
-// y[i, row] = x[i, :] · w[row, :] for i < m <= M over block `block`'s rows: a warp per (row, part
-// of K), kWarps / parts rows a block; the parts' sums are added in part order, so a row's result
-// depends on n and k only, never on m. Every thread of the block must call this.
-template <int M, bool Preload>
-__device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y, int m, int64_t n, int k, int parts,
-                                           unsigned block, bool trigger_first = false) {
-  const int lane = threadIdx.x & 31;
-  const WarpSlice ws(block, k, parts);
-  const int64_t row = ws.row;
-  const int part = ws.part, k8 = ws.k8, begin = ws.begin, count = ws.count;
-  float acc[1][M] = {};
-  const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
-  const bool live = row < n && count > 0;
-  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends,
-  // and with Preload the first kUnroll chunks a lane are already in registers when the wait returns.
-  if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
-  uint4 first[1][kUnroll];
-  if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
-  wait_and_allow_dependents(trigger_first);
-  if (live) {
-    const uint4* xs = reinterpret_cast<const uint4*>(x) + begin;
-    if (Preload) dot_chunks<1, M, kUnroll>(first, xs, k8, m, lane, count, acc);
-    lane_dots<1, M>(rows, xs, k8, m, count, acc, weight_policy(), Preload ? lane + 32 * kUnroll : lane);
-  }
-  finish_rows<M>(acc, y, m, n, row, part, parts);
 }
 
 // This block's target of a launch over several weights. The target is picked with constant
@@ -145,16 +121,10 @@ __device__ __forceinline__ GemvPick pick_target(const GemvSegments& seg) {
 }
 
 template <int M, bool Preload>
-__device__ __forceinline__ void gemv_segments(const bf16* x, const GemvSegments& seg, int m, int k,
-                                              bool trigger_first) {
-  const GemvPick p = pick_target(seg);
-  gemv_block<M, Preload>(x, p.w, p.y, m, p.n, k, p.parts, p.block, trigger_first);
-}
-
-template <int M, bool Preload>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const bf16* x, GemvSegments seg, int m, int k,
                                                         bool trigger_first) {
-  gemv_segments<M, Preload>(x, seg, m, k, trigger_first);
+  const GemvPick p = pick_target(seg);
+  gemv_block<M, Preload>(x, p.w, p.y, m, p.n, k, p.parts, p.block, trigger_first);
 }
 
 // The router of a decode step: logits = x · wᵀ (bf16, as ops::linear rounds them), then the last

@@ -13,11 +13,10 @@
 // (radix_largest_key), masses in fixed point.
 #include <cfloat>
 
-#include "loom/tensor/env.h"
-
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/row_visit.cuh"
+#include "loom/tensor/env.h"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -229,15 +228,8 @@ __global__ void __launch_bounds__(kThreads)
       });
       return block_reduce(s, Sum{});
     };
-    // LOOM_SAMPLER_SELECT=radix: the fixed-point mass of the tokens with key >= t whose probability
-    // passes `keep`, and the radix select's visit of those tokens.
-    auto mass_fx_from = [&](uint64_t t, auto keep) {
-      unsigned long long s = 0;
-      visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
-        if (sort_key(lv, i) >= t && keep(pv)) s += fixed_mass(pv);
-      });
-      return static_cast<double>(block_reduce(s, Sum{}));
-    };
+    // LOOM_SAMPLER_SELECT=radix: the radix select's visit of the tokens with key >= t whose
+    // probability passes `keep`, f(key, fixed-point mass), and the sum of those masses.
     auto weighed_from = [&](uint64_t t, auto keep) {
       return [&, t, keep](auto f) {
         visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
@@ -245,6 +237,11 @@ __global__ void __launch_bounds__(kThreads)
           if (key >= t && keep(pv)) f(key, fixed_mass(pv));
         });
       };
+    };
+    auto mass_fx_from = [&](uint64_t t, auto keep) {
+      unsigned long long s = 0;
+      weighed_from(t, keep)([&](uint64_t, uint64_t w) { s += w; });
+      return static_cast<double>(block_reduce(s, Sum{}));
     };
     uint64_t k_floor = 0;  // top-k: the k-th best key
     if (P.top_k > 0 && P.top_k < vocab && radix_select) {
@@ -271,17 +268,17 @@ __global__ void __launch_bounds__(kThreads)
     }
     const double min_p = P.min_p;
     auto kept = [&](float pv) { return static_cast<double>(pv) >= min_p; };
-    const double total = mass_from(floor_key, kept);
-    const double target = P.u * total;
     if ((P.top_k > 0 || P.top_p < 1.0) && radix_select) {  // best-first walk
-      const double target_fx = P.u * mass_fx_from(floor_key, kept);
+      const double target = P.u * mass_fx_from(floor_key, kept);
       const uint64_t t = radix_largest_key(radix, weighed_from(floor_key, kept),
-                                           [&](uint64_t m) { return static_cast<double>(m) > target_fx; });
+                                           [&](uint64_t m) { return static_cast<double>(m) > target; });
       chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
     } else if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk
+      const double target = P.u * mass_from(floor_key, kept);
       const uint64_t t = largest_key([&](uint64_t t) { return mass_from(max(t, floor_key), kept) > target; });
       chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
     } else {  // walk by id: each thread owns a contiguous span; a block scan finds the one that crosses
+      const double target = P.u * mass_from(floor_key, kept);
       __shared__ double warp_base[32];
       __shared__ int32_t found;
       const int64_t per = (vocab + blockDim.x - 1) / blockDim.x, span = vec ? (per + 3) / 4 * 4 : per;
