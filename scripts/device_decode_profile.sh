@@ -17,7 +17,8 @@
 #     times inside the graph. (Until December 2026 this script timed each kernel alone with Nsight
 #     Compute, which overstated the decode GEMVs twofold: bench/NOTES.md.)
 # LOOM_TEST_ENV="NAME=VALUE ..." runs the tests with those set (an A/B switch's path through the
-# parity and graph tests, e.g. LOOM_TEST_ENV=LOOM_PDL=0).
+# parity and graph tests, e.g. LOOM_TEST_ENV=LOOM_PDL=0); LOOM_GPU_TESTS2 with LOOM_TEST_ENV2 runs a
+# second set with other switches.
 # Prints the tables last. Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
 #   bash scripts/device_decode_profile.sh       # LOOM_SKIP_TESTS=1, LOOM_SKIP_TRACE=1, LOOM_SKIP_KERNELS=1
 #                                                # skip those parts; LOOM_LATENCY_BS="1,8,..." the batch sizes
@@ -30,16 +31,22 @@ loom_device_build "$LOGS" loom test_cuda loom_kernel_trace || exit 1
 [ "${LOOM_SKIP_KERNELS:-0}" = 1 ] ||
   { mkdir -p "$LOGS/bench_build" && loom_device_build "$LOGS/bench_build" bench_decode_kernels || echo "bench_decode_kernels not built"; }
 echo "build: $((SECONDS - t0)) s"
-if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
-  # A test that runs away must not take the call's whole time (LOOM_TEST_TIMEOUT seconds, default 300).
-  timeout "${LOOM_TEST_TIMEOUT:-300}" env ${LOOM_TEST_ENV:-} ./build-gpu/tests/test_cuda \
-    --gtest_filter="${LOOM_GPU_TESTS:-*Gemv*:*Decode*:*Moe*:*Route*:*Norm*:*Rope*:*Attention*:*Parity*:*Graph*}" \
-    >"$LOGS/test_cuda.log" 2>&1
-  grep -E "^\[  FAILED  \]|Failure$" "$LOGS/test_cuda.log" | head -20
-  grep -q "^\[==========\] .* ran\." "$LOGS/test_cuda.log" ||
-    echo "test_cuda did not finish (time limit ${LOOM_TEST_TIMEOUT:-300} s?); last started: $(grep '^\[ RUN' "$LOGS/test_cuda.log" | tail -1)"
-  tests="$(grep -E '^\[  (PASSED|FAILED) |tests ran' "$LOGS/test_cuda.log" | tr '\n' ' ')"
+run_tests() {  # run_tests LOG "ENV=VALUE ..." FILTER LIMIT_S: test_cuda under a time limit
+  # (a test that runs away must not take the call's whole time)
+  timeout "$4" env $2 ./build-gpu/tests/test_cuda --gtest_filter="$3" >"$1" 2>&1
+  grep -E "^\[  FAILED  \]|Failure$" "$1" | head -20
+  grep -q "^\[==========\] .* ran\." "$1" ||
+    echo "test_cuda did not finish (time limit $4 s?); last started: $(grep '^\[ RUN' "$1" | tail -1)"
+  tests="${tests:-}$(grep -E '^\[  (PASSED|FAILED) |tests ran' "$1" | tr '\n' ' ')"
   echo "tests: $((SECONDS - t0)) s"
+}
+if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
+  run_tests "$LOGS/test_cuda.log" "${LOOM_TEST_ENV:-}" \
+    "${LOOM_GPU_TESTS:-*Gemv*:*Decode*:*Moe*:*Route*:*Norm*:*Rope*:*Attention*:*Parity*:*Graph*}" "${LOOM_TEST_TIMEOUT:-300}"
+  # A second pass with other switches (LOOM_TEST_ENV2, LOOM_GPU_TESTS2, LOOM_TEST_TIMEOUT2, default 120 s).
+  [ -n "${LOOM_GPU_TESTS2:-}" ] && tests="$tests| with ${LOOM_TEST_ENV2:-}: " &&
+    run_tests "$LOGS/test_cuda2.log" "${LOOM_TEST_ENV2:-}" "$LOOM_GPU_TESTS2" "${LOOM_TEST_TIMEOUT2:-120}"
+  grep -hE "^\[       OK \] DeviceSampling" "$LOGS"/test_cuda*.log
 fi
 latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128 (or LOOM_LATENCY_BS; an A/B run's
   # own LOOM_LATENCY_BS=1:128 overrides it, colons for commas)
