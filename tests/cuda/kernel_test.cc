@@ -283,11 +283,12 @@ TEST(CudaKernels, MoeDecodeRowsAreIndependentOfTheBatch) {
   }
 }
 
-// The fused launch (gate/up and down blocks handed out as tickets, the down half waiting in-kernel
-// for its token's act) equals the two launches bit for bit: every token count up to the decode
-// bound, top-k 1 to 8 (3 leaves warps idle), local ranges missing slots, twice in a row (its
-// counters reset themselves), and on one block alone (tickets, not residency, order the work).
-TEST(CudaKernels, MoeDecodeFusedEqualsTheTwoKernels) {
+// The down kernel waiting on the gate/up blocks' counts (early), and the fused launch (gate/up and
+// down blocks handed out as tickets, the down half waiting in-kernel for its token's act), equal the
+// two plain launches bit for bit: every token count up to the decode bound, top-k 1 to 8 (3 leaves
+// warps idle), local ranges missing slots, twice in a row (their counters reset themselves), and
+// the fused one on a few blocks or one alone (tickets, not residency, order the work).
+TEST(CudaKernels, MoeDecodeKernelsAgreeBitForBit) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(41);
   struct Case { int t, h, inter, e, k, begin, local; unsigned max_blocks; };
@@ -311,8 +312,10 @@ TEST(CudaKernels, MoeDecodeFusedEqualsTheTwoKernels) {
       return host_values(out);
     };
     const std::vector<float> separate = run(kc::MoeDecodeKernels::separate);
-    EXPECT_EQ(run(kc::MoeDecodeKernels::fused), separate);
-    EXPECT_EQ(run(kc::MoeDecodeKernels::fused), separate);
+    for (auto kernels : {kc::MoeDecodeKernels::early, kc::MoeDecodeKernels::fused}) {
+      EXPECT_EQ(run(kernels), separate) << static_cast<int>(kernels);
+      EXPECT_EQ(run(kernels), separate) << static_cast<int>(kernels) << ", again";
+    }
   }
   EXPECT_FALSE(kc::moe_decode_fuses(9));
 }

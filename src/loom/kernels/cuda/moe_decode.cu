@@ -37,13 +37,19 @@ __device__ __forceinline__ void gate_up_row(const bf16* x, int64_t e, int64_t sl
 __global__ void __launch_bounds__(kThreads) moe_decode_gate_up_kernel(const bf16* x, const int32_t* ids,
                                                                       int64_t expert_begin, int64_t experts,
                                                                       int top_k, const bf16* w, int inter,
-                                                                      int hidden, bf16* act) {
+                                                                      int hidden, bf16* act, unsigned* token_done) {
   wait_then_allow_dependents();  // the experts come from the router just before
   const int64_t slot = blockIdx.y;
   const int64_t e = ids[slot] - expert_begin;
   const int i = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (e < 0 || e >= experts || i >= inter) return;
-  gate_up_row(x, e, slot, top_k, w, inter, hidden, i, act);
+  if (e >= 0 && e < experts && i < inter) {
+    gate_up_row(x, e, slot, top_k, w, inter, hidden, i, act);
+    if (token_done && (threadIdx.x & 31) == 0) __threadfence();  // act visible before the block counts
+  }
+  if (token_done) {  // LOOM_MOE_DOWN_EARLY: the down kernel waits on this count, not on the launch
+    __syncthreads();
+    if (threadIdx.x == 0) atomicAdd(&token_done[slot / top_k], 1u);
+  }
 }
 
 // Σ_i down[h, i] · act[i] for H rows of one expert, times `scale`, into acc (every lane). The first
@@ -89,7 +95,8 @@ __device__ __forceinline__ void down_combine(const bf16* act, const int32_t* ids
                                              int hidden, int inter, bf16* out, int64_t t, int j, int h0, bool live,
                                              float (*part)[H], BeforeAct before_act) {
   const int k8 = inter / 8;
-  const int64_t e = live ? ids[t * top_k + j] - expert_begin : -1;
+  // FromL2: ids too, read before this launch's wait on the router's completion (down_early_kernel)
+  const int64_t e = live ? (FromL2 ? __ldcg(ids + t * top_k + j) : ids[t * top_k + j]) - expert_begin : -1;
   live = live && e >= 0 && e < experts;
   const uint4* rows[H];
 #pragma unroll
@@ -135,6 +142,45 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
   combine_slots<H>(acc, part, j, top_k, h0, hidden, out + t * hidden);
 }
 
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// The down kernel launched to wait on the gate/up kernel's blocks instead of on its completion
+// (LOOM_MOE_DOWN_EARLY=1): it never calls griddepcontrol.wait. Under PDL its blocks are scheduled
+// once every gate/up block has started (the gate/up kernel lets dependents go right after its own
+// wait, so the router is complete by then and the expert ids final); as gate/up blocks leave, down
+// blocks take their places, load their rows' first chunks, and wait until every gate/up block of
+// their token has counted itself in (token_done[t] == up_blocks_per_token), then read act from L2.
+// It cannot deadlock: every gate/up block is resident or done before any down block starts, and
+// none of them waits on anything. done[0] counts finished down blocks; the last resets the counts.
+template <int H, int U>
+__global__ void __launch_bounds__(1024) moe_decode_down_early_kernel(const bf16* act, const int32_t* ids,
+                                                                     const float* weights, int64_t expert_begin,
+                                                                     int64_t experts, int top_k, const bf16* w,
+                                                                     int hidden, int inter, bf16* out,
+                                                                     unsigned* done, unsigned up_blocks_per_token) {
+  __shared__ float part[32][H];  // [groups][top_k][H], groups · top_k <= 32
+  const int warp = threadIdx.x >> 5;
+  const int j = warp % top_k, groups = blockDim.x / 32 / top_k;
+  const int64_t t = blockIdx.y;
+  const int h0 = (blockIdx.x * groups + warp / top_k) * H;
+  unsigned* token_done = done + 1;
+  down_combine<H, U, true>(act, ids, weights, expert_begin, experts, top_k, w, hidden, inter, out, t, j, h0,
+                           h0 < hidden, part, [&] {
+                             if (threadIdx.x == 0)
+                               while (load_acquire(&token_done[t]) < up_blocks_per_token) __nanosleep(32);
+                             __syncthreads();
+                             allow_dependents();
+                           });
+  if (threadIdx.x == 0 && atomicAdd(&done[0], 1u) == gridDim.x * gridDim.y - 1) {
+    for (unsigned i = 0; i < gridDim.y; ++i) token_done[i] = 0;  // every down block is past its wait
+    done[0] = 0;
+  }
+}
+
 // Both halves in one launch (LOOM_MOE_FUSED=1): the gate/up blocks' work and then the down blocks'
 // are handed out as tickets, in that order, to blocks that take one after another. A down ticket
 // loads its rows' first chunks, waits until every gate/up ticket of its token has counted itself
@@ -146,11 +192,6 @@ __global__ void __launch_bounds__(1024) moe_decode_down_kernel(const bf16* act, 
 // tickets) are zero between launches: the last block to finish resets them.
 constexpr int kFusedCounterBase = 64;  // completion_counters() slots; the router uses 0
 
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 
 template <int H, int U>
 __global__ void __launch_bounds__(kThreads, 4) moe_decode_fused_kernel(const bf16* x, const int32_t* ids,
@@ -215,20 +256,26 @@ __global__ void __launch_bounds__(kThreads, 4) moe_decode_fused_kernel(const bf1
 struct DownShape {
   int rows_per_warp;
   void (*kernel)(const bf16*, const int32_t*, const float*, int64_t, int64_t, int, const bf16*, int, int, bf16*);
+  void (*early)(const bf16*, const int32_t*, const float*, int64_t, int64_t, int, const bf16*, int, int, bf16*,
+                unsigned*, unsigned);  // the same shape as moe_decode_down_early_kernel
 };
 DownShape down_shape(int64_t tokens) {
   static const bool two_always = env_is("LOOM_MOE_DOWN_ROWS", "2");
-  if (tokens == 1 && !two_always) return {4, moe_decode_down_kernel<4, 2>};
-  return {2, moe_decode_down_kernel<2, kUnroll>};
+  if (tokens == 1 && !two_always) return {4, moe_decode_down_kernel<4, 2>, moe_decode_down_early_kernel<4, 2>};
+  return {2, moe_decode_down_kernel<2, kUnroll>, moe_decode_down_early_kernel<2, kUnroll>};
 }
 
 // LOOM_MOE_FUSED=1: moe_decode_fused_kernel where it applies (top_k <= kWarps: a down ticket's
 // block holds every slot of its rows). Two h a warp, two chunks of each loaded before the wait for
 // act (64 registers, no spill; three chunks, all of Qwen3's 768-wide rows, spilled 48 bytes).
 constexpr int kFusedRows = 2, kFusedChunks = 2;
-bool fused_enabled(int64_t top_k) {
-  static const bool on = env_is("LOOM_MOE_FUSED", "1");
-  return on && moe_decode_fuses(top_k);
+constexpr int kEarlyCounterBase = 96;  // moe_decode_down_early_kernel's `done`
+
+// The switches' choice: LOOM_MOE_FUSED=1 (where it applies), LOOM_MOE_DOWN_EARLY=1, else separate.
+MoeDecodeKernels chosen_kernels(int64_t top_k) {
+  static const bool fused = env_is("LOOM_MOE_FUSED", "1"), early = env_is("LOOM_MOE_DOWN_EARLY", "1");
+  if (fused && moe_decode_fuses(top_k)) return MoeDecodeKernels::fused;
+  return early ? MoeDecodeKernels::early : MoeDecodeKernels::separate;
 }
 
 int sm_count() {
@@ -251,8 +298,8 @@ bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t i
 void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
                 int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
                 int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s) {
-  moe_decode_with(fused_enabled(top_k) ? MoeDecodeKernels::fused : MoeDecodeKernels::separate, 0, x, ids, weights,
-                  tokens, top_k, expert_begin, local_experts, w_gate_up, w_down, hidden, inter, act, out, s);
+  moe_decode_with(chosen_kernels(top_k), 0, x, ids, weights, tokens, top_k, expert_begin, local_experts, w_gate_up,
+                  w_down, hidden, inter, act, out, s);
 }
 
 bool moe_decode_fuses(int64_t top_k) { return top_k <= kWarps; }
@@ -278,13 +325,23 @@ void moe_decode_with(MoeDecodeKernels kernels, unsigned max_blocks, const void* 
     return;
   }
   const dim3 up_grid(static_cast<unsigned>((inter + kWarps - 1) / kWarps), static_cast<unsigned>(tokens * top_k));
-  for (int i = 0; i < launches_of("gate_up"); ++i)
-    launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
-               local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
   const int groups = std::max(1, kWarps / k);  // warps of k slots a block
   const DownShape down = down_shape(tokens);
   const int64_t h_per_block = int64_t{groups} * down.rows_per_warp;
   const dim3 down_grid(static_cast<unsigned>((hidden + h_per_block - 1) / h_per_block), static_cast<unsigned>(tokens));
+  const bool early = kernels == MoeDecodeKernels::early;
+  unsigned* done = early ? completion_counters() + kEarlyCounterBase : nullptr;
+  // LOOM_DECODE_EXTRA repeats a launch (not with early: its counts assume one gate/up launch)
+  for (int i = 0; i < (early ? 1 : launches_of("gate_up")); ++i)
+    launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
+               local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act),
+               early ? done + 1 : nullptr);
+  if (early) {
+    launch_pdl(down.early, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act), ids, weights,
+               expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii, static_cast<bf16*>(out), done,
+               static_cast<unsigned>(up_grid.x * top_k));
+    return;
+  }
   for (int i = 0; i < launches_of("down"); ++i)
     launch_pdl(down.kernel, down_grid, 32 * groups * k, 0, s, static_cast<const bf16*>(act), ids, weights,
                expert_begin, local_experts, k, static_cast<const bf16*>(w_down), hi, ii, static_cast<bf16*>(out));
