@@ -283,43 +283,6 @@ TEST(CudaKernels, MoeDecodeRowsAreIndependentOfTheBatch) {
   }
 }
 
-// The down kernel waiting on the gate/up blocks' counts (early), and the fused launch (gate/up and
-// down blocks handed out as tickets, the down half waiting in-kernel for its token's act), equal the
-// two plain launches bit for bit: every token count up to the decode bound, top-k 1 to 8 (3 leaves
-// warps idle), local ranges missing slots, twice in a row (their counters reset themselves), and
-// the fused one on a few blocks or one alone (tickets, not residency, order the work).
-TEST(CudaKernels, MoeDecodeKernelsAgreeBitForBit) {
-  SKIP_WITHOUT_GPU();
-  std::mt19937 rng(41);
-  struct Case { int t, h, inter, e, k, begin, local; unsigned max_blocks; };
-  for (const Case c : {Case{1, 2048, 768, 128, 8, 0, 128, 0}, Case{8, 2048, 768, 128, 8, 0, 128, 0},
-                       Case{3, 1000, 776, 16, 8, 4, 8, 0}, Case{7, 72, 40, 12, 3, 6, 6, 0},
-                       Case{8, 64, 32, 8, 2, 0, 8, 0}, Case{1, 40, 24, 5, 1, 2, 2, 0},
-                       Case{5, 256, 96, 8, 4, 0, 8, 1}, Case{2, 2048, 768, 128, 8, 0, 128, 3}}) {
-    SCOPED_TRACE(::testing::Message() << "t " << c.t << " h " << c.h << " I " << c.inter << " E " << c.e << " k " << c.k
-                                      << " local [" << c.begin << ", +" << c.local << ") blocks " << c.max_blocks);
-    const Tensor x = to_gpu_bf16(rand_host({c.t, c.h}, 1.0f, rng));
-    const Tensor wgu = to_gpu_bf16(rand_host({c.local, 2 * c.inter, c.h}, 0.1f, rng));
-    const Tensor wd = to_gpu_bf16(rand_host({c.local, c.h, c.inter}, 0.1f, rng));
-    const ops::Routing r = ops::route_topk_softmax(rand_host({c.t, c.e}, 2.0f, rng), c.k, true);
-    const Tensor ids = r.ids.to(Device::cuda(0)), wts = r.weights.to(Device::cuda(0));
-    ASSERT_TRUE(kc::moe_decode_fuses(c.k));
-    auto run = [&](kc::MoeDecodeKernels kernels) {
-      Tensor act = poisoned({int64_t{c.t} * c.k, c.inter}, DType::bf16), out = poisoned({c.t, c.h}, DType::bf16);
-      kc::moe_decode_with(kernels, c.max_blocks, x.data_ptr(), ids.data<int32_t>(), wts.data<float>(), c.t, c.k,
-                          c.begin, c.local, wgu.data_ptr(), wd.data_ptr(), c.h, c.inter, act.data_ptr(), out.data_ptr(),
-                          stream());
-      return host_values(out);
-    };
-    const std::vector<float> separate = run(kc::MoeDecodeKernels::separate);
-    for (auto kernels : {kc::MoeDecodeKernels::early, kc::MoeDecodeKernels::fused}) {
-      EXPECT_EQ(run(kernels), separate) << static_cast<int>(kernels);
-      EXPECT_EQ(run(kernels), separate) << static_cast<int>(kernels) << ", again";
-    }
-  }
-  EXPECT_FALSE(kc::moe_decode_fuses(9));
-}
-
 TEST(CudaKernels, RouterTopkPicksTheSameExperts) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(6);

@@ -166,18 +166,6 @@ bool moe_decode_applies(int64_t tokens, int64_t top_k, int64_t hidden, int64_t i
 void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t tokens, int64_t top_k,
                 int64_t expert_begin, int64_t local_experts, const void* w_gate_up, const void* w_down,
                 int64_t hidden, int64_t inter, void* act, void* out, cudaStream_t s);
-// moe_decode's three ways (moe_decode picks by LOOM_MOE_FUSED / LOOM_MOE_DOWN_EARLY): a gate/up
-// kernel then a down kernel; the same two with the down kernel waiting on the gate/up blocks'
-// counts instead of the launch (early); or one launch handing out both halves' blocks as tickets
-// (fused; top_k <= 8: moe_decode_fuses), the down half waiting in-kernel for its token's act. All
-// give the same result bit for bit. max_blocks > 0 caps the fused launch's blocks (a test that
-// one block alone finishes).
-enum class MoeDecodeKernels { separate, early, fused };
-bool moe_decode_fuses(int64_t top_k);
-void moe_decode_with(MoeDecodeKernels kernels, unsigned max_blocks, const void* x, const int32_t* ids,
-                     const float* weights, int64_t tokens, int64_t top_k, int64_t expert_begin, int64_t local_experts,
-                     const void* w_gate_up, const void* w_down, int64_t hidden, int64_t inter, void* act, void* out,
-                     cudaStream_t s);
 
 // ---- attention.cu ----
 // Paged KV: K/V [slots, hk, d] bf16; sequence s's position p lives in slot

@@ -55,9 +55,7 @@ __device__ __forceinline__ void load_chunks(const uint4* const (&rows)[R], int c
 }
 
 // acc[r][i] += w's chunks (load_chunks at c0) · the M vectors' matching chunks (first `m` valid).
-// `FromL2`: x was written by another block of the same launch (moe_decode's fused kernel), so it is
-// read from L2 (ld.global.cg), not through the read-only path.
-template <int R, int M, int U, bool FromL2 = false>
+template <int R, int M, int U>
 __device__ __forceinline__ void dot_chunks(const uint4 (&w)[R][U], const uint4* x, int64_t x_stride8, int m, int c0,
                                            int k8, float (&acc)[R][M]) {
 #pragma unroll
@@ -67,7 +65,7 @@ __device__ __forceinline__ void dot_chunks(const uint4 (&w)[R][U], const uint4* 
 #pragma unroll
     for (int i = 0; i < M; ++i) {
       if (i >= m) break;
-      const uint4 xv = FromL2 ? __ldcg(x + i * x_stride8 + c) : __ldg(x + i * x_stride8 + c);
+      const uint4 xv = __ldg(x + i * x_stride8 + c);
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[r][i] = dot8(w[r][u], xv, acc[r][i]);
     }
@@ -76,13 +74,13 @@ __device__ __forceinline__ void dot_chunks(const uint4 (&w)[R][U], const uint4* 
 
 // This lane's partial dots of R weight rows with M vectors (first `m` valid), k8 chunks of 8, from
 // chunk c_begin on (a caller that loaded the first U chunks itself passes lane + 32 · U).
-template <int R, int M, int U = kUnroll, bool FromL2 = false>
+template <int R, int M, int U = kUnroll>
 __device__ __forceinline__ void lane_dots(const uint4* const (&rows)[R], const uint4* x, int64_t x_stride8, int m,
                                           int k8, float (&acc)[R][M], uint64_t policy, int c_begin = -1) {
   for (int c0 = c_begin >= 0 ? c_begin : threadIdx.x & 31; c0 < k8; c0 += 32 * U) {
     uint4 w[R][U];
     load_chunks<R, U>(rows, c0, k8, policy, w);
-    dot_chunks<R, M, U, FromL2>(w, x, x_stride8, m, c0, k8, acc);
+    dot_chunks<R, M, U>(w, x, x_stride8, m, c0, k8, acc);
   }
 }
 
