@@ -38,7 +38,8 @@ run_tests() {  # run_tests LOG "ENV=VALUE ..." FILTER LIMIT_S: test_cuda under a
   grep -q "^\[==========\] .* ran\." "$1" ||
     echo "test_cuda did not finish (time limit $4 s?); last started: $(grep '^\[ RUN' "$1" | tail -1)"
   tests="${tests:-}$(grep -E '^\[  (PASSED|FAILED) |tests ran' "$1" | tr '\n' ' ')"
-  echo "tests: $((SECONDS - t0)) s"
+  echo "tests: $((SECONDS - t0)) s; slowest:"
+  grep -E '^\[       OK \] .* \([0-9]+ ms\)$' "$1" | sed -E 's/.*\] (.*) \(([0-9]+) ms\)$/\2 ms \1/' | sort -rn | head -5
 }
 if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
   run_tests "$LOGS/test_cuda.log" "${LOOM_TEST_ENV:-}" \
@@ -46,7 +47,6 @@ if [ "${LOOM_SKIP_TESTS:-0}" != 1 ]; then
   # A second pass with other switches (LOOM_TEST_ENV2, LOOM_GPU_TESTS2, LOOM_TEST_TIMEOUT2, default 120 s).
   [ -n "${LOOM_GPU_TESTS2:-}" ] && tests="$tests| with ${LOOM_TEST_ENV2:-}: " &&
     run_tests "$LOGS/test_cuda2.log" "${LOOM_TEST_ENV2:-}" "$LOOM_GPU_TESTS2" "${LOOM_TEST_TIMEOUT2:-120}"
-  grep -hE "^\[       OK \] DeviceSampling" "$LOGS"/test_cuda*.log
 fi
 latency() {  # latency LOG [ENV=VALUE]: bench latency at bs 1/8/32/128 (or LOOM_LATENCY_BS; an A/B run's
   # own LOOM_LATENCY_BS=1:128 overrides it, colons for commas)
