@@ -35,14 +35,12 @@ struct GemvSegments {
 // weight streams in 6.1 µs with 4 parts a row against 7.5 µs with 2 rows a warp, a router's
 // 128 x 2048 in 1.8 against 2.7 µs; 4,096 rows or more keep one warp a row (H200, cold weights,
 // launches back to back in a graph: bench/NOTES.md). At least 2 chunks of 8 per lane a part.
-// LOOM_GEMV_PARTS=1|2|4 (not yet measured) caps the parts: the o projection's 1,024 blocks of two
-// rows at 4 parts are more than one wave of 6 blocks an SM; at 2 parts they are 512.
+// The o projection's 1,024 blocks (two rows at 4 parts) are more than one wave of 6 blocks an SM;
+// capped at 2 parts (512 blocks, one wave) bs-1 decode was slower (3.431 against 3.384 ms on an H100).
 int k_parts(int64_t n, int64_t k) {
-  static const int cap = env_is("LOOM_GEMV_PARTS", "1") ? 1 : env_is("LOOM_GEMV_PARTS", "2") ? 2
-                         : env_is("LOOM_GEMV_PARTS", "4") ? 4 : kWarps;
   int parts = 1;
   if (n >= 4096) return parts;
-  while (parts < cap && n * parts < 8192 && k / 8 / (parts * 2) >= 64) parts *= 2;
+  while (parts < kWarps && n * parts < 8192 && k / 8 / (parts * 2) >= 64) parts *= 2;
   return parts;
 }
 
