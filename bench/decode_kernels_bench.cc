@@ -245,6 +245,51 @@ void BM_RouterThenExperts(benchmark::State& state) {
 }
 BENCHMARK(BM_RouterThenExperts)->ArgName("m")->Arg(1)->Arg(8)->UseManualTime()->MinTime(kMinTime)->Unit(benchmark::kMicrosecond);
 
+// The GPU sampler over a decode step's logits (Qwen3's vocabulary of 151,936; values uniform in
+// [-10, 10], so a top-p of 0.9 keeps a few thousand tokens): args rows and mode, 0 greedy, 1 a
+// plain temperature draw, 2 top-p 0.9, 3 top-k 50 and top-p 0.9. Per launch (a step launches it
+// once); the rate is of the bf16 logits read once.
+void BM_SampleRows(benchmark::State& state) {
+  if (!have_gpu()) return state.SkipWithError("no GPU");
+  const int64_t rows = state.range(0), mode = state.range(1), vocab = 151936;
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  {
+    const Tensor logits = Tensor::empty({rows * vocab}, DType::bf16, Device::cuda(0));
+    kc::dummy_fill(logits.data_ptr(), kc::FillType::bf16, rows * vocab, rows * vocab, rows * vocab, 0, 9, false, 10.0f,
+                   s);
+    std::vector<kc::SampleRow> params(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      kc::SampleRow& p = params[r];
+      p.u = 0.37 + 0.5 * static_cast<double>(r) / static_cast<double>(rows);
+      p.greedy = mode == 0;
+      p.top_p = mode >= 2 ? 0.9 : 1.0;
+      p.top_k = mode == 3 ? 50 : 0;
+    }
+    Tensor dev_params = Tensor::empty({static_cast<int64_t>(rows * sizeof(kc::SampleRow))}, DType::u8, Device::cuda(0));
+    CUDA_CHECK(cudaMemcpy(dev_params.data_ptr(), params.data(), rows * sizeof(kc::SampleRow), cudaMemcpyHostToDevice));
+    const Tensor scratch_l = Tensor::empty({rows, vocab}, DType::f32, Device::cuda(0));
+    const Tensor scratch_p = Tensor::empty({rows, vocab}, DType::f32, Device::cuda(0));
+    const Tensor ids = Tensor::empty({rows}, DType::i32, Device::cuda(0));
+    const Tensor logprobs = Tensor::empty({rows}, DType::f32, Device::cuda(0));
+    time_graph(
+        state, s,
+        [&](int) {
+          kc::sample_rows(logits.data_ptr(), rows, vocab, vocab, static_cast<const kc::SampleRow*>(dev_params.data_ptr()),
+                          nullptr, nullptr, scratch_l.data<float>(), scratch_p.data<float>(), ids.data<int32_t>(),
+                          logprobs.data<float>(), s);
+        },
+        2.0 * rows * vocab);
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+BENCHMARK(BM_SampleRows)
+    ->ArgNames({"rows", "mode"})
+    ->ArgsProduct({{1, 32, 128}, {0, 1, 2, 3}})
+    ->UseManualTime()
+    ->MinTime(kMinTime)
+    ->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();
