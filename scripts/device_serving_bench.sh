@@ -11,7 +11,7 @@
 # LOOM_SERVE_FLAGS adds flags to `loom serve`; LOOM_SERVE_AB="FLAGS;FLAGS..." serves again with each
 # (an A/B run, e.g. LOOM_SERVE_AB="--disable-overlap-schedule"), the same loads each time, one table
 # row per load and variant; a variant's NAME=VALUE words are set in the server's environment instead
-# (e.g. LOOM_SERVE_AB="LOOM_SAMPLER_SELECT=bits"). LOOM_SERVING_BODY (JSON) is merged into every
+# (e.g. LOOM_SERVE_AB="LOOM_PDL=0"). LOOM_SERVING_BODY (JSON) is merged into every
 # request (e.g. '{"temperature": 1.0, "top_p": 0.9}' for sampled requests). LOOM_LATENCY_BS (default 1,64) are the baseline's batch sizes;
 # LOOM_SKIP_LATENCY=1 skips the baseline.
 set -uo pipefail

@@ -6,17 +6,16 @@
 //   prefix reaching top_p of the top-k mass; min-p against the best token; then the token where
 //   the running mass passes u * kept mass, walking best-first (top-k or top-p set) or by id.
 // "Best-first" order is a 64-bit key (orderable logit bits, then ~id), so ties are exact, and
-// each threshold is found by building the key bit by bit (64 passes over the row in L2), which
-// needs no sort and no scratch beyond the row's logits and probabilities. Every pass reads the row
-// 16 bytes a load with several loads in flight (visit_row). LOOM_SAMPLER_SELECT=radix (off, not yet
-// run on a GPU) finds the best-first thresholds by radix select instead: 8 passes of 8 bits
-// (radix_largest_key), masses in fixed point.
+// each threshold is found by radix select (radix_largest_key: 8 bits of the key a pass, masses in
+// 2^-32 fixed point, so sums do not depend on their order), which needs no sort and no scratch
+// beyond the row's logits and probabilities. Every pass reads the row 16 bytes a load with several
+// loads in flight (visit_row). (Building the key bit by bit, 64 passes a threshold, was 1.4-4x
+// slower: bench/NOTES.md.)
 #include <cfloat>
 
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/row_visit.cuh"
-#include "loom/tensor/env.h"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -52,18 +51,6 @@ struct Max {
   __device__ T operator()(T a, T b) const { return a > b ? a : b; }
 };
 
-// The largest key t such that pred(t) holds, for a predicate that is true at 0 and monotone
-// (true below some bound, false above). pred is evaluated collectively by the block.
-template <typename Pred>
-__device__ uint64_t largest_key(Pred pred) {
-  uint64_t t = 0;
-  for (int bit = 63; bit >= 0; --bit) {
-    const uint64_t c = t | (uint64_t{1} << bit);
-    if (pred(c)) t = c;
-  }
-  return t;
-}
-
 constexpr int kDigits = 256;  // a radix select pass resolves 8 bits of a key
 
 // A probability in fixed point (2^-32 units; p <= 1, so a row's sum stays below 2^53 and converts
@@ -91,7 +78,8 @@ struct RadixScratch {
 };
 
 // The largest key t with pred(measure(t)), where measure(t) = Σ w over the tokens whose key >= t,
-// pred holds at measure(0) and fails only above some key: largest_key's answer, 8 bits a pass.
+// pred holds at measure(0) and fails only above some key (the largest t by building it bit by bit,
+// 8 bits a pass).
 // visit(f) calls f(key, w) for every token that counts (w <= 2^32: 1 to count, fixed_mass to weigh).
 // Each pass histograms digit `shift` of the keys that share the prefix found so far and takes the
 // largest digit d with pred(above + Σ bins[d..255]), `above` being the measure of the keys past
@@ -127,7 +115,7 @@ __device__ uint64_t radix_largest_key(RadixScratch& sc, Visit visit, Pred pred) 
         run += sc.bins[d];
       }
       const int d = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(best + 1))) - 1;
-      if (d < 0 && lane == 0) sc.prefix = prefix, sc.above = above;  // pred fails from here: 0 bits, as largest_key
+      if (d < 0 && lane == 0) sc.prefix = prefix, sc.above = above;  // pred fails from here: no bit added
       if (d >= 0 && best == d) sc.prefix = prefix | (static_cast<uint64_t>(d) << shift), sc.above = best_above;
     }
     __syncthreads();
@@ -176,7 +164,7 @@ __device__ __forceinline__ void walk_span(const float* x, int64_t lo, int64_t hi
 __global__ void __launch_bounds__(kThreads)
     sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows, const SampleEdit* edits,
                        const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
-                       float* out_logprobs, bool radix_select) {
+                       float* out_logprobs) {
   __shared__ RadixScratch radix;
   const int64_t r = blockIdx.x;
   const SampleRow P = rows[r];
@@ -228,8 +216,8 @@ __global__ void __launch_bounds__(kThreads)
       });
       return block_reduce(s, Sum{});
     };
-    // LOOM_SAMPLER_SELECT=radix: the radix select's visit of the tokens with key >= t whose
-    // probability passes `keep`, f(key, fixed-point mass), and the sum of those masses.
+    // The radix select's visit of the tokens with key >= t whose probability passes `keep`,
+    // f(key, fixed-point mass), and the sum of those masses.
     auto weighed_from = [&](uint64_t t, auto keep) {
       return [&, t, keep](auto f) {
         visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
@@ -244,38 +232,25 @@ __global__ void __launch_bounds__(kThreads)
       return static_cast<double>(block_reduce(s, Sum{}));
     };
     uint64_t k_floor = 0;  // top-k: the k-th best key
-    if (P.top_k > 0 && P.top_k < vocab && radix_select) {
+    if (P.top_k > 0 && P.top_k < vocab) {
       k_floor = radix_largest_key(
           radix,
           [&](auto f) { visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { f(sort_key(v, i), 1u); }); },
           [&](uint64_t n) { return n >= static_cast<uint64_t>(P.top_k); });
-    } else if (P.top_k > 0 && P.top_k < vocab) {
-      k_floor = largest_key([&](uint64_t t) {
-        unsigned n = 0;
-        visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { n += sort_key(v, i) >= t; });
-        return block_reduce(n, Sum{}) >= static_cast<unsigned>(P.top_k);
-      });
     }
     auto any = [](float) { return true; };
     uint64_t floor_key = k_floor;  // top-p: the smallest best-first prefix reaching top_p
-    if (P.top_p < 1.0 && radix_select) {
+    if (P.top_p < 1.0) {
       const double target = P.top_p * mass_fx_from(k_floor, any);
       floor_key = radix_largest_key(radix, weighed_from(k_floor, any),
                                     [&](uint64_t m) { return static_cast<double>(m) >= target; });
-    } else if (P.top_p < 1.0) {
-      const double target = P.top_p * mass_from(k_floor, any);
-      floor_key = largest_key([&](uint64_t t) { return mass_from(max(t, k_floor), any) >= target; });
     }
     const double min_p = P.min_p;
     auto kept = [&](float pv) { return static_cast<double>(pv) >= min_p; };
-    if ((P.top_k > 0 || P.top_p < 1.0) && radix_select) {  // best-first walk
+    if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk
       const double target = P.u * mass_fx_from(floor_key, kept);
       const uint64_t t = radix_largest_key(radix, weighed_from(floor_key, kept),
                                            [&](uint64_t m) { return static_cast<double>(m) > target; });
-      chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
-    } else if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk
-      const double target = P.u * mass_from(floor_key, kept);
-      const uint64_t t = largest_key([&](uint64_t t) { return mass_from(max(t, floor_key), kept) > target; });
       chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
     } else {  // walk by id: each thread owns a contiguous span; a block scan finds the one that crosses
       const double target = P.u * mass_from(floor_key, kept);
@@ -333,12 +308,6 @@ __global__ void __launch_bounds__(kThreads)
   if (tid == 0) out_ids[r] = chosen;
 }
 
-// LOOM_SAMPLER_SELECT=radix (off until run on a GPU): the best-first thresholds by radix select.
-bool radix_select() {
-  static const bool on = env_is("LOOM_SAMPLER_SELECT", "radix");
-  return on;
-}
-
 }  // namespace
 
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
@@ -347,7 +316,7 @@ void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, co
   if (rows == 0) return;
   sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(static_cast<const bf16*>(logits), ld, vocab,
                                                                       params, edits, masks, scratch_l, scratch_p,
-                                                                      out_ids, out_logprobs, radix_select());
+                                                                      out_ids, out_logprobs);
   CUDA_CHECK_LAUNCH("sample_rows");
 }
 
