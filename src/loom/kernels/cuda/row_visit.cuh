@@ -43,6 +43,37 @@ __device__ __forceinline__ void visit_row(const T* x, int64_t n, bool vec, F f) 
   }
 }
 
+// f(i, v, c) over this thread's share of the bf16 row x[0, n), v[0, c) = x[i, i + c) as f32: c = 8
+// (16-byte chunks, U loads in flight) when vec, else one element a call.
+template <int U, typename F>
+__device__ __forceinline__ void visit_chunks(const bf16* x, int64_t n, bool vec, F f) {
+  const int64_t stride = blockDim.x;
+  float v[8];
+  if (!vec) {
+    for (int64_t i = threadIdx.x; i < n; i += stride) {
+      v[0] = to_f(x[i]);
+      f(i, v, 1);
+    }
+    return;
+  }
+  const uint4* x16 = reinterpret_cast<const uint4*>(x);
+  const int64_t chunks = n / 8;
+  for (int64_t c0 = threadIdx.x; c0 < chunks; c0 += U * stride) {
+    uint4 raw[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) raw[u] = c0 + u * stride < chunks ? x16[c0 + u * stride] : uint4{};
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * stride;
+      if (c >= chunks) break;
+      const bf16* e = reinterpret_cast<const bf16*>(&raw[u]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
+      f(8 * c, v, 8);
+    }
+  }
+}
+
 // f(i, a[i], b[i]) over two f32 rows at once (vec: both vectorize).
 template <int U, typename F>
 __device__ __forceinline__ void visit_rows(const float* a, const float* b, int64_t n, bool vec, F f) {

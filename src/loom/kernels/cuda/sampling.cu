@@ -8,9 +8,10 @@
 // "Best-first" order is a 64-bit key (orderable logit bits, then ~id), so ties are exact, and
 // each threshold is found by radix select (radix_largest_key: 8 bits of the key a pass, masses in
 // 2^-32 fixed point, so sums do not depend on their order), which needs no sort and no scratch
-// beyond the row's logits and probabilities. Every pass reads the row 16 bytes a load with several
-// loads in flight (visit_row). (Building the key bit by bit, 64 passes a threshold, was 1.4-4x
-// slower: bench/NOTES.md.)
+// beyond the row's logits and probabilities. Every pass over the row reads it 16 bytes a load
+// with several loads in flight (visit_row); once the keys still in question are few, they are
+// copied to shared memory and the remaining passes read only them. One block a row. (Building the
+// key bit by bit, 64 passes a threshold, was 1.4-4x slower: bench/NOTES.md.)
 #include <cfloat>
 
 #include "loom/kernels/cuda/common.cuh"
@@ -57,44 +58,67 @@ constexpr int kDigits = 256;  // a radix select pass resolves 8 bits of a key
 // to double exactly): sums that do not depend on their order, and integer atomics.
 __device__ __forceinline__ uint64_t fixed_mass(float p) { return __double2ull_rn(static_cast<double>(p) * 4294967296.0); }
 
-// bins[digit] += w (w <= 2^32) for every calling lane with digit >= 0, one atomic for each group
-// of the warp's calling lanes that share a digit. (A first version added doubles into per-warp
-// histograms with atomicAdd: thousands of times slower, bench/NOTES.md: a whole row's keys fall in
-// the few bins their top byte allows, and every lane of a warp retried on the same word.)
-__device__ __forceinline__ void add_to_bin(unsigned long long* bins, int digit, uint64_t w) {
+// Keys still in question, copied to shared memory once there are at most this many (32 KB).
+constexpr int kCandidates = 2048;
+struct Candidate {
+  uint64_t key, w;
+};
+
+struct RadixScratch {
+  unsigned long long bins[kDigits];  // Σ w of the keys with each digit
+  unsigned counts[kDigits];          // how many keys have each digit
+  uint64_t prefix, above, total;
+  unsigned in_range, copied;
+  Candidate candidates[kCandidates];
+};
+
+// bins[digit] += w (w <= 2^32) and counts[digit] += 1 for every calling lane with digit >= 0, one
+// atomic each for each group of the warp's calling lanes that share a digit. (A first version
+// added doubles into per-warp histograms with atomicAdd: thousands of times slower,
+// bench/NOTES.md: a whole row's keys fall in the few bins their top byte allows, and every lane of
+// a warp retried on the same word.)
+__device__ __forceinline__ void add_to_bin(RadixScratch& sc, int digit, uint64_t w) {
   const unsigned active = __activemask();
   if (!__any_sync(active, digit >= 0)) return;
   const unsigned peers = __match_any_sync(active, digit);
   // Split so that the group's sums fit 32 bits (32 lanes x 2^17).
   const unsigned hi = __reduce_add_sync(peers, static_cast<unsigned>(w >> 16));
   const unsigned lo = __reduce_add_sync(peers, static_cast<unsigned>(w & 0xffffu));
-  if (digit >= 0 && static_cast<int>(threadIdx.x & 31) == __ffs(peers) - 1)
-    atomicAdd(&bins[digit], (static_cast<unsigned long long>(hi) << 16) + lo);
+  if (digit >= 0 && static_cast<int>(threadIdx.x & 31) == __ffs(peers) - 1) {
+    atomicAdd(&sc.bins[digit], (static_cast<unsigned long long>(hi) << 16) + lo);
+    atomicAdd(&sc.counts[digit], static_cast<unsigned>(__popc(peers)));
+  }
 }
 
-struct RadixScratch {
-  unsigned long long bins[kDigits];
-  uint64_t prefix, above;
-};
-
-// The largest key t with pred(measure(t)), where measure(t) = Σ w over the tokens whose key >= t,
-// pred holds at measure(0) and fails only above some key (the largest t by building it bit by bit,
-// 8 bits a pass).
-// visit(f) calls f(key, w) for every token that counts (w <= 2^32: 1 to count, fixed_mass to weigh).
-// Each pass histograms digit `shift` of the keys that share the prefix found so far and takes the
-// largest digit d with pred(above + Σ bins[d..255]), `above` being the measure of the keys past
-// the prefix's range. Every thread of the block must call this.
+// The largest key t with pred(measure(t), total), where measure(t) = Σ w over the tokens whose key
+// >= t and total = measure(0); pred holds at measure(0) and fails only above some key (the
+// largest t by building it bit by bit, 8 bits a pass). visit(f) calls f(key, w) for every token
+// that counts (w <= 2^32: 1 to count, fixed_mass to weigh). Each pass histograms digit `shift` of
+// the keys that share the prefix found so far and takes the largest digit d with
+// pred(above + Σ bins[d..255], total), `above` being the measure of the keys past the prefix's
+// range. Once at most kCandidates keys share the prefix, one more pass copies them to shared
+// memory and the later passes histogram only those. Every thread of the block must call this.
 template <typename Visit, typename Pred>
 __device__ uint64_t radix_largest_key(RadixScratch& sc, Visit visit, Pred pred) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  uint64_t prefix = 0, above = 0;
+  uint64_t prefix = 0, above = 0, total = 0;
+  int copied = -1;  // candidates in shared memory (-1: none yet)
   for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int d = threadIdx.x; d < kDigits; d += blockDim.x) sc.bins[d] = 0;
+    for (int d = threadIdx.x; d < kDigits; d += blockDim.x) sc.bins[d] = 0, sc.counts[d] = 0;
     __syncthreads();
     const uint64_t high = shift == 56 ? 0 : ~uint64_t{0} << (shift + 8);  // the bits chosen so far
-    visit([&](uint64_t key, uint64_t w) {
-      add_to_bin(sc.bins, w != 0 && (key & high) == prefix ? static_cast<int>((key >> shift) & (kDigits - 1)) : -1, w);
-    });
+    auto bin = [&](uint64_t key, uint64_t w) {
+      add_to_bin(sc, w != 0 && (key & high) == prefix ? static_cast<int>((key >> shift) & (kDigits - 1)) : -1, w);
+    };
+    if (copied < 0) {
+      visit(bin);
+    } else {  // whole warps, so that add_to_bin's warp-wide steps see every lane
+      for (int i0 = threadIdx.x - lane; i0 < copied; i0 += blockDim.x) {
+        const int i = i0 + lane;
+        if (i < copied) bin(sc.candidates[i].key, sc.candidates[i].w);
+        else bin(0, 0);
+      }
+    }
     __syncthreads();
     if (warp == 0) {  // lane l holds digits [8l, 8l + 8)
       constexpr int kPer = kDigits / 32;
@@ -105,22 +129,38 @@ __device__ uint64_t radix_largest_key(RadixScratch& sc, Visit visit, Pred pred) 
         const uint64_t y = __shfl_down_sync(0xffffffffu, incl, o);
         if (lane + o < 32) incl += y;
       }
+      if (shift == 56) total = __shfl_sync(0xffffffffu, incl, 0);  // the first pass sees every key
       const uint64_t after = __shfl_down_sync(0xffffffffu, incl, 1);
       uint64_t run = lane == 31 ? 0 : after;  // Σ bins past the digit looked at
       int best = -1;
       uint64_t best_above = 0;
       for (int j = kPer - 1; j >= 0; --j) {
         const int d = kPer * lane + j;
-        if (best < 0 && pred(above + run + sc.bins[d])) best = d, best_above = above + run;
+        if (best < 0 && pred(above + run + sc.bins[d], total)) best = d, best_above = above + run;
         run += sc.bins[d];
       }
       const int d = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(best + 1))) - 1;
-      if (d < 0 && lane == 0) sc.prefix = prefix, sc.above = above;  // pred fails from here: no bit added
-      if (d >= 0 && best == d) sc.prefix = prefix | (static_cast<uint64_t>(d) << shift), sc.above = best_above;
+      // pred fails from here: digit 0 (the bit-by-bit search would add no bit either)
+      if (d < 0 && lane == 0) sc.prefix = prefix, sc.above = above, sc.in_range = sc.counts[0];
+      if (d >= 0 && best == d)
+        sc.prefix = prefix | (static_cast<uint64_t>(d) << shift), sc.above = best_above, sc.in_range = sc.counts[d];
+      if (lane == 0) sc.total = total;
     }
     __syncthreads();
     prefix = sc.prefix;
     above = sc.above;
+    total = sc.total;
+    const unsigned in_range = sc.in_range;
+    if (copied < 0 && shift > 0 && in_range <= kCandidates) {  // copy the keys still in question
+      if (threadIdx.x == 0) sc.copied = 0;
+      __syncthreads();
+      const uint64_t chosen = ~uint64_t{0} << shift;
+      visit([&](uint64_t key, uint64_t w) {
+        if (w != 0 && (key & chosen) == prefix) sc.candidates[atomicAdd(&sc.copied, 1u)] = {key, w};
+      });
+      __syncthreads();
+      copied = static_cast<int>(sc.copied);
+    }
     __syncthreads();  // sc is rewritten by the next pass
   }
   return prefix;
@@ -161,6 +201,22 @@ __device__ __forceinline__ void walk_span(const float* x, int64_t lo, int64_t hi
   }
 }
 
+// Writes row r's token, and its log-probability under the raw row (like the host's token_logprob)
+// where asked. Every thread of the block calls this.
+__device__ void chosen_token(const bf16* raw, int64_t vocab, bool vec_raw, const SampleRow& P, int32_t chosen,
+                             int64_t r, int32_t* out_ids, float* out_logprobs) {
+  if (P.want_logprob) {
+    float m = -FLT_MAX;
+    visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t, float v) { m = fmaxf(m, v); });
+    m = block_reduce(m, Max{});
+    double s = 0;
+    visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t, float v) { s += exp(static_cast<double>(v) - m); });
+    s = block_reduce(s, Sum{});
+    if (threadIdx.x == 0) out_logprobs[r] = static_cast<float>(to_f(raw[chosen]) - (m + log(s)));
+  }
+  if (threadIdx.x == 0) out_ids[r] = chosen;
+}
+
 __global__ void __launch_bounds__(kThreads)
     sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows, const SampleEdit* edits,
                        const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
@@ -176,7 +232,26 @@ __global__ void __launch_bounds__(kThreads)
 
   // The row passes' fast path (visit_row): 16-byte loads of the bf16 row and of the f32 scratch.
   const bool vec_raw = row_vectorizes(raw, vocab), vec = row_vectorizes(l, vocab) && row_vectorizes(p, vocab);
-  visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t i, float v) { l[i] = v; });
+  const bool edited = P.edit_end > P.edit_begin || P.mask_row >= 0;
+  if (P.greedy && !edited) {  // the argmax of the row as it is: one pass, no scratch
+    uint64_t best = 0;
+    visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t i, float v) { best = max(best, sort_key(v, i)); });
+    best = block_reduce(best, Max{});
+    chosen_token(raw, vocab, vec_raw, P, static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(best)), r,
+                 out_ids, out_logprobs);
+    return;
+  }
+  // l = the row in f32 (16-byte stores where the scratch vectorizes), and its max when no edit follows.
+  float m = -FLT_MAX;
+  visit_chunks<kUnroll>(raw, vocab, vec_raw && vec, [&](int64_t i, const float (&v)[8], int n) {
+    if (n == 8) {
+      reinterpret_cast<float4*>(l + i)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(l + i)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+      for (int j = 0; j < n; ++j) l[i + j] = v[j];
+    }
+    for (int j = 0; j < n; ++j) m = fmaxf(m, v[j]);
+  });
   __syncthreads();
   for (int32_t e = P.edit_begin + static_cast<int32_t>(tid); e < P.edit_end; e += blockDim.x) {
     const SampleEdit E = edits[e];  // one edit per token: l + bias, repetition penalty, - sub
@@ -199,8 +274,10 @@ __global__ void __launch_bounds__(kThreads)
     best = block_reduce(best, Max{});
     chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(best));
   } else {
-    float m = -FLT_MAX;
-    visit_row<kUnroll>(l, vocab, vec, [&](int64_t, float v) { m = fmaxf(m, v); });
+    if (edited) {
+      m = -FLT_MAX;
+      visit_row<kUnroll>(l, vocab, vec, [&](int64_t, float v) { m = fmaxf(m, v); });
+    }
     m = block_reduce(m, Max{});
     const double inv_t = 1.0 / P.temperature;
     visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) {
@@ -208,16 +285,8 @@ __global__ void __launch_bounds__(kThreads)
     });
     __syncthreads();
 
-    // Mass (double) of the tokens with key >= t whose probability passes `keep`.
-    auto mass_from = [&](uint64_t t, auto keep) {
-      double s = 0;
-      visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
-        if (sort_key(lv, i) >= t && keep(pv)) s += pv;
-      });
-      return block_reduce(s, Sum{});
-    };
-    // The radix select's visit of the tokens with key >= t whose probability passes `keep`,
-    // f(key, fixed-point mass), and the sum of those masses.
+    // The radix select's visit of the tokens with key >= t whose probability passes `keep`:
+    // f(key, fixed-point mass).
     auto weighed_from = [&](uint64_t t, auto keep) {
       return [&, t, keep](auto f) {
         visit_rows<kUnroll / 2>(l, p, vocab, vec, [&](int64_t i, float lv, float pv) {
@@ -226,35 +295,29 @@ __global__ void __launch_bounds__(kThreads)
         });
       };
     };
-    auto mass_fx_from = [&](uint64_t t, auto keep) {
-      unsigned long long s = 0;
-      weighed_from(t, keep)([&](uint64_t, uint64_t w) { s += w; });
-      return static_cast<double>(block_reduce(s, Sum{}));
-    };
     uint64_t k_floor = 0;  // top-k: the k-th best key
     if (P.top_k > 0 && P.top_k < vocab) {
       k_floor = radix_largest_key(
           radix,
           [&](auto f) { visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { f(sort_key(v, i), 1u); }); },
-          [&](uint64_t n) { return n >= static_cast<uint64_t>(P.top_k); });
+          [&](uint64_t n, uint64_t) { return n >= static_cast<uint64_t>(P.top_k); });
     }
     auto any = [](float) { return true; };
-    uint64_t floor_key = k_floor;  // top-p: the smallest best-first prefix reaching top_p
+    uint64_t floor_key = k_floor;  // top-p: the smallest best-first prefix reaching top_p of the mass
     if (P.top_p < 1.0) {
-      const double target = P.top_p * mass_fx_from(k_floor, any);
-      floor_key = radix_largest_key(radix, weighed_from(k_floor, any),
-                                    [&](uint64_t m) { return static_cast<double>(m) >= target; });
+      floor_key = radix_largest_key(radix, weighed_from(k_floor, any), [&](uint64_t m, uint64_t total) {
+        return static_cast<double>(m) >= P.top_p * static_cast<double>(total);
+      });
     }
     const double min_p = P.min_p;
     auto kept = [&](float pv) { return static_cast<double>(pv) >= min_p; };
-    if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk
-      const double target = P.u * mass_fx_from(floor_key, kept);
-      const uint64_t t = radix_largest_key(radix, weighed_from(floor_key, kept),
-                                           [&](uint64_t m) { return static_cast<double>(m) > target; });
+    if (P.top_k > 0 || P.top_p < 1.0) {  // best-first walk: the token where the mass passes u of it
+      const uint64_t t = radix_largest_key(radix, weighed_from(floor_key, kept), [&](uint64_t m, uint64_t total) {
+        return static_cast<double>(m) > P.u * static_cast<double>(total);
+      });
       chosen = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(t));
     } else {  // walk by id: each thread owns a contiguous span; a block scan finds the one that crosses
-      const double target = P.u * mass_from(floor_key, kept);
-      __shared__ double warp_base[32];
+      __shared__ double warp_base[32], kept_mass;
       __shared__ int32_t found;
       const int64_t per = (vocab + blockDim.x - 1) / blockDim.x, span = vec ? (per + 3) / 4 * 4 : per;
       const int64_t lo = min(vocab, tid * span), hi = min(vocab, lo + span);
@@ -272,11 +335,14 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
       if (warp == 0) {
         const int warps = static_cast<int>(blockDim.x >> 5);
-        const double w_before = warp_exclusive_sum(lane < warps ? warp_base[lane] : 0.0, lane);
+        const double own = lane < warps ? warp_base[lane] : 0.0;
+        const double w_before = warp_exclusive_sum(own, lane);
         __syncwarp();
         if (lane < warps) warp_base[lane] = w_before;
+        if (lane == warps - 1) kept_mass = w_before + own;  // the spans' sum: the whole kept mass
       }
       __syncthreads();
+      const double target = P.u * kept_mass;
       double acc = warp_base[warp] + before;
       int32_t last = -1;
       walk_span(p, lo, hi, vec, [&](int64_t i, float pv) {
@@ -296,16 +362,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  if (P.want_logprob) {  // of the raw row, like the host's token_logprob
-    float m = -FLT_MAX;
-    visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t, float v) { m = fmaxf(m, v); });
-    m = block_reduce(m, Max{});
-    double s = 0;
-    visit_row<kUnroll>(raw, vocab, vec_raw, [&](int64_t, float v) { s += exp(static_cast<double>(v) - m); });
-    s = block_reduce(s, Sum{});
-    if (tid == 0) out_logprobs[r] = static_cast<float>(to_f(raw[chosen]) - (m + log(s)));
-  }
-  if (tid == 0) out_ids[r] = chosen;
+  chosen_token(raw, vocab, vec_raw, P, chosen, r, out_ids, out_logprobs);
 }
 
 }  // namespace
