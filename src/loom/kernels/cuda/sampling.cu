@@ -17,6 +17,7 @@
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/row_visit.cuh"
+#include "loom/tensor/env.h"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -98,8 +99,10 @@ __device__ __forceinline__ void add_to_bin(RadixScratch& sc, int digit, uint64_t
 // pred(above + Σ bins[d..255], total), `above` being the measure of the keys past the prefix's
 // range. Once at most kCandidates keys share the prefix, one more pass copies them to shared
 // memory and the later passes histogram only those. Every thread of the block must call this.
+// known_total (when not 0) is measure(0) as the caller knows it, for a visit that leaves out
+// tokens whose keys are known to lie below the answer.
 template <typename Visit, typename Pred>
-__device__ uint64_t radix_largest_key(RadixScratch& sc, Visit visit, Pred pred) {
+__device__ uint64_t radix_largest_key(RadixScratch& sc, Visit visit, Pred pred, uint64_t known_total = 0) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint64_t prefix = 0, above = 0, total = 0;
   int copied = -1;  // candidates in shared memory (-1: none yet)
@@ -129,7 +132,7 @@ __device__ uint64_t radix_largest_key(RadixScratch& sc, Visit visit, Pred pred) 
         const uint64_t y = __shfl_down_sync(0xffffffffu, incl, o);
         if (lane + o < 32) incl += y;
       }
-      if (shift == 56) total = __shfl_sync(0xffffffffu, incl, 0);  // the first pass sees every key
+      if (shift == 56) total = known_total ? known_total : __shfl_sync(0xffffffffu, incl, 0);  // all keys
       const uint64_t after = __shfl_down_sync(0xffffffffu, incl, 1);
       uint64_t run = lane == 31 ? 0 : after;  // Σ bins past the digit looked at
       int best = -1;
@@ -220,7 +223,7 @@ __device__ void chosen_token(const bf16* raw, int64_t vocab, bool vec_raw, const
 __global__ void __launch_bounds__(kThreads)
     sample_rows_kernel(const bf16* logits, int64_t ld, int64_t vocab, const SampleRow* rows, const SampleEdit* edits,
                        const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
-                       float* out_logprobs) {
+                       float* out_logprobs, bool prefilter) {
   __shared__ RadixScratch radix;
   const int64_t r = blockIdx.x;
   const SampleRow P = rows[r];
@@ -280,9 +283,16 @@ __global__ void __launch_bounds__(kThreads)
     }
     m = block_reduce(m, Max{});
     const double inv_t = 1.0 / P.temperature;
+    // LOOM_SAMPLER_PREFILTER=1 (off, not yet run on a GPU): a top-p row without top-k sums its
+    // fixed-point mass here, so that its select can leave out the tokens that cannot be in the set.
+    const bool drop_tail = prefilter && P.top_p < 1.0 && !(P.top_k > 0 && P.top_k < vocab);
+    unsigned long long mass = 0;
     visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) {
-      p[i] = static_cast<float>(exp((static_cast<double>(v) - m) * inv_t));
+      const float pv = static_cast<float>(exp((static_cast<double>(v) - m) * inv_t));
+      p[i] = pv;
+      if (drop_tail) mass += fixed_mass(pv);
     });
+    const uint64_t row_mass = drop_tail ? block_reduce(mass, Sum{}) : 0;
     __syncthreads();
 
     // The radix select's visit of the tokens with key >= t whose probability passes `keep`:
@@ -304,10 +314,19 @@ __global__ void __launch_bounds__(kThreads)
     }
     auto any = [](float) { return true; };
     uint64_t floor_key = k_floor;  // top-p: the smallest best-first prefix reaching top_p of the mass
-    if (P.top_p < 1.0) {
-      floor_key = radix_largest_key(radix, weighed_from(k_floor, any), [&](uint64_t m, uint64_t total) {
-        return static_cast<double>(m) >= P.top_p * static_cast<double>(total);
-      });
+    auto reaches_top_p = [&](uint64_t m, uint64_t total) {
+      return static_cast<double>(m) >= P.top_p * static_cast<double>(total);
+    };
+    if (drop_tail) {
+      // Token i cannot be in the set when 2 · vocab · w_i < (1 - top_p) · total: every token after
+      // it in best-first order weighs at most w_i, so the tokens before it already hold more than
+      // top_p of the mass (the factor 2 keeps rounding of the double comparison out of the way).
+      // Leaving such tokens out changes no measure at or above the answer, so not the answer.
+      const double tail = (1.0 - P.top_p) * static_cast<double>(row_mass) / (2.0 * static_cast<double>(vocab));
+      auto may_be_in = [tail](float pv) { return static_cast<double>(fixed_mass(pv)) >= tail; };
+      floor_key = radix_largest_key(radix, weighed_from(k_floor, may_be_in), reaches_top_p, row_mass);
+    } else if (P.top_p < 1.0) {
+      floor_key = radix_largest_key(radix, weighed_from(k_floor, any), reaches_top_p);
     }
     const double min_p = P.min_p;
     auto kept = [&](float pv) { return static_cast<double>(pv) >= min_p; };
@@ -365,6 +384,11 @@ __global__ void __launch_bounds__(kThreads)
   chosen_token(raw, vocab, vec_raw, P, chosen, r, out_ids, out_logprobs);
 }
 
+bool sampler_prefilter() {
+  static const bool on = env_is("LOOM_SAMPLER_PREFILTER", "1");
+  return on;
+}
+
 }  // namespace
 
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
@@ -373,7 +397,7 @@ void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, co
   if (rows == 0) return;
   sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(static_cast<const bf16*>(logits), ld, vocab,
                                                                       params, edits, masks, scratch_l, scratch_p,
-                                                                      out_ids, out_logprobs);
+                                                                      out_ids, out_logprobs, sampler_prefilter());
   CUDA_CHECK_LAUNCH("sample_rows");
 }
 
