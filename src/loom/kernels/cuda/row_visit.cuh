@@ -17,17 +17,11 @@ __device__ __forceinline__ bool row_vectorizes(const T* x, int64_t n) {
   return n % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
-// f(i, x[i] as f32) over this thread's share of the row x[0, n) of float or bf16.
-template <int U, typename T, typename F>
-__device__ __forceinline__ void visit_row(const T* x, int64_t n, bool vec, F f) {
-  constexpr int kPer = 16 / sizeof(T);
+// g(c, chunk) for this thread's 16-byte chunks c of x16[0, chunks): tid, tid + blockDim, ..., U
+// loads in flight.
+template <int U, typename G>
+__device__ __forceinline__ void visit_chunks16(const uint4* x16, int64_t chunks, G g) {
   const int64_t stride = blockDim.x;
-  if (!vec) {
-    for (int64_t i = threadIdx.x; i < n; i += stride) f(i, as_f32(x[i]));
-    return;
-  }
-  const uint4* x16 = reinterpret_cast<const uint4*>(x);
-  const int64_t chunks = n / kPer;
   for (int64_t c0 = threadIdx.x; c0 < chunks; c0 += U * stride) {
     uint4 v[U];
 #pragma unroll
@@ -36,42 +30,44 @@ __device__ __forceinline__ void visit_row(const T* x, int64_t n, bool vec, F f) 
     for (int u = 0; u < U; ++u) {
       const int64_t c = c0 + u * stride;
       if (c >= chunks) break;
-      const T* e = reinterpret_cast<const T*>(&v[u]);
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) f(kPer * c + j, as_f32(e[j]));
+      g(c, v[u]);
     }
   }
+}
+
+// f(i, x[i] as f32) over this thread's share of the row x[0, n) of float or bf16.
+template <int U, typename T, typename F>
+__device__ __forceinline__ void visit_row(const T* x, int64_t n, bool vec, F f) {
+  constexpr int kPer = 16 / sizeof(T);
+  if (!vec) {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i, as_f32(x[i]));
+    return;
+  }
+  visit_chunks16<U>(reinterpret_cast<const uint4*>(x), n / kPer, [&](int64_t c, const uint4& v) {
+    const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) f(kPer * c + j, as_f32(e[j]));
+  });
 }
 
 // f(i, v, c) over this thread's share of the bf16 row x[0, n), v[0, c) = x[i, i + c) as f32: c = 8
 // (16-byte chunks, U loads in flight) when vec, else one element a call.
 template <int U, typename F>
 __device__ __forceinline__ void visit_chunks(const bf16* x, int64_t n, bool vec, F f) {
-  const int64_t stride = blockDim.x;
   float v[8];
   if (!vec) {
-    for (int64_t i = threadIdx.x; i < n; i += stride) {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
       v[0] = to_f(x[i]);
       f(i, v, 1);
     }
     return;
   }
-  const uint4* x16 = reinterpret_cast<const uint4*>(x);
-  const int64_t chunks = n / 8;
-  for (int64_t c0 = threadIdx.x; c0 < chunks; c0 += U * stride) {
-    uint4 raw[U];
+  visit_chunks16<U>(reinterpret_cast<const uint4*>(x), n / 8, [&](int64_t c, const uint4& raw) {
+    const bf16* e = reinterpret_cast<const bf16*>(&raw);
 #pragma unroll
-    for (int u = 0; u < U; ++u) raw[u] = c0 + u * stride < chunks ? x16[c0 + u * stride] : uint4{};
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + u * stride;
-      if (c >= chunks) break;
-      const bf16* e = reinterpret_cast<const bf16*>(&raw[u]);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
-      f(8 * c, v, 8);
-    }
-  }
+    for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
+    f(8 * c, v, 8);
+  });
 }
 
 // f(i, a[i], b[i]) over two f32 rows at once (vec: both vectorize).

@@ -285,7 +285,8 @@ __global__ void __launch_bounds__(kThreads)
     const double inv_t = 1.0 / P.temperature;
     // LOOM_SAMPLER_PREFILTER=1 (off, not yet run on a GPU): a top-p row without top-k sums its
     // fixed-point mass here, so that its select can leave out the tokens that cannot be in the set.
-    const bool drop_tail = prefilter && P.top_p < 1.0 && !(P.top_k > 0 && P.top_k < vocab);
+    const bool top_k = P.top_k > 0 && P.top_k < vocab;
+    const bool drop_tail = prefilter && P.top_p < 1.0 && !top_k;
     unsigned long long mass = 0;
     visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) {
       const float pv = static_cast<float>(exp((static_cast<double>(v) - m) * inv_t));
@@ -306,7 +307,7 @@ __global__ void __launch_bounds__(kThreads)
       };
     };
     uint64_t k_floor = 0;  // top-k: the k-th best key
-    if (P.top_k > 0 && P.top_k < vocab) {
+    if (top_k) {
       k_floor = radix_largest_key(
           radix,
           [&](auto f) { visit_row<kUnroll>(l, vocab, vec, [&](int64_t i, float v) { f(sort_key(v, i), 1u); }); },
