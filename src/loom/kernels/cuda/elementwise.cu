@@ -224,7 +224,7 @@ __global__ void select_tokens_kernel(const bf16* logits, int64_t vocab, float te
   const int64_t row = blockIdx.x;
   const bf16* l = logits + row * vocab;
   Best b;
-  visit_row<kSelectUnroll>(l, vocab, row_vectorizes(l, vocab), [&](int64_t c, float x) {
+  visit_row<kSelectUnroll>(block_share(), l, vocab, row_vectorizes(l, vocab), [&](int64_t c, float x) {
     b.consider(x, static_cast<int>(c), temperature, seed, offset, row);
   });
   float best = b.v;
