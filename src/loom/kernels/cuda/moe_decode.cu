@@ -24,11 +24,13 @@ constexpr int kMaxTopK = 32;
 // (one per warp), act[slot, i] = silu(gate_i · x) * (up_i · x). Gate and up are rounded to bf16
 // first, as the grouped path stores them. Slots of other ranks' experts are skipped (never read).
 // (The top-k taken here from the router's logits instead, by every block, measured slower than the
-// router's own last block: bench/NOTES.md.)
-__global__ void __launch_bounds__(kThreads) moe_decode_gate_up_kernel(const bf16* x, const int32_t* ids,
-                                                                      int64_t expert_begin, int64_t experts,
-                                                                      int top_k, const bf16* w, int inter,
-                                                                      int hidden, bf16* act) {
+// router's own last block: bench/NOTES.md.) MinBlocks: blocks an SM the registers must allow (0:
+// no bound, 42 registers, 5 blocks an SM: 660 on 132 SMs; 6: 40 registers, no spill, so one
+// token's 8 x 96 blocks of Qwen3-30B-A3B are one wave of 792).
+template <int MinBlocks>
+__global__ void __launch_bounds__(kThreads, MinBlocks) moe_decode_gate_up_kernel(
+    const bf16* x, const int32_t* ids, int64_t expert_begin, int64_t experts, int top_k, const bf16* w, int inter,
+    int hidden, bf16* act) {
   wait_then_allow_dependents();  // the experts come from the router just before
   const int64_t slot = blockIdx.y;
   const int64_t e = ids[slot] - expert_begin;
@@ -102,6 +104,19 @@ DownShape down_shape(int64_t tokens) {
   return {2, moe_decode_down_kernel<2, kUnroll>};
 }
 
+// The gate/up kernel for a launch of `blocks`: held to 40 registers when that makes the launch
+// one wave (6 blocks an SM where the unbounded kernel's 42 allow 5): one token of Qwen3-30B-A3B,
+// 768 blocks, bs-1 decode 3.385 / 3.370 -> 3.267 / 3.254 ms on an H100. Launches of several waves
+// keep the unbounded kernel (bs 8 was 0.04-0.07 ms slower held). LOOM_MOE_GATE_UP_WAVE=0: never held.
+auto gate_up_kernel(int64_t blocks) {
+  static const bool off = env_is("LOOM_MOE_GATE_UP_WAVE", "0");
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return !off && blocks > 5 * int64_t{sms} && blocks <= 6 * int64_t{sms} ? moe_decode_gate_up_kernel<6>
+                                                                       : moe_decode_gate_up_kernel<0>;
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
@@ -120,7 +135,7 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
   const int hi = static_cast<int>(hidden), ii = static_cast<int>(inter), k = static_cast<int>(top_k);
   const dim3 up_grid(static_cast<unsigned>((inter + kWarps - 1) / kWarps), static_cast<unsigned>(tokens * top_k));
   for (int i = 0; i < launches_of("gate_up"); ++i)
-    launch_pdl(moe_decode_gate_up_kernel, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
+    launch_pdl(gate_up_kernel(int64_t{up_grid.x} * up_grid.y), up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
                local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
   const int groups = std::max(1, kWarps / k);  // warps of k slots a block
   const DownShape down = down_shape(tokens);
