@@ -8,8 +8,8 @@
 #     e.g. LOOM_AB_ENV="LOOM_PDL=0 LOOM_DECODE_ATTENTION=general"; a run with several set joins them
 #     with commas: "A=1,B=2"; LOOM_LATENCY_BS=1:128 among them sets that run's batch sizes);
 #   - bench_decode_kernels: each decode kernel in a graph of 48 launches on cold weights
-#     (LOOM_KERNELS_FILTER: a --benchmark_filter regex; LOOM_KERNELS_AB_ENV="NAME=VALUE,...": once
-#     more with those set, e.g. LOOM_MOE_DOWN_ROWS=2 for BM_MoeDecode);
+#     (LOOM_KERNELS_FILTER: a --benchmark_filter regex; LOOM_KERNELS_AB_ENV="NAME=VALUE,... ...": once
+#     more with each space-separated set, e.g. LOOM_MOE_DOWN_ROWS=2 for BM_MoeDecode);
 #   - a CUPTI trace (bench/kernel_trace.cc) of `bench latency` at each batch size of LOOM_TRACE_BS
 #     (default "1 128"), one graph replay summed by kernel (bench/trace_summary.py), with
 #     programmatic dependent launch off (LOOM_TRACE_PDL=1 keeps it: kernels then overlap, each one's
@@ -66,7 +66,8 @@ kernels() {  # kernels LOG [ENV=VALUE,...]
 }
 if [ -x build-gpu/bench/bench_decode_kernels ]; then
   kernels "$LOGS/decode_kernels.txt"
-  [ -n "${LOOM_KERNELS_AB_ENV:-}" ] && kernels "$LOGS/decode_kernels_ab.txt" "$LOOM_KERNELS_AB_ENV"
+  kernel_ab=(${LOOM_KERNELS_AB_ENV:-})
+  for i in "${!kernel_ab[@]}"; do kernels "$LOGS/decode_kernels_ab$i.txt" "${kernel_ab[$i]}"; done
 fi
 if [ "${LOOM_SKIP_TRACE:-0}" != 1 ]; then
   for bs in ${LOOM_TRACE_BS:-1 128}; do
@@ -86,7 +87,10 @@ for i in "${!ab_runs[@]}"; do
 done
 echo
 [ -s "$LOGS/decode_kernels.txt" ] && grep -E "^BM_|^Benchmark" "$LOGS/decode_kernels.txt"
-[ -s "$LOGS/decode_kernels_ab.txt" ] && echo "with $LOOM_KERNELS_AB_ENV:" && grep -E "^BM_" "$LOGS/decode_kernels_ab.txt"
+kernel_ab=(${LOOM_KERNELS_AB_ENV:-})
+for i in "${!kernel_ab[@]}"; do
+  [ -s "$LOGS/decode_kernels_ab$i.txt" ] && echo "with ${kernel_ab[$i]}:" && grep -E "^BM_" "$LOGS/decode_kernels_ab$i.txt"
+done
 for bs in ${LOOM_TRACE_BS:-1 128}; do
   [ -s "$LOGS/trace_$bs.txt" ] && echo && echo "bs $bs, inside one graph replay:" && head -24 "$LOGS/trace_$bs.txt"
 done
