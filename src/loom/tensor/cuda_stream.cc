@@ -60,9 +60,19 @@ float Event::ms_since(const Event& start) const {
 }
 
 cublasHandle_t cublas_handle() {
+  // Freed when the thread ends: ranks run on threads of their own, and a process that starts runners
+  // again and again (the parity tests, hundreds of them on one GPU) lost a handle and 32 MiB a rank
+  // thread, until sizing a KV pool found the GPU full.
   struct Handle {
     cublasHandle_t h = nullptr;
     void* workspace = nullptr;
+    Handle() = default;
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
+    ~Handle() {
+      if (h) cublasDestroy(h);
+      if (workspace) cudaFree(workspace);
+    }
   };
   constexpr size_t kWorkspace = 32u << 20;
   thread_local std::map<int, Handle> handles;  // live for the thread
