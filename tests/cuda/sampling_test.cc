@@ -5,6 +5,8 @@
 
 #include "cuda_test_util.h"
 #include "loom/engine/sampler.h"
+#include "loom/kernels/cuda/kernels.h"
+#include "loom/tensor/cuda_stream.h"
 #include "loom/runtime/device_sampler.h"
 #include "loom/runtime/model_runner.h"
 
@@ -138,6 +140,58 @@ TEST(DeviceSampling, SkippedRowsAndEmptyBatches) {
   EXPECT_THROW(ds.sample(logits, 500, plans, {}, nullptr, 0, ids, lps), Error);  // host logits
 }
 
+// A row shared by a cluster of 2, 4 or 8 blocks: every threshold (top-k, top-p, min-p) and the
+// best-first draw is a radix select over integer histograms, so the token must be the one block's
+// bit for bit; greedy too. The walk by id (temperature alone) adds its doubles in another order:
+// its token changes only where rounding puts u * mass on a boundary, never for these draws. The
+// log-probability agrees to float rounding.
+TEST(DeviceSampling, ClusterSizeDoesNotChangeTheDraw) {
+  SKIP_WITHOUT_GPU();
+  namespace kc = kernels::cuda;
+  std::mt19937 rng(2024);
+  for (int64_t vocab : {int64_t{1000}, int64_t{151936}}) {
+    const int64_t rows = 7;
+    const Tensor logits = testing::to_gpu_bf16(model_like_logits(rows, vocab, rng));
+    std::vector<kc::SampleRow> params(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      kc::SampleRow& p = params[r];
+      p.u = 0.05 + 0.13 * static_cast<double>(r);
+      p.want_logprob = 1;
+    }
+    params[0].greedy = 1;
+    params[1].top_k = 50;
+    params[2].top_p = 0.9;
+    params[3].top_k = 40, params[3].top_p = 0.8, params[3].min_p = 0.02, params[3].temperature = 1.2;
+    params[4].temperature = 0.7;  // the walk by id
+    params[5].top_p = 0.95, params[5].temperature = 0.6;
+    params[6].top_k = 1;
+    Tensor dev_params = Tensor::empty({static_cast<int64_t>(rows * sizeof(kc::SampleRow))}, DType::u8, Device::cuda(0));
+    ASSERT_EQ(cudaMemcpy(dev_params.data_ptr(), params.data(), rows * sizeof(kc::SampleRow), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    const Tensor scratch_l = Tensor::empty({rows, vocab}, DType::f32, Device::cuda(0));
+    const Tensor scratch_p = Tensor::empty({rows, vocab}, DType::f32, Device::cuda(0));
+    std::vector<int32_t> ids_one;
+    std::vector<float> lps_one;
+    for (int blocks : {1, 2, 4, 8}) {
+      const Tensor ids = testing::poisoned({rows}, DType::i32);
+      const Tensor lps = testing::poisoned({rows}, DType::f32);
+      kc::sample_rows(logits.data_ptr(), rows, vocab, vocab, static_cast<const kc::SampleRow*>(dev_params.data_ptr()),
+                      nullptr, nullptr, scratch_l.data<float>(), scratch_p.data<float>(), ids.data<int32_t>(),
+                      lps.data<float>(), loom::cuda::current_stream(0), blocks);
+      const std::vector<float> got_lps = testing::host_values(lps);
+      std::vector<int32_t> got(rows);
+      ASSERT_EQ(cudaMemcpy(got.data(), ids.data_ptr(), rows * sizeof(int32_t), cudaMemcpyDeviceToHost), cudaSuccess);
+      if (blocks == 1) {
+        ids_one = got, lps_one = got_lps;
+        continue;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        EXPECT_EQ(got[r], ids_one[r]) << "vocab " << vocab << " row " << r << ", " << blocks << " blocks a row";
+        EXPECT_NEAR(got_lps[r], lps_one[r], 1e-5) << "vocab " << vocab << " row " << r << ", " << blocks << " blocks";
+      }
+    }
+  }
+}
 
 // Grammar masks (structured outputs): the device draws only allowed tokens, and greedy rows pick
 // the host sampler's token under the same mask.

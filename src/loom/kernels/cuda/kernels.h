@@ -61,9 +61,11 @@ struct SampleEdit {
 // One token per row of logits [rows, ld] (bf16, first `vocab` columns) into out_ids[rows].
 // scratch_l / scratch_p: f32 [rows, vocab] each. params / edits / masks live on the device; masks
 // holds grammar bitmasks of ceil(vocab / 32) words (bit t of word t / 32 allows token t).
+// blocks_per_row: 0 chooses (sampling.cu's sampler_blocks); 1, 2, 4 or 8 asks for that many (1 where
+// the device cannot run such clusters).
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
                  const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
-                 float* out_logprobs, cudaStream_t s);
+                 float* out_logprobs, cudaStream_t s, int blocks_per_row = 0);
 // A step queued before the previous step's ids reached the host (the engine's overlapped decode):
 // ids[i] < 0 names row -1 - ids[i] of `previous` (that step's sampled ids, on the device), which
 // replaces it; other ids stay. n <= a few hundred: one block.

@@ -509,7 +509,7 @@ bool clusters_fit(int blocks) {
 // clusters only add their syncs (BM_SampleRows, H100, top-p 0.9: 1 row 1,422 -> 302 us with 8
 // blocks, 32 rows 1,461 -> 879 with 4, but 128 rows 1,541 -> 2,795 with 8: bench/NOTES.md).
 // LOOM_SAMPLER_BLOCKS=1|2|4|8 fixes the count instead (A/B runs).
-int sampler_blocks(int64_t rows) {
+int sampler_blocks(int64_t rows, int asked) {
   static const int fixed = [] {
     const char* v = std::getenv("LOOM_SAMPLER_BLOCKS");
     if (!v || !*v) return 0;
@@ -518,7 +518,9 @@ int sampler_blocks(int64_t rows) {
                ": blocks sampling one row must be 1, 2, 4 or 8");
     return std::stoi(s);
   }();
-  int blocks = fixed;
+  LOOM_CHECK(asked == 0 || asked == 1 || asked == 2 || asked == 4 || asked == 8, "sample_rows: ", asked,
+             " blocks a row (0 to choose, or 1, 2, 4, 8)");
+  int blocks = asked ? asked : fixed;
   if (blocks == 0) {
     int device = 0, sms = 0;
     CUDA_CHECK(cudaGetDevice(&device));
@@ -533,9 +535,9 @@ int sampler_blocks(int64_t rows) {
 
 void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, const SampleRow* params,
                  const SampleEdit* edits, const uint32_t* masks, float* scratch_l, float* scratch_p, int32_t* out_ids,
-                 float* out_logprobs, cudaStream_t s) {
+                 float* out_logprobs, cudaStream_t s, int blocks_per_row) {
   if (rows == 0) return;
-  const int blocks = sampler_blocks(rows);
+  const int blocks = sampler_blocks(rows, blocks_per_row);
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;
   attr.val.clusterDim.x = static_cast<unsigned>(blocks);
