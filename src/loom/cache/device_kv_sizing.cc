@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "loom/cache/kv_pool.h"
-#include "loom/tensor/allocator.h"
 #include "loom/tensor/cuda_stream.h"
 #include "loom/tensor/error.h"
 
@@ -32,7 +31,6 @@ KvBudget kv_budget_from(const KvLayout& layout, int64_t page_size, size_t free_b
 KvBudget device_kv_budget(const KvLayout& layout, int64_t page_size, const Device& device,
                           double mem_fraction_static, int64_t min_tokens) {
 #ifdef LOOM_HAVE_CUDA
-  release_cached_device_memory(device);  // free blocks the allocator keeps count as free here
   const cuda::MemInfo m = cuda::mem_info(device);
   return kv_budget_from(layout, page_size, m.free, m.total, mem_fraction_static, min_tokens);
 #else

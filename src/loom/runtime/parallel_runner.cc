@@ -17,7 +17,6 @@
 #include "loom/runtime/cuda_graph_runner.h"
 #include "loom/runtime/rank_threads.h"
 #ifdef LOOM_HAVE_CUDA
-#include "loom/tensor/allocator.h"
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/cuda_stream.h"
 #endif
@@ -276,9 +275,6 @@ class ParallelRunner final : public Runner {
   void measure_kv_room(Rank& rank) const {
 #ifdef LOOM_HAVE_CUDA
     const size_t sharing = backend_ == parallel::DeviceBackend::device_copy ? pc_.world_size() : 1;
-    // The allocator's cached free blocks back to the driver first, or they count as used: among
-    // them those cached for the streams of rank threads that have ended, which no one reuses.
-    release_cached_device_memory(rank.device);
     const cuda::MemInfo m = cuda::mem_info(rank.device);
     rank.kv = cache::kv_budget_from(rank.model->kv_layout(), options_.page_size, m.free / sharing, m.total / sharing,
                                     options_.mem_fraction_static, 0);

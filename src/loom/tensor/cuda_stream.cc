@@ -3,6 +3,7 @@
 #ifdef LOOM_HAVE_CUDA
 #include <map>
 
+#include "loom/tensor/allocator.h"
 #include "loom/tensor/cuda_check.h"
 
 namespace loom::cuda {
@@ -98,6 +99,7 @@ int device_count() {
 }
 
 MemInfo mem_info(const Device& d) {
+  release_cached_device_memory(d);
   CUDA_CHECK(cudaSetDevice(d.index));
   MemInfo m;
   CUDA_CHECK(cudaMemGetInfo(&m.free, &m.total));

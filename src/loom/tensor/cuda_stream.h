@@ -66,7 +66,9 @@ cublasHandle_t cublas_handle();
 // GPUs visible to this process (0 when the driver reports none or fails).
 int device_count();
 
-// Free and total bytes of the current device.
+// Free and total bytes of device d, the caching allocator's free blocks returned to the driver
+// first (a device sync): they would count as used, among them those cached for the streams of
+// threads that have ended, which no one reuses. What the KV pool's sizing reads.
 struct MemInfo {
   size_t free = 0, total = 0;
 };

@@ -395,9 +395,7 @@ int attention_splits(int64_t num_seqs, int64_t hk, bool decode_only) {
   // captured graph and an eager step of the same batch size compute identically. At least two
   // blocks an SM, and whole waves: the decode kernel holds 3 blocks an SM, and 512 blocks (batch
   // 128 x 4 KV heads) in 396 places left the second wave 30% full; 3 splits make 3.9 waves.
-  int device = 0, sms = 132;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int sms = sm_count();
   const int64_t heads = std::max<int64_t>(1, num_seqs * hk), places = 3 * int64_t{sms};
   const int first = static_cast<int>(std::clamp<int64_t>((2 * sms + heads - 1) / heads, 1, 32));
   for (int splits = first; splits <= 32; ++splits) {

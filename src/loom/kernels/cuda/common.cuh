@@ -71,6 +71,9 @@ __device__ __forceinline__ void cp_async_wait() {
 // device; once per device and kernel (kernel_attributes.cu).
 void allow_dynamic_smem(const void* kernel, size_t bytes);
 
+// The current device's SM count (launch shapes that fill whole waves; kernel_attributes.cu).
+int sm_count();
+
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 1 ? 1 : (b > 1048576 ? 1048576 : b));

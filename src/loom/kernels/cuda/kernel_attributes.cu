@@ -16,4 +16,11 @@ void allow_dynamic_smem(const void* kernel, size_t bytes) {
   done.insert({device, kernel});
 }
 
+int sm_count() {
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
+}
+
 }  // namespace loom::kernels::cuda

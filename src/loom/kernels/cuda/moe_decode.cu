@@ -110,10 +110,8 @@ DownShape down_shape(int64_t tokens) {
 // keep the unbounded kernel (bs 8 was 0.04-0.07 ms slower held). LOOM_MOE_GATE_UP_WAVE=0: never held.
 auto gate_up_kernel(int64_t blocks) {
   static const bool off = env_is("LOOM_MOE_GATE_UP_WAVE", "0");
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return !off && blocks > 5 * int64_t{sms} && blocks <= 6 * int64_t{sms} ? moe_decode_gate_up_kernel<6>
+  const int64_t sms = sm_count();
+  return !off && blocks > 5 * sms && blocks <= 6 * sms ? moe_decode_gate_up_kernel<6>
                                                                        : moe_decode_gate_up_kernel<0>;
 }
 
@@ -134,9 +132,10 @@ void moe_decode(const void* x, const int32_t* ids, const float* weights, int64_t
              " tokens, top-", top_k, ", hidden ", hidden, ", intermediate ", inter);
   const int hi = static_cast<int>(hidden), ii = static_cast<int>(inter), k = static_cast<int>(top_k);
   const dim3 up_grid(static_cast<unsigned>((inter + kWarps - 1) / kWarps), static_cast<unsigned>(tokens * top_k));
+  auto* gate_up = gate_up_kernel(int64_t{up_grid.x} * up_grid.y);
   for (int i = 0; i < launches_of("gate_up"); ++i)
-    launch_pdl(gate_up_kernel(int64_t{up_grid.x} * up_grid.y), up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin,
-               local_experts, k, static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
+    launch_pdl(gate_up, up_grid, kThreads, 0, s, static_cast<const bf16*>(x), ids, expert_begin, local_experts, k,
+               static_cast<const bf16*>(w_gate_up), ii, hi, static_cast<bf16*>(act));
   const int groups = std::max(1, kWarps / k);  // warps of k slots a block
   const DownShape down = down_shape(tokens);
   const int64_t h_per_block = int64_t{groups} * down.rows_per_warp;

@@ -476,6 +476,24 @@ __global__ void __launch_bounds__(kThreads)
   chosen_token(g, raw, vocab, vec_raw, P, chosen, r, out_ids, out_logprobs);
 }
 
+// The kernel's launch over `grid` blocks, in clusters of `blocks` (1: no clusters).
+struct ClusterLaunch {
+  cudaLaunchAttribute attr{};
+  cudaLaunchConfig_t cfg{};
+  ClusterLaunch(int64_t grid, int blocks, cudaStream_t s) {
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(blocks);
+    attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+    cfg.gridDim = dim3(static_cast<unsigned>(grid));
+    cfg.blockDim = dim3(kThreads);
+    cfg.stream = s;
+    cfg.attrs = &attr;
+    cfg.numAttrs = blocks > 1 ? 1 : 0;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;  // cfg points at attr
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+};
+
 // Whether the device runs clusters of `blocks` of the kernel's blocks (Hopper and later). Per
 // device, as completion_counters().
 bool clusters_fit(int blocks) {
@@ -487,17 +505,9 @@ bool clusters_fit(int blocks) {
     int major = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     if (major >= 9) {
-      cudaLaunchAttribute attr{};
-      attr.id = cudaLaunchAttributeClusterDimension;
-      attr.val.clusterDim.x = static_cast<unsigned>(blocks);
-      attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-      cfg.blockDim = dim3(kThreads);
-      cfg.attrs = &attr;
-      cfg.numAttrs = 1;
+      const ClusterLaunch one(blocks, blocks, nullptr);
       int clusters = 0;
-      CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, sample_rows_kernel, &cfg));
+      CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, sample_rows_kernel, &one.cfg));
       it->second = clusters > 0;
     }
   }
@@ -522,9 +532,7 @@ int sampler_blocks(int64_t rows, int asked) {
              " blocks a row (0 to choose, or 1, 2, 4, 8)");
   int blocks = asked ? asked : fixed;
   if (blocks == 0) {
-    int device = 0, sms = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const int64_t sms = sm_count();
     blocks = 8;
     while (blocks > 1 && rows * blocks > sms) blocks /= 2;
   }
@@ -538,18 +546,9 @@ void sample_rows(const void* logits, int64_t rows, int64_t ld, int64_t vocab, co
                  float* out_logprobs, cudaStream_t s, int blocks_per_row) {
   if (rows == 0) return;
   const int blocks = sampler_blocks(rows, blocks_per_row);
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = static_cast<unsigned>(blocks);
-  attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(rows * blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.stream = s;
-  cfg.attrs = &attr;
-  cfg.numAttrs = blocks > 1 ? 1 : 0;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, sample_rows_kernel, static_cast<const bf16*>(logits), ld, vocab, params, edits,
-                                masks, scratch_l, scratch_p, out_ids, out_logprobs, blocks));
+  const ClusterLaunch launch(rows * blocks, blocks, s);
+  CUDA_CHECK(cudaLaunchKernelEx(&launch.cfg, sample_rows_kernel, static_cast<const bf16*>(logits), ld, vocab, params,
+                                edits, masks, scratch_l, scratch_p, out_ids, out_logprobs, blocks));
 }
 
 namespace {
