@@ -70,9 +70,16 @@ TEST(CudaKernels, RmsNormWithAndWithoutResidual) {
 TEST(CudaKernels, QkNormRopeAtRandomPositions) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(3);
-  // Fewer than 128 tokens split each token's heads over blocks of 8; 130 keeps a block per token.
-  for (auto [tokens, hq, hk, d, rot] : {std::tuple{1, 4, 2, 8, 8}, {5, 8, 1, 24, 24}, {37, 4, 4, 128, 128},
-                                        {9, 6, 3, 32, 16}, {1, 32, 4, 128, 128}, {130, 12, 2, 64, 64}}) {
+  // Head sizes 64, 128 and 256 with whole rotation take the kernel that holds a head in registers
+  // (a warp per token, or per slice of its heads below 16K tokens: 1 token in 9 slices, 37 in 3,
+  // 2,100 in 1); the others the general kernel (fewer than 128 tokens split each token's heads
+  // over blocks of 8; 130 keeps a block per token). `norms`: false as in MLA's rotary part.
+  for (auto [tokens, hq, hk, d, rot, norms] :
+       {std::tuple{1, 4, 2, 8, 8, true}, {5, 8, 1, 24, 24, true}, {37, 4, 4, 128, 128, true}, {9, 6, 3, 32, 16, true},
+        {1, 32, 4, 128, 128, true}, {130, 12, 2, 64, 64, true}, {2100, 7, 1, 128, 128, true},
+        {300, 5, 3, 256, 256, true}, {17, 16, 1, 64, 64, false}, {40, 3, 2, 40, 24, false}}) {
+    SCOPED_TRACE(::testing::Message() << "tokens " << tokens << " heads " << hq << "+" << hk << " d " << d << " rot "
+                                      << rot << (norms ? "" : ", no norms"));
     Tensor q = rand_host({tokens, hq, d}, 2.0f, rng), k = rand_host({tokens, hk, d}, 2.0f, rng);
     const Tensor qn = rand_host({d}, 1.0f, rng), kn = rand_host({d}, 1.0f, rng);
     std::vector<float> inv(rot / 2);
@@ -84,10 +91,10 @@ TEST(CudaKernels, QkNormRopeAtRandomPositions) {
     ctx.positions = ids_host(ctx.h_positions).to(Device::cuda(0));
     Tensor qg = to_gpu_bf16(q), kg = to_gpu_bf16(k);
     const Tensor qng = to_gpu_bf16(qn), kng = to_gpu_bf16(kn);
-    ops::qk_norm_rope(q, k, &qn, &kn, 1e-6f, rope_cpu, ctx);
-    ops::qk_norm_rope(qg, kg, &qng, &kng, 1e-6f, rope_gpu, ctx);
-    EXPECT_LT(rel_error(host_values(qg), q.to_float_vector()), kBf16Kernel) << "d " << d;
-    EXPECT_LT(rel_error(host_values(kg), k.to_float_vector()), kBf16Kernel) << "d " << d;
+    ops::qk_norm_rope(q, k, norms ? &qn : nullptr, norms ? &kn : nullptr, 1e-6f, rope_cpu, ctx);
+    ops::qk_norm_rope(qg, kg, norms ? &qng : nullptr, norms ? &kng : nullptr, 1e-6f, rope_gpu, ctx);
+    EXPECT_LT(rel_error(host_values(qg), q.to_float_vector()), kBf16Kernel);
+    EXPECT_LT(rel_error(host_values(kg), k.to_float_vector()), kBf16Kernel);
   }
 }
 
@@ -379,8 +386,10 @@ TEST(CudaKernels, MoeExpertsMatchTheCpuReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
   struct Case { int t, h, inter, e, k, begin, local; };
+  // The last two have enough slots (>= 8,192) for the plan spread over blocks.
   for (const Case c : {Case{1, 40, 20, 5, 1, 0, 5}, Case{7, 64, 96, 16, 2, 0, 16}, Case{300, 2048, 768, 16, 8, 0, 16},
-                       Case{130, 72, 24, 12, 4, 6, 6}, Case{3, 256, 64, 128, 8, 0, 128}, Case{33, 48, 80, 6, 3, 0, 6}}) {
+                       Case{130, 72, 24, 12, 4, 6, 6}, Case{3, 256, 64, 128, 8, 0, 128}, Case{33, 48, 80, 6, 3, 0, 6},
+                       Case{1100, 64, 32, 16, 8, 0, 16}, Case{2500, 48, 40, 40, 4, 8, 24}}) {
     SCOPED_TRACE(::testing::Message() << "t " << c.t << " h " << c.h << " I " << c.inter << " E " << c.e << " k " << c.k
                                       << " local [" << c.begin << ", +" << c.local << ")");
     const Tensor x = rand_host({c.t, c.h}, 1.0f, rng);
@@ -399,9 +408,12 @@ TEST(CudaKernels, MoeExpertsMatchTheCpuReference) {
     Tensor offsets = poisoned({c.local + 1}, DType::i32), st = poisoned({slots}, DType::i32);
     Tensor sw = poisoned({slots}, DType::f32), sp = poisoned({slots}, DType::i32);
     Tensor tiles = poisoned({2 * max_tiles + 1}, DType::i32);
+    const int64_t scratch = kc::moe_plan_scratch_ints(slots, c.local);
+    EXPECT_EQ(scratch > 0, slots >= 8192);
+    const Tensor counts = poisoned({std::max<int64_t>(scratch, 1)}, DType::i32);
     kc::MoePlan plan{offsets.data<int32_t>(), st.data<int32_t>(),   sw.data<float>(),
                      sp.data<int32_t>(),      tiles.data<int32_t>(), tiles.data<int32_t>() + max_tiles,
-                     tiles.data<int32_t>() + 2 * max_tiles, max_tiles, bm};
+                     tiles.data<int32_t>() + 2 * max_tiles, max_tiles, bm, scratch > 0 ? counts.data<int32_t>() : nullptr};
     kc::moe_plan(ids.data<int32_t>(), wts.data<float>(), c.t, c.k, c.begin, c.local, plan, stream());
     Tensor gu = poisoned({slots, 2 * c.inter}, DType::bf16), act = poisoned({slots, c.inter}, DType::bf16);
     Tensor y = poisoned({slots, c.h}, DType::bf16), out = poisoned({c.t, c.h}, DType::bf16);
@@ -416,7 +428,8 @@ TEST(CudaKernels, MoeExpertsMatchTheCpuReference) {
 
     // The plan itself: offsets are the prefix sums of per-expert counts, every local slot placed once.
     const std::vector<float> off = host_values(offsets), pos = host_values(sp);
-    const std::vector<float> id_host = r.ids.to_float_vector();
+    const std::vector<float> token_of = host_values(st), weight_of = host_values(sw);
+    const std::vector<float> id_host = r.ids.to_float_vector(), w_host = r.weights.to_float_vector();
     std::vector<int> count(c.local, 0), seen(slots, 0);
     for (int64_t i = 0; i < slots; ++i) {
       const int e = static_cast<int>(id_host[i]) - c.begin;
@@ -425,6 +438,8 @@ TEST(CudaKernels, MoeExpertsMatchTheCpuReference) {
         ASSERT_GE(pos[i], off[e]);
         ASSERT_LT(pos[i], off[e + 1]);
         ASSERT_EQ(seen[static_cast<int>(pos[i])]++, 0);
+        ASSERT_EQ(token_of[static_cast<int>(pos[i])], static_cast<float>(i / c.k)) << "slot " << i;
+        ASSERT_EQ(weight_of[static_cast<int>(pos[i])], w_host[i]) << "slot " << i;
       } else {
         ASSERT_EQ(pos[i], -1.0f);
       }

@@ -631,9 +631,12 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
   Tensor sorted_weight = Tensor::empty({slots}, DType::f32, dev);
   Tensor slot_pos = Tensor::empty({slots}, DType::i32, dev);
   Tensor tiles = Tensor::empty({2 * max_tiles + 1}, DType::i32, dev);
+  const int64_t plan_scratch = kc::moe_plan_scratch_ints(slots, experts);
+  const Tensor block_counts = plan_scratch > 0 ? Tensor::empty({plan_scratch}, DType::i32, dev) : Tensor();
   kc::MoePlan plan{offsets.data<int32_t>(),      sorted_token.data<int32_t>(), sorted_weight.data<float>(),
                    slot_pos.data<int32_t>(),     tiles.data<int32_t>(),        tiles.data<int32_t>() + max_tiles,
-                   tiles.data<int32_t>() + 2 * max_tiles, max_tiles, block_m};
+                   tiles.data<int32_t>() + 2 * max_tiles, max_tiles, block_m,
+                   plan_scratch > 0 ? block_counts.data<int32_t>() : nullptr};
   {
     OpScope scope("moe plan (sort by expert)", x);
     kc::moe_plan(routing.ids.data<int32_t>(), routing.weights.data<float>(), t, k, expert_begin, experts, plan, s);

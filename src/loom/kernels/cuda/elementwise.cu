@@ -1,5 +1,7 @@
 // Row-wise and elementwise kernels: embedding / gather, RMSNorm (+ residual), q/k norm + RoPE,
 // SiLU-and-mul, token selection and the copy used to measure bandwidth.
+#include <algorithm>
+
 #include "loom/kernels/cuda/common.cuh"
 #include "loom/kernels/cuda/kernels.h"
 #include "loom/kernels/cuda/norm_rope.cuh"
@@ -111,7 +113,8 @@ __global__ void add_kernel(bf16* r, const bf16* x, int64_t n) {
     r[i] = to_bf(to_f(r[i]) + to_f(x[i]));
 }
 
-// A block per token (prefill) or per 8 heads of a token (few tokens: a decode step's one token
+// Any head size and partial rotation (qk_norm_rope_regs_kernel below takes the common shapes):
+// a block per token (prefill) or per 8 heads of a token (few tokens: a decode step's one token
 // would otherwise walk its 36 heads on one SM): the token's RoPE angles (sincosf, the costly part
 // at large positions) are computed once per block into shared memory and shared by its q and k
 // heads; then one warp per head stages the head in shared memory for the norm and the rotation.
@@ -161,6 +164,78 @@ __global__ void qk_norm_rope_kernel(bf16* q, bf16* k, const bf16* q_norm, const 
       v[c] = to_bf(r);
     }
     __syncwarp();  // buf is refilled by this warp's next head
+  }
+}
+
+// The same per head with the head in registers (rotary_dim == d, d in {64, 128, 256}): a warp per
+// token, or per slice of its heads when few tokens would leave SMs idle. Lane holds elements
+// lane + 32j, whose rotation partner is element j ± J/2 of the same lane (the decode attention
+// fold's layout), so no shared memory and no barrier; the warp makes the token's angles
+// (lane + 32m) itself, and issues the loads of kHeadsInFlight heads before it uses any (one head's
+// 256 bytes at a time per warp left HBM mostly idle: 150 µs for 8K tokens of Qwen3-30B-A3B on an
+// H100, bench/NOTES.md). The operations and their order are qk_norm_rope_kernel's, so the results
+// are the same bits.
+template <int D>
+__host__ __device__ constexpr int heads_in_flight() { return D <= 128 ? 4 : 2; }
+
+template <int D>
+__global__ void __launch_bounds__(256) qk_norm_rope_regs_kernel(bf16* q, bf16* k, const bf16* q_norm,
+                                                                 const bf16* k_norm, const int32_t* positions,
+                                                                 const float* inv_freq, int64_t tokens, int hq, int hk,
+                                                                 int heads_per_slice, int slices, float scaling,
+                                                                 float eps) {
+  constexpr int J = D / 32, H = J / 2, G = heads_in_flight<D>();
+  const int lane = threadIdx.x & 31;
+  const int64_t w = blockIdx.x * int64_t{blockDim.x / 32} + (threadIdx.x >> 5);
+  const bool active = w < tokens * slices;
+  const int64_t t = active ? w / slices : 0;
+  float cs[H], sn[H];
+  bf16 qw[J], kw[J];
+  if (active) {  // the step's positions and the weights: before the wait (pdl.cuh)
+    const float pos = static_cast<float>(positions[t]);
+#pragma unroll
+    for (int m = 0; m < H; ++m) rope_cos_sin(pos, inv_freq[lane + 32 * m], scaling, cs[m], sn[m]);
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      if (q_norm) qw[j] = q_norm[lane + 32 * j];
+      if (k_norm) kw[j] = k_norm[lane + 32 * j];
+    }
+  }
+  wait_then_allow_dependents();
+  if (!active) return;
+  const int h_begin = static_cast<int>(w % slices) * heads_per_slice;
+  const int h_end = min(hq + hk, h_begin + heads_per_slice);
+  for (int h0 = h_begin; h0 < h_end; h0 += G) {
+    float x[G][J];
+    bf16* v[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int h = h0 + g;
+      v[g] = h < hq ? q + (t * hq + h) * D : k + (t * hk + (h - hq)) * D;
+      if (h < h_end) {
+#pragma unroll
+        for (int j = 0; j < J; ++j) x[g][j] = to_f(v[g][lane + 32 * j]);
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int h = h0 + g;
+      if (h >= h_end) break;
+      const bool is_q = h < hq;
+      float ss = 0;
+#pragma unroll
+      for (int j = 0; j < J; ++j) ss = add_square(ss, x[g][j]);
+      if (is_q ? q_norm != nullptr : k_norm != nullptr) {
+        const float inv = rms_inverse(warp_sum(ss), D, eps);
+#pragma unroll
+        for (int j = 0; j < J; ++j) x[g][j] = rms_scaled(x[g][j], inv, is_q ? qw[j] : kw[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < J; ++j) {
+        const int m = j < H ? j : j - H;
+        v[g][lane + 32 * j] = to_bf(rope_rotate(x[g][j], x[g][j < H ? j + H : j - H], cs[m], sn[m], j < H));
+      }
+    }
   }
 }
 
@@ -301,18 +376,47 @@ void add_inplace(void* r, const void* x, int64_t n, cudaStream_t s) {
   CUDA_CHECK_LAUNCH("add_inplace");
 }
 
+namespace {
+template <int D>
+void launch_qk_norm_rope_regs(bf16* q, bf16* k, const bf16* q_norm, const bf16* k_norm, const int32_t* positions,
+                              const float* inv_freq, int64_t tokens, int64_t hq, int64_t hk, float scaling, float eps,
+                              cudaStream_t s) {
+  constexpr int G = heads_in_flight<D>();
+  const int heads = static_cast<int>(hq + hk);
+  // About 16K warps when the tokens alone give fewer (a decode step: a warp per G heads).
+  const int64_t max_slices = (heads + G - 1) / G;
+  const int64_t slices = std::clamp<int64_t>((16384 + tokens - 1) / tokens, 1, max_slices);
+  const int per = static_cast<int>(((heads + slices - 1) / slices + G - 1) / G * G);
+  const int64_t warps = tokens * slices;
+  launch_pdl(qk_norm_rope_regs_kernel<D>, static_cast<unsigned>((warps + 7) / 8), 256, 0, s, q, k, q_norm, k_norm,
+             positions, inv_freq, tokens, static_cast<int>(hq), static_cast<int>(hk), per, static_cast<int>(slices),
+             scaling, eps);
+}
+}  // namespace
+
 void qk_norm_rope(void* q, void* k, const void* q_norm, const void* k_norm, const int32_t* positions,
                   const float* inv_freq, int64_t tokens, int64_t hq, int64_t hk, int64_t d, int64_t rotary_dim,
                   float scaling, float eps, cudaStream_t s) {
   if (tokens == 0 || hq + hk == 0) return;
+  auto* qb = static_cast<bf16*>(q);
+  auto* kb = static_cast<bf16*>(k);
+  const auto* qn = static_cast<const bf16*>(q_norm);
+  const auto* kn = static_cast<const bf16*>(k_norm);
+  if (rotary_dim == d && hq + hk < (1 << 20)) {
+    switch (d) {
+      case 64: return launch_qk_norm_rope_regs<64>(qb, kb, qn, kn, positions, inv_freq, tokens, hq, hk, scaling, eps, s);
+      case 128: return launch_qk_norm_rope_regs<128>(qb, kb, qn, kn, positions, inv_freq, tokens, hq, hk, scaling, eps, s);
+      case 256: return launch_qk_norm_rope_regs<256>(qb, kb, qn, kn, positions, inv_freq, tokens, hq, hk, scaling, eps, s);
+      default: break;
+    }
+  }
   const size_t smem = (static_cast<size_t>(rotary_dim / 2) * 2 + kRopeWarps * static_cast<size_t>(d)) * sizeof(float);
   // Enough blocks to spread a small batch's heads over the SMs; a large one keeps a block per token.
   const int64_t heads = hq + hk;
   const int heads_per_warp = tokens >= 128 ? static_cast<int>((heads + kRopeWarps - 1) / kRopeWarps) : 1;
   const dim3 grid(static_cast<unsigned>(tokens),
                   static_cast<unsigned>((heads + kRopeWarps * heads_per_warp - 1) / (kRopeWarps * heads_per_warp)));
-  launch_pdl(qk_norm_rope_kernel, grid, 32 * kRopeWarps, smem, s, static_cast<bf16*>(q), static_cast<bf16*>(k),
-             static_cast<const bf16*>(q_norm), static_cast<const bf16*>(k_norm), positions, inv_freq, hq, hk, d,
+  launch_pdl(qk_norm_rope_kernel, grid, 32 * kRopeWarps, smem, s, qb, kb, qn, kn, positions, inv_freq, hq, hk, d,
              rotary_dim, scaling, eps, heads_per_warp);
 }
 

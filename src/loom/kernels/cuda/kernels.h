@@ -99,11 +99,14 @@ struct MoePlan {
   int32_t* num_tiles;     // [1]
   int64_t max_tiles;
   int block_m;
+  int32_t* block_counts = nullptr;  // [moe_plan_scratch_ints]: a large batch's plan spread over blocks
 };
 // ids [t, k]: rows from *valid_tokens on become -1 (no expert; a piecewise graph's padding tokens).
 void drop_routes_past(int32_t* ids, int64_t t, int64_t k, const int32_t* valid_tokens, cudaStream_t s);
 int moe_block_m(int64_t routed_slots, int64_t local_experts);  // 16 or 64
 int64_t moe_max_tiles(int64_t routed_slots, int64_t local_experts, int block_m);
+// Scratch ints the plan of this many slots spreads over blocks with (0: it runs in one block).
+int64_t moe_plan_scratch_ints(int64_t routed_slots, int64_t local_experts);
 void moe_plan(const int32_t* ids, const float* weights, int64_t t, int64_t k, int64_t expert_begin,
               int64_t local_experts, const MoePlan& plan, cudaStream_t s);
 

@@ -56,9 +56,18 @@ __device__ __forceinline__ void block_exclusive_scan2(int& a, int& b, int& total
   a = before_a + ia - a, b = before_b + ib - b;
 }
 
+// Expert e's tiles of block_m rows from tile first_tile on (thread e of a plan kernel).
+__device__ __forceinline__ void write_tiles(int e, int count, int start, int first_tile, int block_m,
+                                            int64_t max_tiles, int32_t* tile_expert, int32_t* tile_row) {
+  for (int r = 0, tile = first_tile; r < count && tile < max_tiles; r += block_m, ++tile) {
+    tile_expert[tile] = e;
+    tile_row[tile] = start + r;
+  }
+}
+
 // One block does it all (counts, scan, tiles, scatter): no host round trip, one launch. Thread e
 // owns expert e's count, start and tiles (a serial loop over the experts by one thread took
-// 14 µs a layer at batch 128: bench/NOTES.md).
+// 14 µs a layer at batch 128: bench/NOTES.md). Large batches take the three kernels below.
 __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(const int32_t* ids, const float* wts, int64_t slots,
                                                                 int64_t expert_begin, int experts, int block_m,
                                                                 int64_t max_tiles, int32_t* offsets,
@@ -82,10 +91,7 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(const int32_t* i
   if (e < experts) {
     starts[e] = start;
     offsets[e] = start;
-    for (int r = 0, tile = first_tile; r < count && tile < max_tiles; r += block_m, ++tile) {
-      tile_expert[tile] = e;
-      tile_row[tile] = start + r;
-    }
+    write_tiles(e, count, start, first_tile, block_m, max_tiles, tile_expert, tile_row);
     counts[e] = 0;  // reused as cursors
   }
   if (e == 0) {
@@ -104,6 +110,82 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(const int32_t* i
       slot_pos[i] = -1;
     }
   }
+}
+
+// The same plan over many blocks, for prefill-sized batches: one block's scatter, two scattered
+// stores a slot from one SM, took 74 µs for 8K tokens x top-8 (bench/NOTES.md). Block b owns slots
+// [b·chunk, (b+1)·chunk); counts[b][e] is first its count of expert e, then (after the scan) the
+// first row of e that it fills. Within an expert, rows keep no slot order (neither does the one
+// block's atomics): every row is computed on its own, so no result depends on it.
+constexpr int kPlanSlotsPerBlock = 1024, kPlanMaxBlocks = 1024, kPlanCountThreads = 256;
+constexpr int64_t kPlanManyBlocksFrom = 8192;  // slots (1,024 tokens x top-8)
+
+__global__ void __launch_bounds__(kPlanCountThreads) moe_plan_count_kernel(const int32_t* ids, int64_t slots,
+                                                                           int64_t chunk, int64_t expert_begin,
+                                                                           int experts, int32_t* counts) {
+  __shared__ int count[kMaxPlanExperts];
+  for (int e = threadIdx.x; e < experts; e += blockDim.x) count[e] = 0;
+  wait_then_allow_dependents();
+  __syncthreads();
+  const int64_t lo = blockIdx.x * chunk, hi = min(slots, lo + chunk);
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    const int64_t x = ids[i] - expert_begin;
+    if (x >= 0 && x < experts) atomicAdd(&count[x], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < experts; e += blockDim.x) counts[blockIdx.x * int64_t{experts} + e] = count[e];
+}
+
+__global__ void __launch_bounds__(kPlanThreads) moe_plan_scan_kernel(int32_t* counts, int blocks, int experts,
+                                                                     int block_m, int64_t max_tiles, int32_t* offsets,
+                                                                     int32_t* tile_expert, int32_t* tile_row,
+                                                                     int32_t* num_tiles) {
+  wait_then_allow_dependents();
+  const int e = threadIdx.x;
+  int count = 0;
+  if (e < experts)
+    for (int b = 0; b < blocks; ++b) count += counts[b * int64_t{experts} + e];
+  int start = count, first_tile = (count + block_m - 1) / block_m, rows = 0, tiles = 0;
+  block_exclusive_scan2(start, first_tile, rows, tiles);
+  if (e < experts) {
+    offsets[e] = start;
+    write_tiles(e, count, start, first_tile, block_m, max_tiles, tile_expert, tile_row);
+    for (int b = 0, row = start; b < blocks; ++b) {  // each block's first row of expert e
+      int32_t& c = counts[b * int64_t{experts} + e];
+      const int n = c;
+      c = row;
+      row += n;
+    }
+  }
+  if (e == 0) {
+    offsets[experts] = rows;
+    *num_tiles = static_cast<int32_t>(tiles < max_tiles ? tiles : max_tiles);
+  }
+}
+
+__global__ void __launch_bounds__(kPlanCountThreads) moe_plan_scatter_kernel(
+    const int32_t* ids, const float* wts, int64_t slots, int64_t chunk, int64_t expert_begin, int experts,
+    const int32_t* counts, int k, int32_t* sorted_token, float* sorted_weight, int32_t* slot_pos) {
+  __shared__ int cursor[kMaxPlanExperts];
+  wait_then_allow_dependents();
+  for (int e = threadIdx.x; e < experts; e += blockDim.x) cursor[e] = counts[blockIdx.x * int64_t{experts} + e];
+  __syncthreads();
+  const int64_t lo = blockIdx.x * chunk, hi = min(slots, lo + chunk);
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    const int64_t x = ids[i] - expert_begin;
+    if (x >= 0 && x < experts) {
+      const int pos = atomicAdd(&cursor[x], 1);
+      sorted_token[pos] = static_cast<int32_t>(i / k);
+      sorted_weight[pos] = wts[i];
+      slot_pos[i] = pos;
+    } else {
+      slot_pos[i] = -1;
+    }
+  }
+}
+
+int64_t plan_blocks(int64_t slots) {
+  return std::min<int64_t>((slots + kPlanSlotsPerBlock - 1) / kPlanSlotsPerBlock, kPlanMaxBlocks);
 }
 
 // ---------------- grouped GEMM ----------------
@@ -345,13 +427,30 @@ int64_t moe_max_tiles(int64_t routed_slots, int64_t local_experts, int block_m) 
   return routed_slots / block_m + std::min(routed_slots, local_experts) + 1;
 }
 
+int64_t moe_plan_scratch_ints(int64_t routed_slots, int64_t local_experts) {
+  return routed_slots >= kPlanManyBlocksFrom ? plan_blocks(routed_slots) * local_experts : 0;
+}
+
 void moe_plan(const int32_t* ids, const float* weights, int64_t t, int64_t k, int64_t expert_begin,
               int64_t local_experts, const MoePlan& p, cudaStream_t s) {
   LOOM_CHECK(local_experts >= 1 && local_experts <= kMaxPlanExperts, "moe_plan: ", local_experts,
              " local experts (supported: 1..", kMaxPlanExperts, ")");
-  launch_pdl(moe_plan_kernel, 1, kPlanThreads, 0, s, ids, weights, t * k, expert_begin, static_cast<int>(local_experts),
-             p.block_m, p.max_tiles, p.offsets, p.sorted_token, p.sorted_weight, p.slot_pos, p.tile_expert,
-             p.tile_row, p.num_tiles, static_cast<int>(k));
+  const int64_t slots = t * k;
+  const int experts = static_cast<int>(local_experts);
+  if (p.block_counts && slots >= kPlanManyBlocksFrom) {
+    const int64_t blocks = plan_blocks(slots), chunk = (slots + blocks - 1) / blocks;
+    launch_pdl(moe_plan_count_kernel, static_cast<unsigned>(blocks), kPlanCountThreads, 0, s, ids, slots, chunk,
+               expert_begin, experts, p.block_counts);
+    launch_pdl(moe_plan_scan_kernel, 1, kPlanThreads, 0, s, p.block_counts, static_cast<int>(blocks), experts,
+               p.block_m, p.max_tiles, p.offsets, p.tile_expert, p.tile_row, p.num_tiles);
+    launch_pdl(moe_plan_scatter_kernel, static_cast<unsigned>(blocks), kPlanCountThreads, 0, s, ids, weights, slots,
+               chunk, expert_begin, experts, p.block_counts, static_cast<int>(k), p.sorted_token, p.sorted_weight,
+               p.slot_pos);
+    return;
+  }
+  launch_pdl(moe_plan_kernel, 1, kPlanThreads, 0, s, ids, weights, slots, expert_begin, experts, p.block_m,
+             p.max_tiles, p.offsets, p.sorted_token, p.sorted_weight, p.slot_pos, p.tile_expert, p.tile_row,
+             p.num_tiles, static_cast<int>(k));
 }
 
 void moe_grouped_gemm(const void* a, const int32_t* a_rows, const void* b, int64_t b_expert_stride, int64_t n,

@@ -14,6 +14,7 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "loom/tensor/cuda_check.h"
@@ -203,14 +204,29 @@ __global__ void prepare_kernel(GroupArgs g1, GroupArgs g2, const int32_t* offset
   g2.sd[e] = cutlass::make_cute_packed_stride(StrideD{}, make_shape(m, hidden, 1));
 }
 
-// a[row] = x[sorted_token[row]] for row < offsets[experts]; 16-byte copies (dim % 8 == 0).
-__global__ void gather_kernel(const uint4* x, const int32_t* sorted_token, const int32_t* offsets, int experts,
-                              int64_t rows, int64_t vecs_per_row, uint4* a) {
-  const int64_t used = offsets[experts];
-  for (int64_t row = blockIdx.x; row < rows && row < used; row += gridDim.x) {
+// a[row] = x[sorted_token[row]] for row < offsets[experts]; 16-byte copies (dim % 8 == 0). A warp
+// per row with kGatherUnroll chunks a lane loaded before any is stored: a block per row with one
+// chunk a thread kept too few bytes in flight (181 µs for 8K tokens x top-8 of Qwen3-30B-A3B on an
+// H100, half the copy bandwidth: bench/NOTES.md).
+constexpr int kGatherUnroll = 8, kGatherWarps = 8;
+__global__ void __launch_bounds__(32 * kGatherWarps) gather_kernel(const uint4* x, const int32_t* sorted_token,
+                                                                   const int32_t* offsets, int experts, int64_t rows,
+                                                                   int64_t vecs_per_row, uint4* a) {
+  const int64_t used = min(rows, static_cast<int64_t>(offsets[experts]));
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t{gridDim.x} * kGatherWarps;
+  for (int64_t row = blockIdx.x * int64_t{kGatherWarps} + (threadIdx.x >> 5); row < used; row += warps) {
     const uint4* src = x + static_cast<int64_t>(sorted_token[row]) * vecs_per_row;
     uint4* dst = a + row * vecs_per_row;
-    for (int64_t v = threadIdx.x; v < vecs_per_row; v += blockDim.x) dst[v] = src[v];
+    for (int64_t v0 = lane; v0 < vecs_per_row; v0 += 32 * kGatherUnroll) {
+      uint4 chunk[kGatherUnroll];
+#pragma unroll
+      for (int u = 0; u < kGatherUnroll; ++u)
+        if (v0 + 32 * u < vecs_per_row) chunk[u] = src[v0 + 32 * u];
+#pragma unroll
+      for (int u = 0; u < kGatherUnroll; ++u)
+        if (v0 + 32 * u < vecs_per_row) dst[v0 + 32 * u] = chunk[u];
+    }
   }
 }
 
@@ -281,9 +297,13 @@ void moe_sm90_prepare(const MoeSm90Args& p, cudaStream_t s) {
       static_cast<const Element*>(p.w_down), static_cast<Element*>(p.gate_up), static_cast<const Element*>(p.act));
   CUDA_CHECK_LAUNCH("moe_sm90_prepare");
   const int64_t vecs = p.hidden / 8;
-  const unsigned blocks = static_cast<unsigned>(p.slots < 65535 ? p.slots : 65535);
-  gather_kernel<<<blocks, vecs >= 256 ? 256 : 64, 0, s>>>(static_cast<const uint4*>(p.x), p.sorted_token, p.offsets,
-                                                          experts, p.slots, vecs, static_cast<uint4*>(p.a));
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  device_cc(device, &sms);
+  // Enough warps to fill every SM several times over; each walks its rows a grid apart.
+  const int64_t blocks = std::min<int64_t>((p.slots + kGatherWarps - 1) / kGatherWarps, int64_t{8} * sms);
+  gather_kernel<<<static_cast<unsigned>(blocks), 32 * kGatherWarps, 0, s>>>(
+      static_cast<const uint4*>(p.x), p.sorted_token, p.offsets, experts, p.slots, vecs, static_cast<uint4*>(p.a));
   CUDA_CHECK_LAUNCH("moe_sm90_gather");
 #else
   (void)p;
