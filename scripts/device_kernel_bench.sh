@@ -9,7 +9,8 @@
 #   bash scripts/device_kernel_bench.sh          # LOOM_SKIP_TESTS=1 skips test_cuda, LOOM_GPU_TESTS filters it
 # A before/after on one machine: `git archive --format=tar.gz -o .baseline.tar.gz REF
 # ':(exclude)tests/data'` here (the test data is this tree's, linked), carried too; the script builds that tree's loom beside this one's and adds its default dispatch as a row,
-# with the prefill op profiles side by side.
+# with the prefill op profiles side by side. LOOM_BENCH_VARIANTS="name:ENV=V,ENV2=V2 ..." adds rows
+# (and profile columns) of this tree under other settings.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/device_env.sh
@@ -51,6 +52,10 @@ bench() {  # bench NAME [ENV=VALUE ...]: prefill 2K / 8K with --profile-ops and 
 bench native LOOM_ATTENTION=native LOOM_MOE_GEMM=native
 [ -x /tmp/loom-base/build-gpu/loom ] && [ -f .baseline.tar.gz ] && LOOM_BIN=/tmp/loom-base/build-gpu/loom bench baseline
 bench default
+for variant in ${LOOM_BENCH_VARIANTS:-}; do
+  IFS=, read -ra envs <<<"${variant#*:}"
+  bench "${variant%%:*}" "${envs[@]}"
+done
 # The bs-128 decode step on its own run: on an 80 GB card its KV pool does not fit, and that error
 # must not take the other figures with it.
 # 0.93: an H100's 80 GB holds the weights and this KV pool only above 0.88.
@@ -100,18 +105,23 @@ printf "%-8s %10s %10s %16s %18s %9s %9s %9s %9s\n" kernels "pre 2K ms" "pre 8K 
 summary native
 [ -f "$LOGS/latency_baseline.log" ] && summary baseline
 summary default
-if [ -f "$LOGS/latency_baseline.log" ]; then  # the 8K prefill's ops, baseline against this tree
-  python3 - "$LOGS/latency_baseline.log" "$LOGS/latency_default.log" <<'PY'
+for variant in ${LOOM_BENCH_VARIANTS:-}; do summary "${variant%%:*}"; done
+names=()
+[ -f "$LOGS/latency_baseline.log" ] && names+=(baseline)
+names+=(default)
+for variant in ${LOOM_BENCH_VARIANTS:-}; do names+=("${variant%%:*}"); done
+if [ ${#names[@]} -gt 1 ]; then  # the 8K prefill's ops side by side
+  python3 - "$LOGS" "${names[@]}" <<'PY'
 import re, sys
 def ops(path):
     text = open(path).read()
     prof = text.split("op profile, prefill of")[1].split("op profile,")[0] if "op profile, prefill of" in text else ""
     return {m[0].strip(): float(m[1]) for m in re.findall(r"^  (\S.*?)\s+([\d.]+) ms\s+[\d.]+%", prof, re.M)}
-base, now = ops(sys.argv[1]), ops(sys.argv[2])
-print("\n8K prefill ops (eager, events)       baseline ms    now ms")
-for name in sorted(set(base) | set(now), key=lambda n: -max(base.get(n, 0), now.get(n, 0))):
-    print("  %-34s %11s %9s" % (name[:34], "%.3f" % base[name] if name in base else "-",
-                                 "%.3f" % now[name] if name in now else "-"))
-print("  %-34s %11.3f %9.3f" % ("all ops", sum(base.values()), sum(now.values())))
+names = sys.argv[2:]
+runs = [ops("%s/latency_%s.log" % (sys.argv[1], n)) for n in names]
+print("\n8K prefill ops, ms (eager, events)  " + "".join("%11s" % n[:10] for n in names))
+for op in sorted(set().union(*runs), key=lambda o: -max(r.get(o, 0) for r in runs)):
+    print("  %-34s" % op[:34] + "".join("%11s" % ("%.3f" % r[op] if op in r else "-") for r in runs))
+print("  %-34s" % "all ops" + "".join("%11.3f" % sum(r.values()) for r in runs))
 PY
 fi

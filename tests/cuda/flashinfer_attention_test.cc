@@ -8,6 +8,7 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <tuple>
 
 #include "cuda/cuda_test_util.h"
 #include "cuda/paged_batch.h"
@@ -165,6 +166,33 @@ TEST(FlashInferPrefill, AWorkspaceReplansWhenBatchesAlternate) {
   }
 }
 
+// Fresh prompts (no cached keys) on the ragged kernel, keys read from the step's k/v rows: the same
+// attention as the paged kernel over the cache, for both head sizes; a plan of one kind does not
+// run the other.
+TEST(FlashInferPrefill, RaggedKernelMatchesThePagedOneOnFreshPrompts) {
+  SKIP_WITHOUT_SM90();
+  std::mt19937 rng(19);
+  kc::FlashInferPrefillWorkspace ws;
+  for (auto [hq, hk, d] : {std::tuple{32, 4, 128}, {8, 2, 64}, {16, 16, 128}}) {
+    SCOPED_TRACE(::testing::Message() << "hq " << hq << " hk " << hk << " d " << d);
+    const auto b_owned = make_batch({{0, 1}, {0, 33}, {0, 130}, {0, 67}, {0, 300}, {0, 16}}, hq, hk, d, 16, rng);
+    const Batch& b = *b_owned;
+    const std::vector<float> paged = run_flashinfer(ws, b);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    Tensor out = poisoned({b.tokens, hq, d}, DType::bf16);
+    EXPECT_THROW(ws.run_ragged(b.qg.data_ptr(), b.kg.data_ptr(), b.vg.data_ptr(), out.data_ptr(), b.tokens, hq, hk,
+                               scale, stream()),
+                 Error);
+    ASSERT_TRUE(ws.plan_ragged(b.gctx.h_token_starts.data(), b.gctx.num_seqs, hq, hk, d, stream()));
+    ws.run_ragged(b.qg.data_ptr(), b.kg.data_ptr(), b.vg.data_ptr(), out.data_ptr(), b.tokens, hq, hk, scale,
+                  stream());
+    const std::vector<float> ragged = host_values(out);
+    EXPECT_LT(rel_error(ragged, b.ref.to_float_vector()), kBf16Kernel);
+    EXPECT_LT(rel_error(ragged, paged), kBf16Kernel);
+    EXPECT_THROW(ws.run(paged_args(b), b.qg.data_ptr(), out.data_ptr(), b.tokens, hq, scale, stream()), Error);
+  }
+}
+
 TEST(FlashInferPrefill, TheAttentionOpTakesItForPrefillOnly) {
   SKIP_WITHOUT_SM90();
   std::mt19937 rng(18);
@@ -192,6 +220,16 @@ TEST(FlashInferPrefill, TheAttentionOpTakesItForPrefillOnly) {
   EXPECT_LT(rel_error(run_op(prefill, &op), prefill.ref.to_float_vector()), kBf16Kernel);
   EXPECT_EQ(op, "attention (prefill)");
   unsetenv("LOOM_ATTENTION");
+
+  // Fresh prompts read their keys from the step's rows (the ragged kernel), unless turned off.
+  const auto fresh_owned = make_batch({{0, 200}, {0, 7}}, 32, 4, 128, 16, rng);
+  const Batch& fresh = *fresh_owned;
+  EXPECT_LT(rel_error(run_op(fresh, &op), fresh.ref.to_float_vector()), kBf16Kernel);
+  EXPECT_EQ(op, "attention (prefill, FlashInfer ragged)");
+  setenv("LOOM_FLASHINFER_RAGGED", "0", 1);
+  EXPECT_LT(rel_error(run_op(fresh, &op), fresh.ref.to_float_vector()), kBf16Kernel);
+  EXPECT_EQ(op, "attention (prefill, FlashInfer)");
+  unsetenv("LOOM_FLASHINFER_RAGGED");
 
   const auto decode_owned = make_batch({{0, 1}, {300, 1}, {77, 1}}, 32, 4, 128, 16, rng);
   const Batch& decode = *decode_owned;

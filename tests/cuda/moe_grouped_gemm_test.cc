@@ -34,18 +34,21 @@ bool have_sm90() {
 #define SKIP_WITHOUT_SM90() \
   if (!have_sm90()) GTEST_SKIP() << "no sm90 GPU"
 
-// Sets LOOM_MOE_GEMM while alive (ops_cuda.cc reads it at every call).
-class MoeGemmEnv {
+// Sets an environment variable while alive (LOOM_MOE_GEMM and LOOM_MOE_PINGPONG are read at every call).
+class EnvGuard {
  public:
-  explicit MoeGemmEnv(const char* value) {
-    if (const char* old = std::getenv("LOOM_MOE_GEMM")) old_ = old, had_ = true;
-    setenv("LOOM_MOE_GEMM", value, 1);
+  EnvGuard(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
   }
-  ~MoeGemmEnv() { had_ ? setenv("LOOM_MOE_GEMM", old_.c_str(), 1) : unsetenv("LOOM_MOE_GEMM"); }
+  ~EnvGuard() { had_ ? setenv(name_.c_str(), old_.c_str(), 1) : unsetenv(name_.c_str()); }
 
  private:
-  std::string old_;
+  std::string name_, old_;
   bool had_ = false;
+};
+struct MoeGemmEnv : EnvGuard {
+  explicit MoeGemmEnv(const char* value) : EnvGuard("LOOM_MOE_GEMM", value) {}
 };
 
 struct Case {
@@ -169,6 +172,38 @@ TEST(MoeGroupedGemmSm90, ExpertsMatchTheCpuReferenceAndTheNativeKernels) {
       for (int d = 0; d < c.h; ++d) ASSERT_EQ(cut[static_cast<size_t>(tok) * c.h + d], 0.0f) << "token " << tok;
     }
   }
+}
+
+// The ping-pong kernel (128x128 tiles, LOOM_MOE_PINGPONG=down or both) computes the cooperative
+// kernel's sums: the same shapes, partial tiles and expert-parallel slice as above.
+TEST(MoeGroupedGemmSm90, PingpongKernelMatchesTheCooperative) {
+  SKIP_WITHOUT_SM90();
+  std::mt19937 rng(24);
+  MoeGemmEnv cutlass("cutlass");
+  for (const Case& c : {Case{2048, 2048, 768, 128, 8, 0, 128}, Case{17, 2048, 768, 128, 8, 0, 128},
+                        Case{130, 200, 72, 6, 3, 0, 6}, Case{300, 256, 128, 16, 4, 4, 8}}) {
+    SCOPED_TRACE(::testing::Message() << "t " << c.t << " h " << c.h << " I " << c.inter << " E " << c.e);
+    const Weights& w = weights_for(c);
+    const Tensor x = rand_host({c.t, c.h}, 1.0f, rng);
+    const ops::Routing r = uneven_routing(c, rng, nullptr);
+    const std::vector<float> ref = ops::moe_experts(x, r, w.wgu, w.wd, c.begin).to_float_vector();
+    const Tensor xg = to_gpu_bf16(x);
+    const ops::Routing rg = to_gpu(r);
+    std::map<std::string, std::vector<float>> out;
+    for (const char* mode : {"none", "down", "both"}) {
+      EnvGuard pingpong("LOOM_MOE_PINGPONG", mode);
+      out[mode] = host_values(ops::moe_experts(xg, rg, w.wgu_gpu, w.wd_gpu, c.begin));
+      EXPECT_LT(rel_error(out[mode], ref), 2e-2) << mode;
+    }
+    EXPECT_LT(rel_error(out["down"], out["none"]), 1e-2);
+    EXPECT_LT(rel_error(out["both"], out["none"]), 1e-2);
+  }
+  EnvGuard bad("LOOM_MOE_PINGPONG", "sometimes");
+  const Case c{64, 256, 128, 16, 4, 0, 16};
+  const Weights& w = weights_for(c);
+  EXPECT_THROW(ops::moe_experts(to_gpu_bf16(rand_host({c.t, c.h}, 1.0f, rng)), to_gpu(uneven_routing(c, rng, nullptr)),
+                                w.wgu_gpu, w.wd_gpu, c.begin),
+               Error);
 }
 
 // The default choice: CUTLASS from 256 routed slots (32 tokens x top-8 and up), loom's kernels below

@@ -243,6 +243,19 @@ bool attention_use_flashinfer(const Tensor& q, const Tensor& out, int64_t hq, in
          kc::flashinfer_prefill_supports(q.device().index, hq, hk, d);
 }
 
+// Whether a FlashInfer prefill can read the keys from the step's own k/v rows rather than the cache:
+// no sequence has cached keys before its new tokens (a fresh prompt, no prefix-cache hit, not a
+// later chunk or a context-parallel half), and k/v are whole [T, hk, d] tensors. The ragged kernel
+// loads K/V tiles by TMA; LOOM_FLASHINFER_RAGGED=0 keeps every prefill on the paged kernel.
+bool attention_reads_new_rows(const Tensor& k, const Tensor& v, const ForwardContext& ctx) {
+  if (ctx.cp_split || env_is("LOOM_FLASHINFER_RAGGED", "0")) return false;
+  for (int64_t i = 0; i < ctx.num_seqs; ++i)
+    if (ctx.h_start_pos[i] != 0) return false;
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return k.is_contiguous() && v.is_contiguous() && aligned(k.data_ptr()) && aligned(v.data_ptr()) &&
+         k.size(0) == ctx.h_token_starts[ctx.num_seqs] && v.size(0) == k.size(0);
+}
+
 // One FlashInfer workspace (its schedule buffers) per rank thread and GPU, kept across steps.
 kc::FlashInferPrefillWorkspace& flashinfer_workspace(int device) {
   thread_local std::map<int, std::unique_ptr<kc::FlashInferPrefillWorkspace>> workspaces;
@@ -385,12 +398,19 @@ Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t layer, 
   const bool plain = params.sliding_window == 0 && params.sinks == nullptr && dv == d;
   if (plain && attention_use_flashinfer(q, out, hq, hk, d, ctx, s)) {
     kc::FlashInferPrefillWorkspace& fi = flashinfer_workspace(q.device().index);
+    const bool ragged = attention_reads_new_rows(k, v, ctx);
     bool planned = false;
     {
       // Host scheduling and one small copy, done once per step: later layers find the same batch.
       OpScope scope("attention plan (FlashInfer)", q);
-      planned = fi.plan(ctx.h_token_starts.data(), ctx.h_start_pos.data(), ctx.num_seqs, ctx.max_pages,
-                        ctx.page_size, hq, hk, d, s);
+      planned = ragged ? fi.plan_ragged(ctx.h_token_starts.data(), ctx.num_seqs, hq, hk, d, s)
+                       : fi.plan(ctx.h_token_starts.data(), ctx.h_start_pos.data(), ctx.num_seqs, ctx.max_pages,
+                                 ctx.page_size, hq, hk, d, s);
+    }
+    if (planned && ragged) {
+      OpScope scope("attention (prefill, FlashInfer ragged)", q);
+      fi.run_ragged(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), tokens, hq, hk, params.scale, s);
+      return out;
     }
     if (planned) {
       OpScope scope("attention (prefill, FlashInfer)", q);
@@ -642,17 +662,18 @@ Tensor moe_experts(const Tensor& x, const Routing& routing, const Tensor& w_gate
     kc::moe_plan(routing.ids.data<int32_t>(), routing.weights.data<float>(), t, k, expert_begin, experts, plan, s);
   }
   if (cutlass) {
-    // Rows in expert order (gathered x, later the down GEMM's output in place), both GEMMs on
-    // CUTLASS with per-expert sizes read on the device, the routing weights applied in the combine.
+    // Rows in expert order (x copied to its slots' rows, later the down GEMM's output in place),
+    // both GEMMs on CUTLASS with per-expert sizes read on the device, the routing weights applied in
+    // the combine.
     Tensor a = Tensor::empty({slots, hidden}, DType::bf16, dev);
     Tensor gate_up = Tensor::empty({slots, 2 * inter}, DType::bf16, dev);
     Tensor act = Tensor::empty({slots, inter}, DType::bf16, dev);
     const size_t ws_bytes = kc::moe_sm90_workspace_bytes(experts, dev.index);
     Tensor ws = Tensor::empty({static_cast<int64_t>(ws_bytes)}, DType::u8, dev);
-    const kc::MoeSm90Args args{x.data_ptr(),     w_gate_up.data_ptr(), w_down.data_ptr(), plan.offsets,
-                               plan.sorted_token, a.data_ptr(),        gate_up.data_ptr(), act.data_ptr(),
-                               ws.data_ptr(),     ws_bytes,            slots,             hidden,
-                               inter,             experts};
+    const kc::MoeSm90Args args{x.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr(), plan.offsets,
+                               plan.slot_pos, a.data_ptr(),         gate_up.data_ptr(), act.data_ptr(),
+                               ws.data_ptr(), ws_bytes,             slots,              hidden,
+                               inter,         experts,              k};
     {
       OpScope scope("moe gather (expert order)", x);
       kc::moe_sm90_prepare(args, s);

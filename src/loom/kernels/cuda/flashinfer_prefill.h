@@ -53,6 +53,10 @@ class FlashInferPrefillWorkspace {
   // what the instantiated kernel covers; the caller then uses attention().
   bool plan(const int32_t* token_starts_h, const int32_t* start_pos_h, int64_t num_seqs, int64_t max_pages,
             int64_t page_size, int64_t hq, int64_t hk, int64_t d, cudaStream_t s);
+  // The same for run_ragged(): a batch with no cached keys (every start_pos 0), whose keys are the
+  // step's own k/v rows.
+  bool plan_ragged(const int32_t* token_starts_h, int64_t num_seqs, int64_t hq, int64_t hk, int64_t d,
+                   cudaStream_t s);
 
   // out [T, hq, d] = causal softmax(scale * q kᵀ) v of q [T, hq, d] (bf16) over each sequence's
   // cached keys 0 .. start_pos + i (query i of the sequence), read through kv.page_table.
@@ -60,6 +64,11 @@ class FlashInferPrefillWorkspace {
   // the plan carries them). K/V of the new tokens must already be written (write_kv).
   void run(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq, float scale,
            cudaStream_t s);
+  // The same attention with keys and values read from k/v [T, hk, d] (bf16, contiguous) instead of
+  // the cache: FlashInfer's ragged kernel, which loads K/V tiles by TMA (the paged kernel's
+  // producer warps gather them row by row). Needs a plan_ragged() of the batch.
+  void run_ragged(const void* q, const void* k, const void* v, void* out, int64_t tokens, int64_t hq, int64_t hk,
+                  float scale, cudaStream_t s);
 
  private:
   struct Impl;

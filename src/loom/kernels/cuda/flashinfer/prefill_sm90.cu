@@ -22,6 +22,8 @@ namespace {
 
 using Params = flashinfer::BatchPrefillPagedParams<cutlass::bfloat16_t, cutlass::bfloat16_t, cutlass::bfloat16_t,
                                                    int32_t>;
+using RaggedParams = flashinfer::BatchPrefillRaggedParams<cutlass::bfloat16_t, cutlass::bfloat16_t,
+                                                          cutlass::bfloat16_t, int32_t>;
 using Variant = flashinfer::StandardAttention;  // FlashInfer's DefaultAttention without soft cap
 
 // FlashInfer's planner switches to one schedule shared by all heads (a second kernel variant, not
@@ -52,6 +54,14 @@ cudaError_t launch(Params& p, cudaStream_t s) {
       p, /*enable_pdl=*/false, s);
 }
 
+template <uint32_t D>
+cudaError_t launch_ragged(RaggedParams& p, cudaStream_t s) {
+  return flashinfer::BatchPrefillWithRaggedKVCacheDispatched<D, D, flashinfer::MaskMode::kCausal,
+                                                             /*LEFT_SLIDING_WINDOW=*/false,
+                                                             /*SAME_SCHEDULE_FOR_ALL_HEADS=*/false, Variant>(
+      p, /*enable_pdl=*/false, s);
+}
+
 }  // namespace
 
 struct FlashInferPrefillWorkspace::Impl {
@@ -66,6 +76,13 @@ struct FlashInferPrefillWorkspace::Impl {
   // What the current plan was made for (plan() with the same values is a no-op).
   std::vector<int32_t> qo_indptr, kv_indptr, kv_len;
   int64_t max_pages = 0, page_size = 0, hq = 0, hk = 0, d = 0, tokens = 0;
+  bool ragged = false;
+
+  bool plan(const int32_t* token_starts_h, const int32_t* start_pos_h, int64_t num_seqs, int64_t max_pages,
+            int64_t page_size, int64_t hq, int64_t hk, int64_t d, bool ragged, cudaStream_t s);
+  // The schedule arrays of the current plan, in dev_buf.
+  template <class P>
+  void schedule_into(P& p) const;
 
   void release() {
     // Teardown: a CUDA context already gone at thread exit makes these fail; nothing to do then.
@@ -95,7 +112,23 @@ bool flashinfer_prefill_supports(int device, int64_t hq, int64_t hk, int64_t d) 
 bool FlashInferPrefillWorkspace::plan(const int32_t* token_starts_h, const int32_t* start_pos_h, int64_t num_seqs,
                                       int64_t max_pages, int64_t page_size, int64_t hq, int64_t hk, int64_t d,
                                       cudaStream_t s) {
-  Impl& w = *impl_;
+  return impl_->plan(token_starts_h, start_pos_h, num_seqs, max_pages, page_size, hq, hk, d, /*ragged=*/false, s);
+}
+
+bool FlashInferPrefillWorkspace::plan_ragged(const int32_t* token_starts_h, int64_t num_seqs, int64_t hq, int64_t hk,
+                                             int64_t d, cudaStream_t s) {
+  if (num_seqs < 1) return false;
+  // Ragged: the keys of sequence s are its own rows [token_starts[s], token_starts[s + 1]) of k/v,
+  // as if in pages of one row each, none cached before.
+  const std::vector<int32_t> no_prefix(static_cast<size_t>(num_seqs), 0);
+  return impl_->plan(token_starts_h, no_prefix.data(), num_seqs, /*max_pages=*/0, /*page_size=*/1, hq, hk, d,
+                     /*ragged=*/true, s);
+}
+
+bool FlashInferPrefillWorkspace::Impl::plan(const int32_t* token_starts_h, const int32_t* start_pos_h,
+                                            int64_t num_seqs, int64_t max_pages, int64_t page_size, int64_t hq,
+                                            int64_t hk, int64_t d, bool ragged, cudaStream_t s) {
+  Impl& w = *this;
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   if (!flashinfer_prefill_supports(device, hq, hk, d) || num_seqs < 1 || page_size < 1) return false;
@@ -106,13 +139,17 @@ bool FlashInferPrefillWorkspace::plan(const int32_t* token_starts_h, const int32
   std::vector<int32_t> qo_indptr(token_starts_h, token_starts_h + num_seqs + 1);
   std::vector<int32_t> kv_indptr(num_seqs + 1), kv_len(num_seqs);
   for (int64_t i = 0; i < num_seqs; ++i) {
-    kv_indptr[i] = static_cast<int32_t>(i * max_pages);  // the page table's rows, used in place
     kv_len[i] = start_pos_h[i] + (token_starts_h[i + 1] - token_starts_h[i]);
+    if (ragged) {
+      kv_indptr[i] = token_starts_h[i];  // the step's k/v rows
+      continue;
+    }
+    kv_indptr[i] = static_cast<int32_t>(i * max_pages);  // the page table's rows, used in place
     LOOM_CHECK(kv_len[i] <= max_pages * page_size, "FlashInfer prefill: sequence ", i, " has ", kv_len[i],
                " keys but its page table row holds ", max_pages * page_size);
   }
-  kv_indptr[num_seqs] = static_cast<int32_t>(num_seqs * max_pages);
-  if (w.planned && w.device == device && qo_indptr == w.qo_indptr && kv_len == w.kv_len &&
+  kv_indptr[num_seqs] = ragged ? token_starts_h[num_seqs] : static_cast<int32_t>(num_seqs * max_pages);
+  if (w.planned && w.device == device && ragged == w.ragged && qo_indptr == w.qo_indptr && kv_len == w.kv_len &&
       max_pages == w.max_pages && page_size == w.page_size && hq == w.hq && hk == w.hk && d == w.d) {
     CUDA_CHECK(cudaStreamWaitEvent(s, w.copied, 0));  // a no-op on the stream that planned
     return true;
@@ -162,43 +199,45 @@ bool FlashInferPrefillWorkspace::plan(const int32_t* token_starts_h, const int32
   w.hk = hk;
   w.d = d;
   w.tokens = tokens;
+  w.ragged = ragged;
   w.planned = true;
   return true;
+}
+
+template <class P>
+void FlashInferPrefillWorkspace::Impl::schedule_into(P& p) const {
+  using flashinfer::GetPtrFromBaseOffset;
+  void* ib = dev_buf;
+  p.qo_tile_indices = GetPtrFromBaseOffset<int32_t>(ib, info.qo_tile_indices_offset);
+  p.qo_indptr = GetPtrFromBaseOffset<int32_t>(ib, info.qo_indptr_offset);
+  p.kv_indptr = GetPtrFromBaseOffset<int32_t>(ib, info.kv_indptr_offset);
+  p.qo_lens = GetPtrFromBaseOffset<int32_t>(ib, info.qo_len_offset);
+  p.kv_lens = GetPtrFromBaseOffset<int32_t>(ib, info.kv_len_offset);
+  p.head_indices = GetPtrFromBaseOffset<int32_t>(ib, info.head_indices_offset);
+  p.work_indptr = GetPtrFromBaseOffset<int32_t>(ib, info.work_indptr_offset);
+  p.batch_indices = GetPtrFromBaseOffset<int32_t>(ib, info.batch_indices_offset);
 }
 
 void FlashInferPrefillWorkspace::run(const PagedKvArgs& kv, const void* q, void* out, int64_t tokens, int64_t hq,
                                      float scale, cudaStream_t s) {
   Impl& w = *impl_;
-  LOOM_CHECK(w.planned, "FlashInfer prefill: run() without a plan");
+  LOOM_CHECK(w.planned && !w.ragged, "FlashInfer prefill: run() without a paged plan");
   LOOM_CHECK(tokens == w.tokens && hq == w.hq && kv.hk == w.hk && kv.d == w.d && kv.page_size == w.page_size &&
                  kv.max_pages == w.max_pages && kv.num_seqs + 1 == static_cast<int64_t>(w.qo_indptr.size()),
              "FlashInfer prefill: the batch (", tokens, " tokens, ", kv.num_seqs, " sequences, hq ", hq, ", hk ",
              kv.hk, ", d ", kv.d, ") is not the one planned (", w.tokens, " tokens, ", w.qo_indptr.size() - 1,
              " sequences, hq ", w.hq, ", hk ", w.hk, ", d ", w.d, ")");
   if (tokens == 0) return;
-  using flashinfer::GetPtrFromBaseOffset;
   Params p{};
   p.q_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(q));
   p.k_ptr = static_cast<cutlass::bfloat16_t*>(kv.k_cache);
   p.v_ptr = static_cast<cutlass::bfloat16_t*>(kv.v_cache);
   p.o_ptr = static_cast<cutlass::bfloat16_t*>(out);
   p.lse_ptr = nullptr;
-  void* ib = w.dev_buf;
-  p.qo_tile_indices = GetPtrFromBaseOffset<int32_t>(ib, w.info.qo_tile_indices_offset);
-  p.qo_indptr = GetPtrFromBaseOffset<int32_t>(ib, w.info.qo_indptr_offset);
-  p.kv_indptr = GetPtrFromBaseOffset<int32_t>(ib, w.info.kv_indptr_offset);
-  p.qo_lens = GetPtrFromBaseOffset<int32_t>(ib, w.info.qo_len_offset);
-  p.kv_lens = GetPtrFromBaseOffset<int32_t>(ib, w.info.kv_len_offset);
-  p.head_indices = GetPtrFromBaseOffset<int32_t>(ib, w.info.head_indices_offset);
-  p.work_indptr = GetPtrFromBaseOffset<int32_t>(ib, w.info.work_indptr_offset);
-  p.batch_indices = GetPtrFromBaseOffset<int32_t>(ib, w.info.batch_indices_offset);
+  w.schedule_into(p);
   p.kv_indices = const_cast<int32_t*>(kv.page_table);
-  p.additional_params.logits_soft_cap = 0.0f;
+  p.additional_params = {};
   p.additional_params.sm_scale = scale;
-  p.additional_params.maybe_prefix_len_ptr = nullptr;
-  p.additional_params.maybe_token_pos_in_items_ptr = nullptr;
-  p.additional_params.token_pos_in_items_len = 0;
-  p.additional_params.maybe_max_item_len_ptr = nullptr;
   // q and out [T, hq, d]; K/V [pages, page_size, hk, d] (NHD).
   p.q_stride_n = p.o_stride_n = hq * kv.d;
   p.q_stride_h = p.o_stride_h = kv.d;
@@ -214,6 +253,40 @@ void FlashInferPrefillWorkspace::run(const PagedKvArgs& kv, const void* q, void*
   p.causal = true;
   const cudaError_t err = kv.d == 128 ? launch<128>(p, s) : launch<64>(p, s);
   LOOM_CHECK(err == cudaSuccess, "FlashInfer prefill attention: ", cudaGetErrorString(err));
+  CUDA_CHECK(cudaEventRecord(w.used, s));
+}
+
+void FlashInferPrefillWorkspace::run_ragged(const void* q, const void* k, const void* v, void* out, int64_t tokens,
+                                            int64_t hq, int64_t hk, float scale, cudaStream_t s) {
+  Impl& w = *impl_;
+  LOOM_CHECK(w.planned && w.ragged, "FlashInfer prefill: run_ragged() without a ragged plan");
+  LOOM_CHECK(tokens == w.tokens && hq == w.hq && hk == w.hk, "FlashInfer prefill: the batch (", tokens,
+             " tokens, hq ", hq, ", hk ", hk, ") is not the one planned (", w.tokens, " tokens, hq ", w.hq, ", hk ",
+             w.hk, ")");
+  if (tokens == 0) return;
+  const int64_t d = w.d;
+  RaggedParams p{};
+  p.q_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(q));
+  p.k_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(k));
+  p.v_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(v));
+  p.o_ptr = static_cast<cutlass::bfloat16_t*>(out);
+  p.lse_ptr = nullptr;
+  w.schedule_into(p);
+  p.additional_params = {};
+  p.additional_params.sm_scale = scale;
+  // q and out [T, hq, d]; k and v [T, hk, d].
+  p.q_stride_n = p.o_stride_n = hq * d;
+  p.q_stride_h = p.o_stride_h = d;
+  p.k_stride_n = p.v_stride_n = hk * d;
+  p.k_stride_h = p.v_stride_h = d;
+  p.nnz_qo = p.nnz_kv = tokens;
+  p.num_qo_heads = static_cast<int>(hq);
+  p.num_kv_heads = static_cast<int>(hk);
+  p.group_size = static_cast<int>(hq / hk);
+  p.window_left = -1;
+  p.causal = true;
+  const cudaError_t err = d == 128 ? launch_ragged<128>(p, s) : launch_ragged<64>(p, s);
+  LOOM_CHECK(err == cudaSuccess, "FlashInfer ragged prefill attention: ", cudaGetErrorString(err));
   CUDA_CHECK(cudaEventRecord(w.used, s));
 }
 

@@ -19,6 +19,15 @@ bool FlashInferPrefillWorkspace::plan(const int32_t*, const int32_t*, int64_t, i
   return false;
 }
 
+bool FlashInferPrefillWorkspace::plan_ragged(const int32_t*, int64_t, int64_t, int64_t, int64_t, cudaStream_t) {
+  return false;
+}
+
+void FlashInferPrefillWorkspace::run_ragged(const void*, const void*, const void*, void*, int64_t, int64_t, int64_t,
+                                            float, cudaStream_t) {
+  throw Error("FlashInfer prefill attention: this build has no FlashInfer (run scripts/setup.sh, reconfigure)");
+}
+
 void FlashInferPrefillWorkspace::run(const PagedKvArgs&, const void*, void*, int64_t, int64_t, float, cudaStream_t) {
   throw Error("FlashInfer prefill attention: this build has no FlashInfer (run scripts/setup.sh, reconfigure)");
 }

@@ -1,9 +1,10 @@
 // The expert GEMMs of prefill-sized MoE batches on CUTLASS's Hopper grouped GEMM (see
-// moe_grouped_gemm.h). One kernel type serves both GEMMs (bf16 A row-major [M, K], bf16 B = the
-// expert's [N, K] row-major weight, i.e. column-major K x N, bf16 D row-major [M, N], f32
-// accumulation): 128x256x64 tiles, clusters of two CTAs along N (they share the A tile by TMA
-// multicast; N = 2·inter and hidden are multiples of 256 for the Qwen3 MoE shapes, so no cluster
-// half idles), cooperative warp-specialized persistent kernel, TMA epilogue. Per-expert problem
+// moe_grouped_gemm.h). Both GEMMs take bf16 A row-major [M, K], bf16 B = the expert's [N, K]
+// row-major weight, i.e. column-major K x N, bf16 D row-major [M, N], f32 accumulation, clusters of
+// two CTAs along N (they share the A tile by TMA multicast), warp-specialized persistent kernels,
+// TMA epilogue: gate/up on 128x256x64 tiles with both math warp groups on a tile (cooperative),
+// down on 128x128x64 tiles a warp group (ping-pong: one group's epilogue under the other's main
+// loop, which its short K = inter needs). Per-expert problem
 // sizes and pointers are written on the device by prepare_kernel from moe_plan's offsets, so the
 // group count is always the number of local experts; an expert with no rows is a group of no tiles
 // that the tile scheduler skips.
@@ -15,7 +16,10 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
+#include <string>
+#include <type_traits>
 
 #include "loom/tensor/cuda_check.h"
 #include "loom/tensor/error.h"
@@ -97,34 +101,47 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 #if defined(LOOM_WITH_CUTLASS)
 using namespace cute;
 
-// ---------------- the one CUTLASS kernel ----------------
+// ---------------- the CUTLASS kernels ----------------
 using ProblemShape = cutlass::gemm::GroupProblemShape<Shape<int, int, int>>;  // (M, N, K) per group
 using Element = cutlass::bfloat16_t;
 using LayoutA = cutlass::layout::RowMajor;     // activations [M, K]
 using LayoutB = cutlass::layout::ColumnMajor;  // K x N column-major = the expert weight [N, K] row-major
 using LayoutD = cutlass::layout::RowMajor;     // [M, N]
 constexpr int kAlign = 128 / cutlass::sizeof_bits<Element>::value;  // 8 elements = 16 bytes (TMA)
-using TileShape = Shape<_128, _256, _64>;
 using ClusterShape = Shape<_1, _2, _1>;
 
-using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-    cutlass::epilogue::collective::EpilogueTileAuto, float, float,  // accumulator, compute
-    void, LayoutD*, kAlign,                                         // no C operand (beta = 0)
-    Element, LayoutD*, kAlign, cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>::CollectiveOp;
-
-using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, LayoutA*, kAlign, Element, LayoutB*, kAlign, float,
-    TileShape, ClusterShape,
-    cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
-        sizeof(typename CollectiveEpilogue::SharedStorage))>,
-    cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative>::CollectiveOp;
-
-using GemmKernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, CollectiveMainloop, CollectiveEpilogue>;
-using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
-using StrideA = typename GemmKernel::InternalStrideA;
-using StrideB = typename GemmKernel::InternalStrideB;
-using StrideD = typename GemmKernel::InternalStrideD;
+// A grouped GEMM of one tile shape and schedule: cooperative (both math warp groups on one tile)
+// or ping-pong (each warp group its own tile, one's epilogue under the other's main loop).
+template <class TileShape, class MainloopSchedule, class EpilogueSchedule>
+struct GroupedGemm {
+  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float,  // accumulator, compute
+      void, LayoutD*, kAlign,                                         // no C operand (beta = 0)
+      Element, LayoutD*, kAlign, EpilogueSchedule>::CollectiveOp;
+  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, LayoutA*, kAlign, Element, LayoutB*, kAlign,
+      float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      MainloopSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, CollectiveMainloop, CollectiveEpilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+// 128x256 tiles, cooperative: the gate/up GEMM.
+using Cooperative = GroupedGemm<Shape<_128, _256, _64>, cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
+                                cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
+// 128x128 tiles a warp group, ping-pong: the down GEMM, whose short K leaves the cooperative
+// kernel's epilogue exposed (LOOM_MOE_PINGPONG below).
+using Pingpong = GroupedGemm<Shape<_128, _128, _64>, cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
+                             cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
+using StrideA = typename Cooperative::Kernel::InternalStrideA;
+using StrideB = typename Cooperative::Kernel::InternalStrideB;
+using StrideD = typename Cooperative::Kernel::InternalStrideD;
+static_assert(std::is_same_v<StrideA, typename Pingpong::Kernel::InternalStrideA> &&
+                  std::is_same_v<StrideB, typename Pingpong::Kernel::InternalStrideB> &&
+                  std::is_same_v<StrideD, typename Pingpong::Kernel::InternalStrideD>,
+              "both kernels read one set of per-group arguments");
 using Shape3 = typename ProblemShape::UnderlyingProblemShape;
 
 // One GEMM's per-group argument arrays, in the workspace.
@@ -159,6 +176,7 @@ GroupArgs carve(char* p, int64_t e) {
   return g;
 }
 
+template <class Gemm>
 typename Gemm::Arguments gemm_arguments(const GroupArgs& g, int64_t groups, int device, int sms) {
   cutlass::KernelHardwareInfo hw;
   hw.device_id = device;
@@ -175,7 +193,10 @@ typename Gemm::Arguments gemm_arguments(const GroupArgs& g, int64_t groups, int 
 
 size_t cutlass_workspace_bytes(int64_t groups, int device, int sms) {
   GroupArgs none{};
-  return Gemm::get_workspace_size(gemm_arguments(none, groups, device, sms));
+  using C = Cooperative::Gemm;
+  using P = Pingpong::Gemm;
+  return std::max(C::get_workspace_size(gemm_arguments<C>(none, groups, device, sms)),
+                  P::get_workspace_size(gemm_arguments<P>(none, groups, device, sms)));
 }
 
 // Per expert e with m = offsets[e+1] - offsets[e] rows starting at r = offsets[e]:
@@ -204,32 +225,38 @@ __global__ void prepare_kernel(GroupArgs g1, GroupArgs g2, const int32_t* offset
   g2.sd[e] = cutlass::make_cute_packed_stride(StrideD{}, make_shape(m, hidden, 1));
 }
 
-// a[row] = x[sorted_token[row]] for row < offsets[experts]; 16-byte copies (dim % 8 == 0). A warp
-// per row with kGatherUnroll chunks a lane loaded before any is stored: a block per row with one
-// chunk a thread kept too few bytes in flight (181 µs for 8K tokens x top-8 of Qwen3-30B-A3B on an
-// H100, half the copy bandwidth: bench/NOTES.md).
-constexpr int kGatherUnroll = 8, kGatherWarps = 8;
-__global__ void __launch_bounds__(32 * kGatherWarps) gather_kernel(const uint4* x, const int32_t* sorted_token,
-                                                                   const int32_t* offsets, int experts, int64_t rows,
-                                                                   int64_t vecs_per_row, uint4* a) {
-  const int64_t used = min(rows, static_cast<int64_t>(offsets[experts]));
+// a[slot_pos[t·k + j]] = x[t] for every local slot (16-byte copies, dim % 8 == 0): a warp per token
+// reads its row once, kScatterUnroll chunks a lane in flight, and stores them to each of the
+// token's rows. Walking the rows in expert order instead read each token's row k times, mostly
+// from HBM (L2 did not keep x): 8.7 ms for 8K tokens x top-8 of Qwen3-30B-A3B on an H100, 7.3 with
+// a warp a row (bench/NOTES.md).
+constexpr int kScatterUnroll = 8, kScatterWarps = 8;
+__global__ void __launch_bounds__(32 * kScatterWarps) scatter_rows_kernel(const uint4* x, const int32_t* slot_pos,
+                                                                          int64_t tokens, int k,
+                                                                          int64_t vecs_per_row, uint4* a) {
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t{gridDim.x} * kGatherWarps;
-  for (int64_t row = blockIdx.x * int64_t{kGatherWarps} + (threadIdx.x >> 5); row < used; row += warps) {
-    const uint4* src = x + static_cast<int64_t>(sorted_token[row]) * vecs_per_row;
-    uint4* dst = a + row * vecs_per_row;
-    for (int64_t v0 = lane; v0 < vecs_per_row; v0 += 32 * kGatherUnroll) {
-      uint4 chunk[kGatherUnroll];
+  const int64_t warps = int64_t{gridDim.x} * kScatterWarps;
+  for (int64_t t = blockIdx.x * int64_t{kScatterWarps} + (threadIdx.x >> 5); t < tokens; t += warps) {
+    const int32_t my_pos = lane < k ? slot_pos[t * k + lane] : -1;  // lane j: choice j's row
+    const uint4* src = x + t * vecs_per_row;
+    for (int64_t v0 = lane; v0 < vecs_per_row; v0 += 32 * kScatterUnroll) {
+      uint4 chunk[kScatterUnroll];
 #pragma unroll
-      for (int u = 0; u < kGatherUnroll; ++u)
+      for (int u = 0; u < kScatterUnroll; ++u)
         if (v0 + 32 * u < vecs_per_row) chunk[u] = src[v0 + 32 * u];
+      for (int j = 0; j < k; ++j) {
+        const int32_t pos = __shfl_sync(0xffffffffu, my_pos, j);
+        if (pos < 0) continue;
+        uint4* dst = a + static_cast<int64_t>(pos) * vecs_per_row;
 #pragma unroll
-      for (int u = 0; u < kGatherUnroll; ++u)
-        if (v0 + 32 * u < vecs_per_row) dst[v0 + 32 * u] = chunk[u];
+        for (int u = 0; u < kScatterUnroll; ++u)
+          if (v0 + 32 * u < vecs_per_row) dst[v0 + 32 * u] = chunk[u];
+      }
     }
   }
 }
 
+template <class Gemm>
 void run_gemm(const MoeSm90Args& p, int which, cudaStream_t s) {
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
@@ -238,7 +265,7 @@ void run_gemm(const MoeSm90Args& p, int which, cudaStream_t s) {
   const size_t args_bytes = group_args_bytes(p.local_experts);
   char* base = static_cast<char*>(p.workspace);
   const GroupArgs g = carve(base + (which == 0 ? 0 : args_bytes), p.local_experts);
-  const typename Gemm::Arguments args = gemm_arguments(g, p.local_experts, device, sms);
+  const typename Gemm::Arguments args = gemm_arguments<Gemm>(g, p.local_experts, device, sms);
   const size_t need = Gemm::get_workspace_size(args);
   LOOM_CHECK(2 * args_bytes + need <= p.workspace_bytes, "moe_sm90: workspace of ", p.workspace_bytes,
              " bytes, need ", 2 * args_bytes + need);
@@ -251,6 +278,21 @@ void run_gemm(const MoeSm90Args& p, int which, cudaStream_t s) {
   st = gemm.run(s);
   LOOM_CHECK(st == cutlass::Status::kSuccess, "moe_sm90: CUTLASS run: ", cutlassGetStatusString(st));
   CUDA_CHECK_LAUNCH(which == 0 ? "moe_sm90_gate_up" : "moe_sm90_down");
+}
+
+// LOOM_MOE_PINGPONG (read at every call, as tests switch it): down (default), none, or both GEMMs
+// on the ping-pong kernel. On an H100's 8K prefill the down GEMM (K = 768) took 16.9 ms ping-pong
+// against 18.3 cooperative; gate/up (K = 2048) 32.9 against 30.6 (bench/NOTES.md).
+bool pingpong_for(int which) {
+  const char* v = std::getenv("LOOM_MOE_PINGPONG");
+  const std::string m = v ? v : "down";
+  LOOM_CHECK(m == "none" || m == "down" || m == "both", "LOOM_MOE_PINGPONG=", m, ": expected none, down or both");
+  return m == "both" || (m == "down" && which == 1);
+}
+
+void run_gemm(const MoeSm90Args& p, int which, cudaStream_t s) {
+  if (pingpong_for(which)) run_gemm<Pingpong::Gemm>(p, which, s);
+  else run_gemm<Cooperative::Gemm>(p, which, s);
 }
 #endif  // LOOM_WITH_CUTLASS
 
@@ -296,14 +338,16 @@ void moe_sm90_prepare(const MoeSm90Args& p, cudaStream_t s) {
       static_cast<const Element*>(p.a), static_cast<const Element*>(p.w_gate_up),
       static_cast<const Element*>(p.w_down), static_cast<Element*>(p.gate_up), static_cast<const Element*>(p.act));
   CUDA_CHECK_LAUNCH("moe_sm90_prepare");
-  const int64_t vecs = p.hidden / 8;
+  LOOM_CHECK(p.top_k >= 1 && p.top_k <= 32 && p.slots % p.top_k == 0, "moe_sm90_prepare: top-", p.top_k, " of ",
+             p.slots, " slots (1..32 choices a token)");
+  const int64_t vecs = p.hidden / 8, tokens = p.slots / p.top_k;
   int device = 0, sms = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   device_cc(device, &sms);
-  // Enough warps to fill every SM several times over; each walks its rows a grid apart.
-  const int64_t blocks = std::min<int64_t>((p.slots + kGatherWarps - 1) / kGatherWarps, int64_t{8} * sms);
-  gather_kernel<<<static_cast<unsigned>(blocks), 32 * kGatherWarps, 0, s>>>(
-      static_cast<const uint4*>(p.x), p.sorted_token, p.offsets, experts, p.slots, vecs, static_cast<uint4*>(p.a));
+  // Enough warps to fill every SM several times over; each walks its tokens a grid apart.
+  const int64_t blocks = std::min<int64_t>((tokens + kScatterWarps - 1) / kScatterWarps, int64_t{8} * sms);
+  scatter_rows_kernel<<<static_cast<unsigned>(blocks), 32 * kScatterWarps, 0, s>>>(
+      static_cast<const uint4*>(p.x), p.slot_pos, tokens, static_cast<int>(p.top_k), vecs, static_cast<uint4*>(p.a));
   CUDA_CHECK_LAUNCH("moe_sm90_gather");
 #else
   (void)p;

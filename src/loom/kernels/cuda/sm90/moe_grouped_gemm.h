@@ -28,17 +28,18 @@ struct MoeSm90Args {
   const void* w_gate_up;       // bf16 [E, 2 * inter, hidden]
   const void* w_down;          // bf16 [E, hidden, inter]
   const int32_t* offsets;      // moe_plan: expert e's rows are [offsets[e], offsets[e + 1])
-  const int32_t* sorted_token; // moe_plan: source token of each sorted row
+  const int32_t* slot_pos;     // moe_plan: the sorted row of each (token, choice) slot, -1 if not local
   void* a;                     // bf16 [slots, hidden]: x in expert order, then the down GEMM's output
   void* gate_up;               // bf16 [slots, 2 * inter]
   void* act;                   // bf16 [slots, inter]
   void* workspace;             // moe_sm90_workspace_bytes(local_experts, device)
   size_t workspace_bytes;
   int64_t slots, hidden, inter, local_experts;
+  int64_t top_k;               // slots = tokens x top_k (at most 32)
 };
 
-// Writes both GEMMs' per-expert problem sizes, pointers and strides, and gathers a[row] =
-// x[sorted_token[row]] for the routed rows (rows past offsets[E] are left alone).
+// Writes both GEMMs' per-expert problem sizes, pointers and strides, and copies each token's row
+// of x to its local slots' rows, a[slot_pos[t·k + j]] = x[t] (rows past offsets[E] are left alone).
 void moe_sm90_prepare(const MoeSm90Args& a, cudaStream_t s);
 // gate_up[rows of e] = a[rows of e] · w_gate_up[e]ᵀ  (bf16 out, f32 accumulation).
 void moe_sm90_gate_up(const MoeSm90Args& a, cudaStream_t s);
