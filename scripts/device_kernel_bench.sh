@@ -6,7 +6,8 @@
 # attention, CUTLASS grouped expert GEMMs), then the bs-128 decode step, and prints a before/after
 # table last with issue 14's done-means checked (they are the H200's figures).
 # Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
-#   bash scripts/device_kernel_bench.sh          # LOOM_SKIP_TESTS=1 skips test_cuda, LOOM_GPU_TESTS filters it
+#   bash scripts/device_kernel_bench.sh          # LOOM_SKIP_TESTS=1 skips test_cuda, LOOM_GPU_TESTS filters it,
+#                                                # LOOM_SKIP_NATIVE=1 the run on loom's own kernels
 # A before/after on one machine: `git archive --format=tar.gz -o .baseline.tar.gz REF
 # ':(exclude)tests/data'` here (the test data is this tree's, linked), carried too; the script builds that tree's loom beside this one's and adds its default dispatch as a row,
 # with the prefill op profiles side by side. LOOM_BENCH_VARIANTS="name:ENV=V,ENV2=V2 ..." adds rows
@@ -49,7 +50,7 @@ bench() {  # bench NAME [ENV=VALUE ...]: prefill 2K / 8K with --profile-ops and 
     --output-len 32 --prefill-len 2048,8192 --mem-fraction-static 0.88 --profile-ops >"$LOGS/latency_$name.log" 2>&1 ||
     tail -5 "$LOGS/latency_$name.log"
 }
-bench native LOOM_ATTENTION=native LOOM_MOE_GEMM=native
+[ "${LOOM_SKIP_NATIVE:-0}" = 1 ] || bench native LOOM_ATTENTION=native LOOM_MOE_GEMM=native
 [ -x /tmp/loom-base/build-gpu/loom ] && [ -f .baseline.tar.gz ] && LOOM_BIN=/tmp/loom-base/build-gpu/loom bench baseline
 bench default
 for variant in ${LOOM_BENCH_VARIANTS:-}; do
@@ -102,7 +103,7 @@ echo "test_cuda: ${tests:-skipped}"
 nvidia-smi --query-gpu=name --format=csv,noheader | head -1
 printf "%-8s %10s %10s %16s %18s %9s %9s %9s %9s\n" kernels "pre 2K ms" "pre 8K ms" "bs1 ms (roof)" "bs128 ms (roof)" \
   "attn ms" "attn TF/s" "moe ms" "moe TF/s"
-summary native
+[ -f "$LOGS/latency_native.log" ] && summary native
 [ -f "$LOGS/latency_baseline.log" ] && summary baseline
 summary default
 for variant in ${LOOM_BENCH_VARIANTS:-}; do summary "${variant%%:*}"; done
