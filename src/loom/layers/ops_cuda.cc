@@ -231,6 +231,8 @@ namespace {
 // when the GPU is sm90 and the head size is one it instantiates; decode (captured in graphs) and
 // everything else on loom's own kernel. LOOM_ATTENTION=native keeps prefill on loom's kernel too,
 // for A/B runs (read at every call).
+bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }  // TMA / 16-byte loads
+
 bool attention_use_flashinfer(const Tensor& q, const Tensor& out, int64_t hq, int64_t hk, int64_t d,
                               const ForwardContext& ctx, cudaStream_t s) {
   if (ctx.decode_only || ctx.num_seqs < 1) return false;
@@ -238,7 +240,6 @@ bool attention_use_flashinfer(const Tensor& q, const Tensor& out, int64_t hq, in
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
   if (capture != cudaStreamCaptureStatusNone) return false;  // its plan copies from host memory
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return aligned(q.data_ptr()) && aligned(out.data_ptr()) &&
          kc::flashinfer_prefill_supports(q.device().index, hq, hk, d);
 }
@@ -251,7 +252,6 @@ bool attention_reads_new_rows(const Tensor& k, const Tensor& v, const ForwardCon
   if (ctx.cp_split || env_is("LOOM_FLASHINFER_RAGGED", "0")) return false;
   for (int64_t i = 0; i < ctx.num_seqs; ++i)
     if (ctx.h_start_pos[i] != 0) return false;
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return k.is_contiguous() && v.is_contiguous() && aligned(k.data_ptr()) && aligned(v.data_ptr()) &&
          k.size(0) == ctx.h_token_starts[ctx.num_seqs] && v.size(0) == k.size(0);
 }

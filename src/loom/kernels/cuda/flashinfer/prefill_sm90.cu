@@ -83,6 +83,11 @@ struct FlashInferPrefillWorkspace::Impl {
   // The schedule arrays of the current plan, in dev_buf.
   template <class P>
   void schedule_into(P& p) const;
+  // What the paged and ragged kernels' parameters share: pointers, the schedule, the scale, strides
+  // of q/out [T, hq, d] and of a key row [hk, d], head counts, causal with no window.
+  template <class P>
+  void common_params(P& p, const void* q, const void* k, const void* v, void* out, int64_t tokens, int64_t hq,
+                     int64_t hk, float scale) const;
 
   void release() {
     // Teardown: a CUDA context already gone at thread exit makes these fail; nothing to do then.
@@ -205,6 +210,31 @@ bool FlashInferPrefillWorkspace::Impl::plan(const int32_t* token_starts_h, const
 }
 
 template <class P>
+void FlashInferPrefillWorkspace::Impl::common_params(P& p, const void* q, const void* k, const void* v, void* out,
+                                                     int64_t tokens, int64_t hq, int64_t hk, float scale) const {
+  const auto bf = [](const void* x) { return static_cast<cutlass::bfloat16_t*>(const_cast<void*>(x)); };
+  p.q_ptr = bf(q);
+  p.k_ptr = bf(k);
+  p.v_ptr = bf(v);
+  p.o_ptr = bf(out);
+  p.lse_ptr = nullptr;
+  schedule_into(p);
+  p.additional_params = {};
+  p.additional_params.sm_scale = scale;
+  // q and out [T, hq, d]; a key row [hk, d].
+  p.q_stride_n = p.o_stride_n = hq * d;
+  p.q_stride_h = p.o_stride_h = d;
+  p.k_stride_n = p.v_stride_n = hk * d;
+  p.k_stride_h = p.v_stride_h = d;
+  p.nnz_qo = tokens;
+  p.num_qo_heads = static_cast<int>(hq);
+  p.num_kv_heads = static_cast<int>(hk);
+  p.group_size = static_cast<int>(hq / hk);
+  p.window_left = -1;
+  p.causal = true;
+}
+
+template <class P>
 void FlashInferPrefillWorkspace::Impl::schedule_into(P& p) const {
   using flashinfer::GetPtrFromBaseOffset;
   void* ib = dev_buf;
@@ -229,28 +259,11 @@ void FlashInferPrefillWorkspace::run(const PagedKvArgs& kv, const void* q, void*
              " sequences, hq ", w.hq, ", hk ", w.hk, ", d ", w.d, ")");
   if (tokens == 0) return;
   Params p{};
-  p.q_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(q));
-  p.k_ptr = static_cast<cutlass::bfloat16_t*>(kv.k_cache);
-  p.v_ptr = static_cast<cutlass::bfloat16_t*>(kv.v_cache);
-  p.o_ptr = static_cast<cutlass::bfloat16_t*>(out);
-  p.lse_ptr = nullptr;
-  w.schedule_into(p);
+  w.common_params(p, q, kv.k_cache, kv.v_cache, out, tokens, hq, kv.hk, scale);
   p.kv_indices = const_cast<int32_t*>(kv.page_table);
-  p.additional_params = {};
-  p.additional_params.sm_scale = scale;
-  // q and out [T, hq, d]; K/V [pages, page_size, hk, d] (NHD).
-  p.q_stride_n = p.o_stride_n = hq * kv.d;
-  p.q_stride_h = p.o_stride_h = kv.d;
-  p.k_stride_n = p.v_stride_n = kv.hk * kv.d;
-  p.k_stride_h = p.v_stride_h = kv.d;
+  // K/V [pages, page_size, hk, d] (NHD).
   p.k_page_stride = p.v_page_stride = kv.page_size * kv.hk * kv.d;
-  p.nnz_qo = tokens;
-  p.num_qo_heads = static_cast<int>(hq);
-  p.num_kv_heads = static_cast<int>(kv.hk);
-  p.group_size = static_cast<int>(hq / kv.hk);
   p.page_size = static_cast<int>(kv.page_size);
-  p.window_left = -1;
-  p.causal = true;
   const cudaError_t err = kv.d == 128 ? launch<128>(p, s) : launch<64>(p, s);
   LOOM_CHECK(err == cudaSuccess, "FlashInfer prefill attention: ", cudaGetErrorString(err));
   CUDA_CHECK(cudaEventRecord(w.used, s));
@@ -264,28 +277,10 @@ void FlashInferPrefillWorkspace::run_ragged(const void* q, const void* k, const 
              " tokens, hq ", hq, ", hk ", hk, ") is not the one planned (", w.tokens, " tokens, hq ", w.hq, ", hk ",
              w.hk, ")");
   if (tokens == 0) return;
-  const int64_t d = w.d;
   RaggedParams p{};
-  p.q_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(q));
-  p.k_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(k));
-  p.v_ptr = static_cast<cutlass::bfloat16_t*>(const_cast<void*>(v));
-  p.o_ptr = static_cast<cutlass::bfloat16_t*>(out);
-  p.lse_ptr = nullptr;
-  w.schedule_into(p);
-  p.additional_params = {};
-  p.additional_params.sm_scale = scale;
-  // q and out [T, hq, d]; k and v [T, hk, d].
-  p.q_stride_n = p.o_stride_n = hq * d;
-  p.q_stride_h = p.o_stride_h = d;
-  p.k_stride_n = p.v_stride_n = hk * d;
-  p.k_stride_h = p.v_stride_h = d;
-  p.nnz_qo = p.nnz_kv = tokens;
-  p.num_qo_heads = static_cast<int>(hq);
-  p.num_kv_heads = static_cast<int>(hk);
-  p.group_size = static_cast<int>(hq / hk);
-  p.window_left = -1;
-  p.causal = true;
-  const cudaError_t err = d == 128 ? launch_ragged<128>(p, s) : launch_ragged<64>(p, s);
+  w.common_params(p, q, k, v, out, tokens, hq, hk, scale);  // k and v [T, hk, d]
+  p.nnz_kv = tokens;
+  const cudaError_t err = w.d == 128 ? launch_ragged<128>(p, s) : launch_ragged<64>(p, s);
   LOOM_CHECK(err == cudaSuccess, "FlashInfer ragged prefill attention: ", cudaGetErrorString(err));
   CUDA_CHECK(cudaEventRecord(w.used, s));
 }

@@ -98,6 +98,14 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
   return cached_cc[device];
 }
 
+// The current device, and its SM count into *sms.
+[[maybe_unused]] int current_device(int* sms) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  device_cc(device, sms);
+  return device;
+}
+
 #if defined(LOOM_WITH_CUTLASS)
 using namespace cute;
 
@@ -258,10 +266,8 @@ __global__ void __launch_bounds__(32 * kScatterWarps) scatter_rows_kernel(const 
 
 template <class Gemm>
 void run_gemm(const MoeSm90Args& p, int which, cudaStream_t s) {
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
   int sms = 0;
-  device_cc(device, &sms);
+  const int device = current_device(&sms);
   const size_t args_bytes = group_args_bytes(p.local_experts);
   char* base = static_cast<char*>(p.workspace);
   const GroupArgs g = carve(base + (which == 0 ? 0 : args_bytes), p.local_experts);
@@ -341,9 +347,8 @@ void moe_sm90_prepare(const MoeSm90Args& p, cudaStream_t s) {
   LOOM_CHECK(p.top_k >= 1 && p.top_k <= 32 && p.slots % p.top_k == 0, "moe_sm90_prepare: top-", p.top_k, " of ",
              p.slots, " slots (1..32 choices a token)");
   const int64_t vecs = p.hidden / 8, tokens = p.slots / p.top_k;
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  device_cc(device, &sms);
+  int sms = 0;
+  current_device(&sms);
   // Enough warps to fill every SM several times over; each walks its tokens a grid apart.
   const int64_t blocks = std::min<int64_t>((tokens + kScatterWarps - 1) / kScatterWarps, int64_t{8} * sms);
   scatter_rows_kernel<<<static_cast<unsigned>(blocks), 32 * kScatterWarps, 0, s>>>(
