@@ -7,7 +7,9 @@
 # table last with issue 14's done-means checked (they are the H200's figures).
 # Carry debs/ and .third_party.tar.gz (scripts/device_env.sh unpacks both).
 #   bash scripts/device_kernel_bench.sh          # LOOM_SKIP_TESTS=1 skips test_cuda, LOOM_GPU_TESTS filters it,
-#                                                # LOOM_SKIP_NATIVE=1 the run on loom's own kernels
+#                                                # LOOM_SKIP_NATIVE=1 the run on loom's own kernels,
+#                                                # LOOM_HF=1 adds HF transformers' two prefills (the
+#                                                # issue's baseline, measured on this call's GPU)
 # A before/after on one machine: `git archive --format=tar.gz -o .baseline.tar.gz REF
 # ':(exclude)tests/data'` here (the test data is this tree's, linked), carried too; the script builds that tree's loom beside this one's and adds its default dispatch as a row,
 # with the prefill op profiles side by side. LOOM_BENCH_VARIANTS="name:ENV=V,ENV2=V2 ..." adds rows
@@ -62,10 +64,15 @@ done
 # 0.93: an H100's 80 GB holds the weights and this KV pool only above 0.88.
 ./build-gpu/loom bench latency --model-path $MODEL --load-format dummy --batch-size 128 --input-len 1024 \
   --output-len 32 --mem-fraction-static 0.93 >"$LOGS/latency_bs128.log" 2>&1 || tail -2 "$LOGS/latency_bs128.log"
+if [ "${LOOM_HF:-0}" = 1 ]; then  # HF transformers on the same GPU: the baseline of the 2x target
+  HF_PREFILL_ONLY=1 PYTHONUNBUFFERED=1 timeout 300 python3 scripts/hf_baseline_qwen3_moe.py >"$LOGS/hf.log" 2>&1 ||
+    tail -3 "$LOGS/hf.log"
+fi
 summary() {  # prefill times, decode steps, and the prefill profile's attention / expert-GEMM lines
-  python3 - "$LOGS/latency_$1.log" "$1" "$LOGS/latency_bs128.log" <<'PY'
+  python3 - "$LOGS/latency_$1.log" "$1" "$LOGS/latency_bs128.log" "$LOGS/hf.log" <<'PY'
 import os, re, sys
 text = open(sys.argv[1]).read()
+hf = dict(re.findall(r"prefill 1x(\d+): ([\d.]+) ms", open(sys.argv[4]).read())) if os.path.exists(sys.argv[4]) else {}
 pre = dict(re.findall(r"prefill 1x(\d+): ([\d.]+) ms", text))
 row = re.compile(r"^\s+(\d+)\s+[\d.]+\s+([\d.]+)\s+\d+\s+\d+\s+[\d.]+\s+([\d.]+)%", re.M)
 dec = {bs: (ms, pct) for bs, ms, pct in row.findall(text)}
@@ -90,11 +97,15 @@ if sys.argv[2] == "default":  # issue 14's done-means (H200 figures)
         print("  %-48s %s" % (name, "-" if ok is None else "met" if ok else "NOT met"))
     f = lambda k: float(pre[k]) if k in pre else None
     check("prefill 8,192 <= 154 ms", None if f("8192") is None else f("8192") <= 154)
+    if "8192" in hf:  # the target's own terms: twice as fast as HF on the same GPU
+        print("  (HF transformers here: 2K %s ms, 8K %s ms)" % (hf.get("2048", "-"), hf["8192"]))
+        check("prefill 8,192 <= half of HF's on this GPU", None if f("8192") is None else f("8192") <= float(hf["8192"]) / 2)
     check("prefill 2,048 <= 45 ms", None if f("2048") is None else f("2048") <= 45)
     check("attention >= 450 TFLOP/s", None if att_tf is None else att_tf >= 450)
     check("expert GEMMs >= 400 TFLOP/s", None if moe_tf is None else moe_tf >= 400)
-    check("decode bs 1 >= 55 % of the roofline, <= 2.8 ms",
-          None if "1" not in dec else float(dec["1"][1]) >= 55 and float(dec["1"][0]) <= 2.8)
+    # The roofline share holds on any card; 2.8 ms is that share on the issue's H200 (1.55 ms floor).
+    check("decode bs 1 >= 55 % of this GPU's roofline", None if "1" not in dec else float(dec["1"][1]) >= 55)
+    check("decode bs 1 <= 2.8 ms (the H200's figure)", None if "1" not in dec else float(dec["1"][0]) <= 2.8)
     check("decode bs 128 >= 70 % of the roofline", None if "128" not in dec else float(dec["128"][1]) >= 70)
 PY
 }

@@ -65,9 +65,9 @@ __device__ __forceinline__ void gemv_block(const bf16* x, const bf16* w, bf16* y
   float acc[1][M] = {};
   const uint4* rows[1] = {reinterpret_cast<const uint4*>(w) + row * k8 + begin};
   const bool live = row < n && count > 0;
-  // The weights do not depend on the kernel before (pdl.cuh): they start towards L2 while it ends,
-  // and with Preload the first kUnroll chunks a lane are already in registers when the wait returns.
-  if (live && lane == 0) prefetch_l2(rows[0], static_cast<unsigned>(count) * 16u);
+  // The weights do not depend on the kernel before (pdl.cuh): with Preload the first kUnroll chunks
+  // a lane are already in registers when the wait returns. (A bulk L2 prefetch of the warp's whole
+  // row part before the wait, as well, made bs-1 decode 1.5-3 % slower: bench/NOTES.md.)
   uint4 first[1][kUnroll];
   if (Preload && live) load_chunks<1, kUnroll>(rows, lane, count, weight_policy(), first);
   wait_and_allow_dependents(trigger_first);

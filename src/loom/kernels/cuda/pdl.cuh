@@ -59,14 +59,6 @@ __device__ __forceinline__ void wait_and_allow_dependents(bool trigger_first) {
   if (!trigger_first) allow_dependents();
 }
 
-// Pulls [p, p + bytes) into L2 without waiting or using registers (sm_90 bulk prefetch; bytes a
-// multiple of 16, p 16-byte aligned). Elsewhere a no-op.
-__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (bytes > 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 // Whether launches on the current device get the attribute: compute capability 9.0 or later and
 // LOOM_PDL not "0". Cached per device.
 bool pdl_enabled();
