@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -23,6 +25,23 @@ inline bool have_gpu() {
 
 #define SKIP_WITHOUT_GPU() \
   if (!::loom::testing::have_gpu()) GTEST_SKIP() << "no GPU"
+
+// Sets an environment variable (null: unsets it) while alive, then restores what was there; for the
+// switches loom reads at every call (LOOM_ATTENTION, LOOM_MOE_GEMM, ...).
+class EnvGuard {
+ public:
+  EnvGuard(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    value ? setenv(name, value, 1) : unsetenv(name);
+  }
+  ~EnvGuard() { had_ ? setenv(name_.c_str(), old_.c_str(), 1) : unsetenv(name_.c_str()); }
+  EnvGuard(const EnvGuard&) = delete;
+  EnvGuard& operator=(const EnvGuard&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
 
 // f32 host tensor of uniform values in [-scale, scale), rounded to bf16 so that the GPU (bf16)
 // and the CPU reference (f32) see the same numbers.

@@ -207,38 +207,31 @@ TEST(FlashInferPrefill, TheAttentionOpTakesItForPrefillOnly) {
       if (t.op.rfind("attention (", 0) == 0) *op = t.op;
     return host_values(out);
   };
-  std::string op;
-  const char* saved = std::getenv("LOOM_ATTENTION");
-  const std::string saved_value = saved ? saved : "";
-  unsetenv("LOOM_ATTENTION");
-  const auto prefill_owned = make_batch(kMixed, 32, 4, 128, 16, rng);
-  const Batch& prefill = *prefill_owned;
-  EXPECT_LT(rel_error(run_op(prefill, &op), prefill.ref.to_float_vector()), kBf16Kernel);
-  EXPECT_EQ(op, "attention (prefill, FlashInfer)");
-
-  setenv("LOOM_ATTENTION", "native", 1);
-  EXPECT_LT(rel_error(run_op(prefill, &op), prefill.ref.to_float_vector()), kBf16Kernel);
-  EXPECT_EQ(op, "attention (prefill)");
-  unsetenv("LOOM_ATTENTION");
+  // The op is accurate and ran as `name`.
+  const auto expect_op = [&](const Batch& b, const char* name) {
+    std::string op;
+    EXPECT_LT(rel_error(run_op(b, &op), b.ref.to_float_vector()), kBf16Kernel);
+    EXPECT_EQ(op, name);
+  };
+  EnvGuard default_attention("LOOM_ATTENTION", nullptr);
+  const auto prefill = make_batch(kMixed, 32, 4, 128, 16, rng);
+  expect_op(*prefill, "attention (prefill, FlashInfer)");
+  {
+    EnvGuard native("LOOM_ATTENTION", "native");
+    expect_op(*prefill, "attention (prefill)");
+  }
 
   // Fresh prompts read their keys from the step's rows (the ragged kernel), unless turned off.
-  const auto fresh_owned = make_batch({{0, 200}, {0, 7}}, 32, 4, 128, 16, rng);
-  const Batch& fresh = *fresh_owned;
-  EXPECT_LT(rel_error(run_op(fresh, &op), fresh.ref.to_float_vector()), kBf16Kernel);
-  EXPECT_EQ(op, "attention (prefill, FlashInfer ragged)");
-  setenv("LOOM_FLASHINFER_RAGGED", "0", 1);
-  EXPECT_LT(rel_error(run_op(fresh, &op), fresh.ref.to_float_vector()), kBf16Kernel);
-  EXPECT_EQ(op, "attention (prefill, FlashInfer)");
-  unsetenv("LOOM_FLASHINFER_RAGGED");
+  const auto fresh = make_batch({{0, 200}, {0, 7}}, 32, 4, 128, 16, rng);
+  expect_op(*fresh, "attention (prefill, FlashInfer ragged)");
+  {
+    EnvGuard paged("LOOM_FLASHINFER_RAGGED", "0");
+    expect_op(*fresh, "attention (prefill, FlashInfer)");
+  }
 
-  const auto decode_owned = make_batch({{0, 1}, {300, 1}, {77, 1}}, 32, 4, 128, 16, rng);
-  const Batch& decode = *decode_owned;
-  EXPECT_LT(rel_error(run_op(decode, &op), decode.ref.to_float_vector()), kBf16Kernel);
-  EXPECT_EQ(op, "attention (decode, split keys)");
+  const auto decode = make_batch({{0, 1}, {300, 1}, {77, 1}}, 32, 4, 128, 16, rng);
+  expect_op(*decode, "attention (decode, split keys)");
 
-  const auto tiny_owned = make_batch({{0, 9}, {4, 5}}, 4, 2, 32, 16, rng);  // a head size not instantiated
-  const Batch& tiny = *tiny_owned;
-  EXPECT_LT(rel_error(run_op(tiny, &op), tiny.ref.to_float_vector()), kBf16Kernel);
-  EXPECT_EQ(op, "attention (prefill)");
-  if (saved) setenv("LOOM_ATTENTION", saved_value.c_str(), 1);
+  const auto tiny = make_batch({{0, 9}, {4, 5}}, 4, 2, 32, 16, rng);  // a head size not instantiated
+  expect_op(*tiny, "attention (prefill)");
 }

@@ -34,19 +34,6 @@ bool have_sm90() {
 #define SKIP_WITHOUT_SM90() \
   if (!have_sm90()) GTEST_SKIP() << "no sm90 GPU"
 
-// Sets an environment variable while alive (LOOM_MOE_GEMM and LOOM_MOE_PINGPONG are read at every call).
-class EnvGuard {
- public:
-  EnvGuard(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    setenv(name, value, 1);
-  }
-  ~EnvGuard() { had_ ? setenv(name_.c_str(), old_.c_str(), 1) : unsetenv(name_.c_str()); }
-
- private:
-  std::string name_, old_;
-  bool had_ = false;
-};
 struct MoeGemmEnv : EnvGuard {
   explicit MoeGemmEnv(const char* value) : EnvGuard("LOOM_MOE_GEMM", value) {}
 };
@@ -211,7 +198,7 @@ TEST(MoeGroupedGemmSm90, PingpongKernelMatchesTheCooperative) {
 TEST(MoeGroupedGemmSm90, DefaultDispatchTakesCutlassFrom256Slots) {
   SKIP_WITHOUT_SM90();
   std::mt19937 rng(22);
-  unsetenv("LOOM_MOE_GEMM");
+  EnvGuard default_gemm("LOOM_MOE_GEMM", nullptr);
   for (const int t : {2048, 32, 16}) {
     SCOPED_TRACE(t);
     const Case c{t, 2048, 768, 128, 8, 0, 128};

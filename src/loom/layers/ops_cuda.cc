@@ -227,12 +227,12 @@ void qk_norm_rope(Tensor& q, Tensor& k, const Tensor* q_norm, const Tensor* k_no
 
 namespace {
 
+bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }  // TMA / 16-byte loads
+
 // Prefill/extend attention on FlashInfer's Hopper kernels (kernels/cuda/flashinfer_prefill.h)
 // when the GPU is sm90 and the head size is one it instantiates; decode (captured in graphs) and
 // everything else on loom's own kernel. LOOM_ATTENTION=native keeps prefill on loom's kernel too,
 // for A/B runs (read at every call).
-bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }  // TMA / 16-byte loads
-
 bool attention_use_flashinfer(const Tensor& q, const Tensor& out, int64_t hq, int64_t hk, int64_t d,
                               const ForwardContext& ctx, cudaStream_t s) {
   if (ctx.decode_only || ctx.num_seqs < 1) return false;
